@@ -1,0 +1,130 @@
+"""The slow oracle: a per-sample loop that builds each sample's kernel
+explicitly and calls plain ``F.conv2d``. Written independently of
+``dynconv_mm.execution``: every attention is folded into the kernel here,
+whereas the package scales activations."""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def per_sample_kernel(weight: Tensor, groups: int, b: int,
+                      kernel: Optional[Tensor] = None,
+                      spatial: Optional[Tensor] = None,
+                      input: Optional[Tensor] = None,
+                      output: Optional[Tensor] = None) -> Tensor:
+    """Sample ``b``'s kernel ``[O, I/groups, kh, kw]``."""
+    num_kernels, out_channels, group_in = weight.shape[:3]
+    group_out = out_channels // groups
+    rows = []
+    for o in range(out_channels):
+        w_o = 0
+        for k in range(num_kernels):
+            if kernel is None:
+                assert num_kernels == 1
+                a = 1.0
+            elif kernel.dim() == 2:
+                a = kernel[b, k]
+            else:
+                a = kernel[b, o, k]
+            w_o = w_o + a * weight[k, o]
+        if spatial is not None:
+            w_o = w_o * spatial[b]
+        if input is not None:
+            g = o // group_out
+            w_o = w_o * input[b, g * group_in:(g + 1) * group_in, None, None]
+        if output is not None:
+            w_o = w_o * output[b, o]
+        rows.append(w_o)
+    return torch.stack(rows)
+
+
+def per_sample_bias(bias: Tensor, b: int,
+                    kernel: Optional[Tensor] = None) -> Tensor:
+    num_kernels, out_channels = bias.shape
+    values = []
+    for o in range(out_channels):
+        v = 0
+        for k in range(num_kernels):
+            if kernel is None:
+                a = 1.0
+            elif kernel.dim() == 2:
+                a = kernel[b, k]
+            else:
+                a = kernel[b, o, k]
+            v = v + a * bias[k, o]
+        values.append(v)
+    return torch.stack(values)
+
+
+def reference_dynamic_conv2d(x: Tensor, weight: Tensor,
+                             kernel: Optional[Tensor] = None,
+                             spatial: Optional[Tensor] = None,
+                             input: Optional[Tensor] = None,
+                             output: Optional[Tensor] = None,
+                             bias: Optional[Tensor] = None,
+                             stride=1, padding=0, dilation=1,
+                             groups: int = 1) -> Tensor:
+    outs = []
+    for b in range(x.shape[0]):
+        w = per_sample_kernel(weight, groups, b, kernel, spatial, input,
+                              output)
+        bb = None if bias is None else per_sample_bias(bias, b, kernel)
+        outs.append(F.conv2d(x[b:b + 1], w, bb, stride, padding, dilation,
+                             groups))
+    return torch.cat(outs)
+
+
+def _mlp(layer, x: Tensor) -> Tensor:
+    """The attention trunk of a dynconv_mm layer, recomputed by hand."""
+    trunk = layer.attention.trunk
+    pooled = x.sum(dim=(2, 3)) / (x.shape[2] * x.shape[3])
+    h = pooled @ trunk.fc.weight.t()
+    if trunk.fc.bias is not None:
+        h = h + trunk.fc.bias
+    if trunk.norm is not None:
+        norm = trunk.norm
+        if norm.training:
+            mean = h.mean(0)
+            var = h.var(0, unbiased=False)
+        else:
+            mean, var = norm.running_mean, norm.running_var
+        h = (h - mean) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
+    return torch.clamp(h, min=0)
+
+
+def _head(layer, h: Tensor, name: str) -> Tensor:
+    head = layer.attention.heads[name]
+    return (h @ head.weight.t() + head.bias) / layer.attention.temperature
+
+
+def reference_attentions(layer, x: Tensor) -> dict:
+    """The paper's attentions of ``layer`` for input ``x``, by hand."""
+    h = _mlp(layer, x)
+    heads = layer.attention.heads
+    kind = type(layer).__name__
+    if kind == 'DynamicConv2d':
+        return dict(kernel=torch.softmax(_head(layer, h, 'kernel'), -1))
+    if kind == 'DyNetConv2d':
+        eta = torch.sigmoid(_head(layer, h, 'kernel'))
+        return dict(kernel=eta.reshape(x.shape[0], layer.out_channels,
+                                       layer.num_kernels))
+    assert kind == 'ODConv2d', kind
+    att = dict(input=torch.sigmoid(_head(layer, h, 'input')))
+    if 'output' in heads:
+        att['output'] = torch.sigmoid(_head(layer, h, 'output'))
+    if 'spatial' in heads:
+        att['spatial'] = torch.sigmoid(_head(layer, h, 'spatial')).reshape(
+            x.shape[0], *layer.kernel_size)
+    if 'kernel' in heads:
+        att['kernel'] = torch.softmax(_head(layer, h, 'kernel'), -1)
+    return att
+
+
+def reference_layer_forward(layer, x: Tensor) -> Tensor:
+    """What ``layer(x)`` must compute, from its parameters alone."""
+    return reference_dynamic_conv2d(
+        x, layer.weight, bias=layer.bias, stride=layer.stride,
+        padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
+        **reference_attentions(layer, x))
