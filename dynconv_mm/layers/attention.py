@@ -1,0 +1,136 @@
+"""Pieces every attention of the three papers shares: the temperature and
+the pooled-MLP trunk."""
+from typing import Dict, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmcv.cnn import build_norm_layer
+from torch import Tensor
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..execution import ConvAttentions
+from .options import check_int, check_positive
+
+
+def hidden_channels(owner: str, in_channels: int, reduction: float,
+                    min_hidden_channels: int) -> int:
+    """Width of the attention MLP: ``max(int(C_in / reduction), min)``."""
+    check_positive(owner, 'reduction', reduction)
+    check_int(owner, 'min_hidden_channels', min_hidden_channels, 1)
+    return max(int(in_channels / reduction), min_hidden_channels)
+
+
+class AttentionTrunk(nn.Module):
+    """Global average pooling, then FC -> [norm] -> ReLU.
+
+    Shape: ``[B, C_in, H, W] -> [B, hidden]``. The FC has a bias only when
+    no norm follows it (a norm's shift makes a bias redundant).
+
+    Args:
+        owner: layer type name, used in error messages.
+        in_channels: ``C_in``.
+        hidden_channels: width of the hidden layer.
+        norm_cfg: mmcv norm config applied to ``[B, hidden, 1, 1]``
+            (``BN``, ``SyncBN``, ``GN``), or ``None``.
+    """
+
+    def __init__(self,
+                 owner: str,
+                 in_channels: int,
+                 hidden_channels: int,
+                 norm_cfg: Optional[dict] = None) -> None:
+        super().__init__()
+        self.owner = owner
+        self.fc = nn.Linear(in_channels, hidden_channels,
+                            bias=norm_cfg is None)
+        self.norm = None if norm_cfg is None else build_norm_layer(
+            norm_cfg, hidden_channels)[1]
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_normal_(
+            self.fc.weight, mode='fan_out', nonlinearity='relu')
+        if self.fc.bias is not None:
+            nn.init.zeros_(self.fc.bias)
+        if self.norm is not None:
+            self.norm.reset_parameters()
+
+    def forward(self, x: Tensor) -> Tensor:
+        hidden = self.fc(x.mean(dim=(2, 3)))
+        if self.norm is not None:
+            if (self.training and hidden.shape[0] == 1
+                    and isinstance(self.norm, _BatchNorm)):
+                raise ValueError(
+                    f'{self.owner}: attention_norm_cfg={self.norm_cfg_type} '
+                    'cannot train on a batch of 1 (BatchNorm over pooled '
+                    'vectors sees one value per channel); use '
+                    'attention_norm_cfg=None or a larger batch')
+            hidden = self.norm(hidden[:, :, None, None]).flatten(1)
+        return F.relu(hidden, inplace=True)
+
+    @property
+    def norm_cfg_type(self) -> str:
+        return type(self.norm).__name__
+
+
+class DynamicAttention(nn.Module):
+    """Base of the attention modules: a trunk, named linear heads on it, and
+    the temperature ``tau`` that divides every head's logits before its
+    softmax/sigmoid.
+
+    The temperature is a persistent buffer, so a checkpoint evaluates at the
+    temperature it was trained at; ``TemperatureAnnealingHook`` sets it
+    during training.
+
+    Args:
+        owner: layer type name, used in error messages.
+        in_channels: channels of the pooled input.
+        hidden_channels: width of the trunk.
+        head_sizes: output width of each head, by name.
+        temperature: initial ``tau > 0``.
+        norm_cfg: the trunk's norm (see :class:`AttentionTrunk`).
+    """
+
+    def __init__(self,
+                 owner: str,
+                 in_channels: int,
+                 hidden_channels: int,
+                 head_sizes: Dict[str, int],
+                 temperature: float,
+                 norm_cfg: Optional[dict] = None) -> None:
+        super().__init__()
+        self.owner = owner
+        self.register_buffer(
+            'temperature',
+            torch.tensor(check_positive(owner, 'temperature', temperature)))
+        self.trunk = AttentionTrunk(owner, in_channels, hidden_channels,
+                                    norm_cfg)
+        self.heads = nn.ModuleDict({
+            name: nn.Linear(hidden_channels, size)
+            for name, size in head_sizes.items()
+        })
+        self.reset_parameters()
+
+    def set_temperature(self, value: float) -> None:
+        self.temperature.fill_(check_positive(self.owner, 'temperature',
+                                              value))
+
+    def reset_parameters(self) -> None:
+        """Kaiming normal (fan_out) heads with zero bias, as the ODConv
+        authors initialise theirs."""
+        self.trunk.reset_parameters()
+        for head in self.heads.values():
+            nn.init.kaiming_normal_(
+                head.weight, mode='fan_out', nonlinearity='relu')
+            nn.init.zeros_(head.bias)
+
+    def logits(self, x: Tensor) -> Dict[str, Tensor]:
+        """Every head's output divided by the temperature, ``[B, size]``."""
+        hidden = self.trunk(x)
+        return {
+            name: head(hidden) / self.temperature
+            for name, head in self.heads.items()
+        }
+
+    def forward(self, x: Tensor) -> ConvAttentions:
+        raise NotImplementedError

@@ -1,0 +1,146 @@
+"""What the three papers' layers share: the geometry of an ``nn.Conv2d``,
+a bank of ``K`` kernels, an attention module, and the temperature."""
+from typing import Any, Dict, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+from torch.nn.modules.utils import _pair
+
+from ..execution import ConvAttentions, dynamic_conv2d
+from .attention import DynamicAttention
+from .options import check_int, reject_unknown_options
+
+IntPair = Union[int, Tuple[int, int]]
+
+
+class DynamicConv2dBase(nn.Module):
+    """A convolution whose kernel is formed per sample from a bank.
+
+    It carries the attributes mmcv's ``ConvModule`` and mmdet/mmpose read from
+    a conv (``in_channels``, ``out_channels``, ``kernel_size``, ``stride``,
+    ``padding``, ``dilation``, ``groups``, ``transposed``,
+    ``output_padding``, ``weight``, ``bias``), but it is deliberately not an
+    ``nn.Conv2d`` subclass: OpenMMLab's Kaiming ``init_cfg`` for
+    ``Conv2d`` would re-initialise the 5-D bank with the wrong fan.
+
+    Subclasses set :attr:`layer_type` (the registry name) and
+    :attr:`attention`.
+
+    Shapes: ``weight`` ``[K, C_out, C_in/groups, kh, kw]``; ``bias``
+    ``[K, C_out]`` (mixed like the kernels) or ``None``.
+    """
+
+    layer_type = 'DynamicConv2dBase'
+    attention: Optional[DynamicAttention]
+
+    def __init__(self, in_channels: int, out_channels: int,
+                 kernel_size: IntPair, stride: IntPair,
+                 padding: Union[IntPair, str], dilation: IntPair, groups: int,
+                 bias: bool, padding_mode: str, num_kernels: int,
+                 unknown_options: Dict[str, Any]) -> None:
+        super().__init__()
+        owner = self.layer_type
+        reject_unknown_options(owner, type(self), unknown_options)
+        check_int(owner, 'in_channels', in_channels, 1)
+        check_int(owner, 'out_channels', out_channels, 1)
+        check_int(owner, 'groups', groups, 1)
+        check_int(owner, 'num_kernels', num_kernels, 1)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f'{owner}: option groups={groups} is invalid: it must divide '
+                f'in_channels={in_channels} and out_channels={out_channels}')
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride)
+        self.dilation = _pair(dilation)
+        for name in ('kernel_size', 'stride', 'dilation'):
+            for value in getattr(self, name):
+                check_int(owner, name, value, 1)
+        if isinstance(padding, str):
+            if padding not in ('same', 'valid'):
+                raise ValueError(f"{owner}: option padding={padding!r} is "
+                                 "invalid: use an int, a pair, 'same' or "
+                                 "'valid'")
+            if padding == 'same' and self.stride != (1, 1):
+                raise ValueError(f"{owner}: padding='same' needs stride 1, "
+                                 f'got stride={stride!r}')
+            self.padding = padding
+        else:
+            self.padding = _pair(padding)
+            for value in self.padding:
+                check_int(owner, 'padding', value, 0)
+        if padding_mode != 'zeros':
+            # ConvModule pads explicitly for other modes before the conv.
+            raise ValueError(f'{owner}: option padding_mode={padding_mode!r} '
+                             "is not supported; only 'zeros'")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.groups = groups
+        self.padding_mode = padding_mode
+        self.num_kernels = num_kernels
+        self.transposed = False
+        self.output_padding = (0, 0)
+        self.weight = nn.Parameter(
+            torch.empty(num_kernels, out_channels, in_channels // groups,
+                        *self.kernel_size))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(num_kernels, out_channels))
+        else:
+            self.register_parameter('bias', None)
+
+    def reset_parameters(self) -> None:
+        """Each kernel Kaiming normal (fan_out), as the ODConv authors and
+        mmdet's conv init do; zero biases; then the attention's own init."""
+        for kernel in self.weight.data:
+            nn.init.kaiming_normal_(kernel, mode='fan_out',
+                                    nonlinearity='relu')
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+        if self.attention is not None:
+            self.attention.reset_parameters()
+
+    def init_weights(self) -> None:
+        # OpenMMLab calls init_weights() on children; ConvModule would
+        # otherwise Kaiming-initialise `weight` as if it were 4-D.
+        self.reset_parameters()
+
+    @property
+    def temperature(self) -> float:
+        """The attention's softmax/sigmoid temperature ``tau``."""
+        return float(self.attention.temperature)
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self.attention.set_temperature(value)
+
+    def execution_method(self) -> str:
+        """Which formulation of :func:`dynamic_conv2d` to run."""
+        return 'auto'
+
+    def forward(self,
+                x: Tensor,
+                attentions: Optional[ConvAttentions] = None) -> Tensor:
+        """``[B, C_in, H, W] -> [B, C_out, H_out, W_out]``.
+
+        ``attentions`` may be given by a module that owns the attention for
+        several convs; by default the layer computes its own from ``x``.
+        """
+        if attentions is None:
+            attentions = self.attention(x)
+        return dynamic_conv2d(x, self.weight, attentions, self.bias,
+                              self.stride, self.padding, self.dilation,
+                              self.groups, self.execution_method())
+
+    def extra_repr(self) -> str:
+        text = (f'{self.in_channels}, {self.out_channels}, '
+                f'kernel_size={self.kernel_size}, stride={self.stride}, '
+                f'num_kernels={self.num_kernels}')
+        if self.padding != (0, 0):
+            text += f', padding={self.padding}'
+        if self.dilation != (1, 1):
+            text += f', dilation={self.dilation}'
+        if self.groups != 1:
+            text += f', groups={self.groups}'
+        if self.bias is None:
+            text += ', bias=False'
+        return text

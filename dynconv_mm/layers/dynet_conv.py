@@ -1,0 +1,100 @@
+"""DyNet (Zhang et al., "DyNet: Dynamic Convolution for Accelerating
+Convolutional Neural Networks", 2020)."""
+from typing import Any, Optional, Tuple, Union
+
+from mmengine.registry import MODELS
+from torch import Tensor
+
+from ..execution import ConvAttentions
+from .attention import DynamicAttention, hidden_channels
+from .dynamic_conv_base import DynamicConv2dBase
+
+IntPair = Union[int, Tuple[int, int]]
+
+
+class KernelFusionCoefficients(DynamicAttention):
+    """DyNet's coefficient prediction: one sigmoid coefficient per output
+    channel and fixed kernel.
+
+    ``[B, C_in, H, W]`` -> global average pool -> FC -> ReLU -> FC ->
+    ``sigmoid(z / tau)`` -> ``kernel`` ``[B, C_out, g]`` (two FCs with hidden
+    ``C_in/4`` as in Dy-ResNet; the paper has no temperature, i.e. tau = 1).
+    """
+
+    def __init__(self,
+                 owner: str,
+                 in_channels: int,
+                 out_channels: int,
+                 num_kernels: int,
+                 hidden_channels: int,
+                 temperature: float = 1.0,
+                 norm_cfg: Optional[dict] = None) -> None:
+        super().__init__(owner, in_channels, hidden_channels,
+                         dict(kernel=out_channels * num_kernels),
+                         temperature, norm_cfg)
+        self.out_channels = out_channels
+        self.num_kernels = num_kernels
+
+    def forward(self, x: Tensor) -> ConvAttentions:
+        coefficients = self.logits(x)['kernel'].sigmoid()
+        return ConvAttentions(
+            kernel=coefficients.view(-1, self.out_channels, self.num_kernels))
+
+
+@MODELS.register_module('DyNetConv')
+class DyNetConv2d(DynamicConv2dBase):
+    """DyNet dynamic convolution (Zhang et al. 2020).
+
+    Holds ``C_out * g`` fixed kernels; output channel ``o`` of sample ``b``
+    uses ``w_bo = sum_i eta_boi * w_io`` with coefficients from
+    :class:`KernelFusionCoefficients`. Training fuses feature maps (one
+    ``g``-times wide static conv, outputs weighted and summed); evaluation
+    fuses the kernels per sample (one conv's FLOPs, the paper's saving). Both
+    compute the same function. A bias is fused with the same coefficients.
+
+    Shapes: input ``[B, C_in, H, W]``, output ``[B, C_out, H_out, W_out]``;
+    ``weight`` ``[g, C_out, C_in/groups, kh, kw]``.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation,
+            groups, bias, padding_mode: as in ``nn.Conv2d`` (``padding_mode``
+            'zeros' only).
+        num_kernels: ``g``, fixed kernels per output kernel (paper: 6).
+        reduction: coefficient MLP width ``C_in / reduction`` (Dy-ResNet:
+            4) ...
+        min_hidden_channels: ... but at least this many (ours: 4).
+        temperature: divides the coefficient logits (paper: none, i.e. 1).
+        attention_norm_cfg: norm after the first FC (paper: none).
+    """
+
+    layer_type = 'DyNetConv'
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 kernel_size: IntPair,
+                 stride: IntPair = 1,
+                 padding: Union[IntPair, str] = 0,
+                 dilation: IntPair = 1,
+                 groups: int = 1,
+                 bias: bool = True,
+                 padding_mode: str = 'zeros',
+                 *,
+                 num_kernels: int = 6,
+                 reduction: float = 4,
+                 min_hidden_channels: int = 4,
+                 temperature: float = 1.0,
+                 attention_norm_cfg: Optional[dict] = None,
+                 **unknown_options: Any) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride,
+                         padding, dilation, groups, bias, padding_mode,
+                         num_kernels, unknown_options)
+        self.attention = KernelFusionCoefficients(
+            self.layer_type, in_channels, out_channels, num_kernels,
+            hidden_channels(self.layer_type, in_channels, reduction,
+                            min_hidden_channels), temperature,
+            attention_norm_cfg)
+        self.reset_parameters()
+
+    def execution_method(self) -> str:
+        return 'kernel_branches' if self.training else 'batch_folded'
