@@ -1,0 +1,12 @@
+"""OpenMMLab glue for the engine: hooks, checkpoint loading, runner setup."""
+from .checkpoint import (allow_mmengine_checkpoint_globals,
+                         mmengine_checkpoint_globals)
+from .runner_config import (build_runner, enable_amp, load_run_config,
+                            set_resume)
+from .temperature_annealing_hook import TemperatureAnnealingHook
+
+__all__ = [
+    'allow_mmengine_checkpoint_globals', 'mmengine_checkpoint_globals',
+    'build_runner', 'enable_amp', 'load_run_config', 'set_resume',
+    'TemperatureAnnealingHook'
+]

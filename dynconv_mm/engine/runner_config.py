@@ -1,0 +1,79 @@
+"""From a config file and command-line options to an mmengine Runner: the
+logic behind ``tools/train.py`` and ``tools/test.py``, toolbox-agnostic
+(the config's ``default_scope`` decides mmdet or mmpose)."""
+import os.path as osp
+from typing import Optional
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.config import Config
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+
+def load_run_config(config: str,
+                    work_dir: Optional[str] = None,
+                    cfg_options: Optional[dict] = None,
+                    launcher: str = 'none') -> Config:
+    """Read ``config``, apply ``--cfg-options`` and pick the work dir
+    (``--work-dir``, else the config's, else ``work_dirs/<config name>``)."""
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    cfg.launcher = launcher
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(config))[0])
+    return cfg
+
+
+def _start_cpu_distributed(cfg: Config) -> None:
+    """Distributed training without GPUs: gloo processes on the CPU.
+
+    mmengine's launchers call ``torch.cuda.set_device``, so the process
+    group is started here (the Runner then skips its own), and DDP must not
+    be given device ids (the Runner's default passes ``LOCAL_RANK``).
+    """
+    if cfg.launcher != 'pytorch':
+        raise ValueError(f'launcher {cfg.launcher!r} needs GPUs; without '
+                         "them use 'pytorch' (tools/dist_train.sh)")
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group(backend='gloo')
+    wrapper = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel')
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+
+
+def enable_amp(cfg: Config) -> None:
+    """Train with automatic mixed precision (``--amp``)."""
+    optim_wrapper = cfg.optim_wrapper
+    if optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+        return
+    if optim_wrapper.get('type', 'OptimWrapper') != 'OptimWrapper':
+        raise ValueError('--amp needs optim_wrapper.type OptimWrapper or '
+                         f'AmpOptimWrapper, got {optim_wrapper.type!r}')
+    optim_wrapper.type = 'AmpOptimWrapper'
+    optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+
+def set_resume(cfg: Config, resume: Optional[str]) -> None:
+    """``--resume`` alone resumes from the work dir's latest checkpoint;
+    ``--resume PATH`` from that checkpoint."""
+    if resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif resume is not None:
+        cfg.resume = True
+        cfg.load_from = resume
+
+
+def build_runner(cfg: Config) -> Runner:
+    """The config's runner (``runner_type`` if it names one)."""
+    if cfg.get('launcher', 'none') != 'none' and not torch.cuda.is_available():
+        _start_cpu_distributed(cfg)
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
