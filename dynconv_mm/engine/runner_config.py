@@ -48,7 +48,15 @@ def _start_cpu_distributed(cfg: Config) -> None:
 
 
 def enable_amp(cfg: Config) -> None:
-    """Train with automatic mixed precision (``--amp``)."""
+    """Train with automatic mixed precision (``--amp``).
+
+    mmengine's ``AmpOptimWrapper`` runs on GPUs (and NPU/MLU/MUSA) only;
+    without one this fails now with a clear message instead of later in the
+    Runner. (The layers themselves run under CPU autocast.)
+    """
+    if not torch.cuda.is_available():
+        raise RuntimeError('--amp needs a GPU: mmengine\'s AmpOptimWrapper '
+                           'does not train on the CPU')
     optim_wrapper = cfg.optim_wrapper
     if optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
         return

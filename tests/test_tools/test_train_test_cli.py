@@ -1,0 +1,115 @@
+"""End to end through the real Runner: our tools/train.py and test.py,
+resume, AMP, MMDetection's own train/test tools, and dist_train.sh with two
+CPU processes, on a tiny generated COCO-format dataset."""
+import os
+import os.path as osp
+import pickle
+import socket
+import subprocess
+import sys
+
+import mmdet
+import pytest
+
+from dynconv_mm.datasets import generate_synthetic_coco
+
+pytestmark = pytest.mark.slow
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+DEMO_CONFIG = osp.join(
+    REPO, 'configs/odconv/faster-rcnn_r18-slim-odconv_fpn_synthetic-coco.py')
+MMDET_TOOLS = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools')
+
+TINY_CONFIG = """
+_base_ = {base!r}
+data_root = {data_root!r}
+loader = dict(batch_size=2, num_workers=0, persistent_workers=False)
+train_dataloader = dict(**loader, dataset=dict(data_root=data_root))
+val_dataloader = dict(**loader, dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+train_cfg = dict(max_epochs=1, val_interval=1)
+param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=True)]
+custom_hooks = [dict(type='TemperatureAnnealingHook', start=30., end=1.,
+                     epochs=1)]
+default_hooks = dict(checkpoint=dict(interval=1), logger=dict(interval=1))
+"""
+
+
+@pytest.fixture(scope='module')
+def tiny_config(tmp_path_factory):
+    root = tmp_path_factory.mktemp('tiny')
+    data_root = str(root / 'data') + '/'
+    generate_synthetic_coco(data_root, num_train=4, num_val=2, width=128,
+                            height=96, seed=3)
+    path = root / 'tiny_config.py'
+    path.write_text(TINY_CONFIG.format(base=DEMO_CONFIG, data_root=data_root))
+    return str(path)
+
+
+def run(args, cwd=REPO, env=None):
+    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=600)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    return output
+
+
+def test_train_test_resume(tiny_config, tmp_path):
+    work_dir = str(tmp_path / 'work')
+    out = run([sys.executable, 'tools/train.py', tiny_config, '--work-dir',
+               work_dir])
+    assert 'coco/bbox_mAP' in out and 'temperature: 30.0000' in out
+    checkpoint = osp.join(work_dir, 'epoch_1.pth')
+    assert osp.isfile(checkpoint)
+
+    preds = str(tmp_path / 'preds.pkl')
+    out = run([sys.executable, 'tools/test.py', tiny_config, checkpoint,
+               '--work-dir', work_dir, '--out', preds])
+    assert 'Epoch(test)' in out and 'coco/bbox_mAP' in out
+    with open(preds, 'rb') as f:
+        assert len(pickle.load(f)) == 2  # one entry per val image
+
+    out = run([sys.executable, 'tools/train.py', tiny_config, '--work-dir',
+               work_dir, '--resume', '--cfg-options',
+               'train_cfg.max_epochs=2'])
+    assert 'resumed epoch: 1, iter: 2' in out
+    # iteration 2 of an annealing over one epoch (2 iterations): at the end
+    assert 'Epoch(train) [2][2/2]' in out and 'temperature: 1.0000' in out
+    assert osp.isfile(osp.join(work_dir, 'epoch_2.pth'))
+
+
+def test_amp_without_gpu_is_a_clear_error(tiny_config, tmp_path):
+    proc = subprocess.run([sys.executable, 'tools/train.py', tiny_config,
+                           '--amp', '--work-dir', str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert '--amp needs a GPU' in proc.stderr
+
+
+def test_mmdetection_own_tools_run_the_config(tiny_config, tmp_path):
+    run([sys.executable, osp.join(MMDET_TOOLS, 'train.py'), tiny_config,
+         '--work-dir', str(tmp_path)])
+    checkpoint = osp.join(tmp_path, 'epoch_1.pth')
+    out = run([sys.executable, osp.join(MMDET_TOOLS, 'test.py'), tiny_config,
+               checkpoint, '--work-dir', str(tmp_path)])
+    assert 'coco/bbox_mAP' in out
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_dist_train_two_cpu_processes(tiny_config, tmp_path):
+    env = dict(PYTHON=sys.executable, PORT=str(free_port()))
+    out = run(['bash', 'tools/dist_train.sh', tiny_config, '2', '--work-dir',
+               str(tmp_path)], env=env)
+    assert 'Distributed launcher: pytorch' in out or 'world_size: 2' in out
+    checkpoint = osp.join(tmp_path, 'epoch_1.pth')
+    assert osp.isfile(checkpoint)
+    out = run(['bash', 'tools/dist_test.sh', tiny_config, checkpoint, '2',
+               '--work-dir', str(tmp_path)], env=env)
+    assert 'coco/bbox_mAP' in out
