@@ -42,7 +42,7 @@ model = dict(
 custom_hooks = [dict(type='TemperatureAnnealingHook', start=30., end=1.,
                      epochs=4)]
 
-max_epochs = 12
+max_epochs = 18
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 optim_wrapper = dict(
     optimizer=dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=1e-4),
@@ -51,10 +51,11 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
          end=50),
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
-         milestones=[9, 11], gamma=0.1)
+         milestones=[14, 17], gamma=0.1)
 ]
 default_hooks = dict(
     logger=dict(interval=10),
     checkpoint=dict(interval=max_epochs))
 # 4 images per batch on one process (the mmdet default assumes 8 GPUs x 2).
 auto_scale_lr = dict(enable=False, base_batch_size=4)
+randomness = dict(seed=0)

@@ -1,12 +1,14 @@
 """OpenMMLab glue for the engine: hooks, checkpoint loading, runner setup."""
 from .checkpoint import (allow_mmengine_checkpoint_globals,
                          mmengine_checkpoint_globals)
-from .runner_config import (build_runner, enable_amp, load_run_config,
+from .runner_config import (add_runner_arguments, build_runner,
+                            config_from_args, enable_amp, load_run_config,
                             set_resume)
 from .temperature_annealing_hook import TemperatureAnnealingHook
 
 __all__ = [
     'allow_mmengine_checkpoint_globals', 'mmengine_checkpoint_globals',
-    'build_runner', 'enable_amp', 'load_run_config', 'set_resume',
+    'add_runner_arguments', 'build_runner', 'config_from_args', 'enable_amp',
+    'load_run_config', 'set_resume',
     'TemperatureAnnealingHook'
 ]

@@ -1,14 +1,36 @@
 """From a config file and command-line options to an mmengine Runner: the
 logic behind ``tools/train.py`` and ``tools/test.py``, toolbox-agnostic
 (the config's ``default_scope`` decides mmdet or mmpose)."""
+import argparse
+import os
 import os.path as osp
 from typing import Optional
 
 import torch
 import torch.distributed as torch_dist
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
+
+
+def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options train and test share: ``--work-dir``, ``--cfg-options``,
+    ``--launcher`` and the launcher-supplied ``--local-rank``."""
+    parser.add_argument('--work-dir', help='where logs and checkpoints go')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config keys, e.g. '
+                        'train_cfg.max_epochs=2')
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'])
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """:func:`load_run_config` from arguments added by
+    :func:`add_runner_arguments` (and a positional ``config``)."""
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return load_run_config(args.config, args.work_dir, args.cfg_options,
+                           args.launcher)
 
 
 def load_run_config(config: str,

@@ -8,7 +8,7 @@ from torch import Tensor
 from torch.nn.modules.utils import _pair
 
 from ..execution import ConvAttentions, dynamic_conv2d
-from .attention import DynamicAttention
+from .attention import DynamicAttention, hidden_channels
 from .options import check_int, reject_unknown_options
 
 IntPair = Union[int, Tuple[int, int]]
@@ -24,24 +24,42 @@ class DynamicConv2dBase(nn.Module):
     ``nn.Conv2d`` subclass: OpenMMLab's Kaiming ``init_cfg`` for
     ``Conv2d`` would re-initialise the 5-D bank with the wrong fan.
 
-    Subclasses set :attr:`layer_type` (the registry name) and
-    :attr:`attention`.
+    Subclasses set :attr:`layer_type` (the registry name) and the paper's
+    option defaults, and build the paper's attention in
+    :meth:`build_attention`; the options are documented on each subclass.
 
     Shapes: ``weight`` ``[K, C_out, C_in/groups, kh, kw]``; ``bias``
     ``[K, C_out]`` (mixed like the kernels) or ``None``.
     """
 
     layer_type = 'DynamicConv2dBase'
-    attention: Optional[DynamicAttention]
+    # Per-paper defaults of the options left as None in __init__.
+    default_num_kernels: int = 4
+    default_reduction: float = 4
+    default_min_hidden_channels: int = 4
 
-    def __init__(self, in_channels: int, out_channels: int,
-                 kernel_size: IntPair, stride: IntPair,
-                 padding: Union[IntPair, str], dilation: IntPair, groups: int,
-                 bias: bool, padding_mode: str, num_kernels: int,
-                 unknown_options: Dict[str, Any]) -> None:
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 kernel_size: IntPair,
+                 stride: IntPair = 1,
+                 padding: Union[IntPair, str] = 0,
+                 dilation: IntPair = 1,
+                 groups: int = 1,
+                 bias: bool = True,
+                 padding_mode: str = 'zeros',
+                 *,
+                 num_kernels: Optional[int] = None,
+                 reduction: Optional[float] = None,
+                 min_hidden_channels: Optional[int] = None,
+                 temperature: float = 1.0,
+                 attention_norm_cfg: Optional[dict] = None,
+                 **unknown_options: Any) -> None:
         super().__init__()
         owner = self.layer_type
         reject_unknown_options(owner, type(self), unknown_options)
+        if num_kernels is None:
+            num_kernels = self.default_num_kernels
         check_int(owner, 'in_channels', in_channels, 1)
         check_int(owner, 'out_channels', out_channels, 1)
         check_int(owner, 'groups', groups, 1)
@@ -87,6 +105,19 @@ class DynamicConv2dBase(nn.Module):
             self.bias = nn.Parameter(torch.empty(num_kernels, out_channels))
         else:
             self.register_parameter('bias', None)
+        self.attention = self.build_attention(
+            hidden_channels(
+                owner, in_channels,
+                self.default_reduction if reduction is None else reduction,
+                self.default_min_hidden_channels
+                if min_hidden_channels is None else min_hidden_channels),
+            temperature, attention_norm_cfg)
+        self.reset_parameters()
+
+    def build_attention(self, hidden_channels: int, temperature: float,
+                        norm_cfg: Optional[dict]) -> DynamicAttention:
+        """The paper's attention for this layer's geometry."""
+        raise NotImplementedError
 
     def reset_parameters(self) -> None:
         """Each kernel Kaiming normal (fan_out), as the ODConv authors and
@@ -96,8 +127,7 @@ class DynamicConv2dBase(nn.Module):
                                     nonlinearity='relu')
         if self.bias is not None:
             nn.init.zeros_(self.bias)
-        if self.attention is not None:
-            self.attention.reset_parameters()
+        self.attention.reset_parameters()
 
     def init_weights(self) -> None:
         # OpenMMLab calls init_weights() on children; ConvModule would

@@ -1,15 +1,13 @@
 """DyNet (Zhang et al., "DyNet: Dynamic Convolution for Accelerating
 Convolutional Neural Networks", 2020)."""
-from typing import Any, Optional, Tuple, Union
+from typing import Optional
 
 from mmengine.registry import MODELS
 from torch import Tensor
 
 from ..execution import ConvAttentions
-from .attention import DynamicAttention, hidden_channels
+from .attention import DynamicAttention
 from .dynamic_conv_base import DynamicConv2dBase
-
-IntPair = Union[int, Tuple[int, int]]
 
 
 class KernelFusionCoefficients(DynamicAttention):
@@ -68,33 +66,16 @@ class DyNetConv2d(DynamicConv2dBase):
     """
 
     layer_type = 'DyNetConv'
+    default_num_kernels = 6
+    default_reduction = 4
+    default_min_hidden_channels = 4
 
-    def __init__(self,
-                 in_channels: int,
-                 out_channels: int,
-                 kernel_size: IntPair,
-                 stride: IntPair = 1,
-                 padding: Union[IntPair, str] = 0,
-                 dilation: IntPair = 1,
-                 groups: int = 1,
-                 bias: bool = True,
-                 padding_mode: str = 'zeros',
-                 *,
-                 num_kernels: int = 6,
-                 reduction: float = 4,
-                 min_hidden_channels: int = 4,
-                 temperature: float = 1.0,
-                 attention_norm_cfg: Optional[dict] = None,
-                 **unknown_options: Any) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride,
-                         padding, dilation, groups, bias, padding_mode,
-                         num_kernels, unknown_options)
-        self.attention = KernelFusionCoefficients(
-            self.layer_type, in_channels, out_channels, num_kernels,
-            hidden_channels(self.layer_type, in_channels, reduction,
-                            min_hidden_channels), temperature,
-            attention_norm_cfg)
-        self.reset_parameters()
+    def build_attention(self, hidden_channels: int, temperature: float,
+                        norm_cfg: Optional[dict]) -> KernelFusionCoefficients:
+        return KernelFusionCoefficients(self.layer_type, self.in_channels,
+                                        self.out_channels, self.num_kernels,
+                                        hidden_channels, temperature,
+                                        norm_cfg)
 
     def execution_method(self) -> str:
         return 'kernel_branches' if self.training else 'batch_folded'

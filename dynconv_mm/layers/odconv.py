@@ -1,14 +1,12 @@
 """Omni-Dimensional Dynamic Convolution (Li, Zhou, Yao, ICLR 2022)."""
-from typing import Any, Optional, Tuple, Union
+from typing import Optional, Tuple
 
 from mmengine.registry import MODELS
 from torch import Tensor
 
 from ..execution import ConvAttentions
-from .attention import DynamicAttention, hidden_channels
+from .attention import DynamicAttention
 from .dynamic_conv_base import DynamicConv2dBase
-
-IntPair = Union[int, Tuple[int, int]]
 
 
 class OmniDimensionalAttention(DynamicAttention):
@@ -91,31 +89,14 @@ class ODConv2d(DynamicConv2dBase):
     """
 
     layer_type = 'ODConv'
+    default_num_kernels = 4
+    default_reduction = 16
+    default_min_hidden_channels = 16
 
-    def __init__(self,
-                 in_channels: int,
-                 out_channels: int,
-                 kernel_size: IntPair,
-                 stride: IntPair = 1,
-                 padding: Union[IntPair, str] = 0,
-                 dilation: IntPair = 1,
-                 groups: int = 1,
-                 bias: bool = True,
-                 padding_mode: str = 'zeros',
-                 *,
-                 num_kernels: int = 4,
-                 reduction: float = 16,
-                 min_hidden_channels: int = 16,
-                 temperature: float = 1.0,
-                 attention_norm_cfg: Optional[dict] = None,
-                 **unknown_options: Any) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride,
-                         padding, dilation, groups, bias, padding_mode,
-                         num_kernels, unknown_options)
-        self.attention = OmniDimensionalAttention(
-            self.layer_type, in_channels, out_channels, self.kernel_size,
-            groups, num_kernels,
-            hidden_channels(self.layer_type, in_channels, reduction,
-                            min_hidden_channels), temperature,
-            attention_norm_cfg)
-        self.reset_parameters()
+    def build_attention(self, hidden_channels: int, temperature: float,
+                        norm_cfg: Optional[dict]) -> OmniDimensionalAttention:
+        return OmniDimensionalAttention(self.layer_type, self.in_channels,
+                                        self.out_channels, self.kernel_size,
+                                        self.groups, self.num_kernels,
+                                        hidden_channels, temperature,
+                                        norm_cfg)
