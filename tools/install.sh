@@ -52,7 +52,7 @@ WHEELS=$CACHE/wheels/torch-$TORCH_VERSION
 mkdir -p "$WHEELS"
 mmcv_wheel() { ls "$WHEELS"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1; }
 if [[ -z $(mmcv_wheel) ]]; then
-  log "building mmcv $MMCV_VERSION with ops from source (about 17 min on 2 cores, once)"
+  log "building mmcv $MMCV_VERSION with ops from source (about 13 min on 2 cores, once)"
   build=$(mktemp -d)
   trap 'rm -rf "$build"' EXIT
   curl -fsSL --retry 3 -o "$build/mmcv.tar.gz" "$MMCV_SDIST_URL"
