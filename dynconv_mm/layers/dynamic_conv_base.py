@@ -1,6 +1,6 @@
 """What the three papers' layers share: the geometry of an ``nn.Conv2d``,
 a bank of ``K`` kernels, an attention module, and the temperature."""
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
