@@ -1,5 +1,6 @@
 """TemperatureAnnealingHook through a real mmengine Runner."""
 import types
+import uuid
 
 import pytest
 import torch
@@ -56,7 +57,9 @@ def make_runner(work_dir, max_epochs, resume=False, hook=None, **model_kw):
                            logger=dict(type='LoggerHook', interval=1)),
         resume=resume,
         env_cfg=dict(dist_cfg=dict(backend='gloo')),
-        default_scope=None)
+        default_scope=None,
+        # unique names: Runners of one process share instances by name
+        experiment_name=f'toy-{uuid.uuid4().hex}')
 
 
 def attentions(model):
