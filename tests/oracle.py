@@ -9,6 +9,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def _coefficient(kernel: Optional[Tensor], b: int, o: int, k: int):
+    """Weight of kernel ``k`` for output channel ``o`` of sample ``b``."""
+    if kernel is None:  # a single kernel
+        assert k == 0
+        return 1.0
+    return kernel[b, k] if kernel.dim() == 2 else kernel[b, o, k]
+
+
 def per_sample_kernel(weight: Tensor, groups: int, b: int,
                       kernel: Optional[Tensor] = None,
                       spatial: Optional[Tensor] = None,
@@ -21,14 +29,7 @@ def per_sample_kernel(weight: Tensor, groups: int, b: int,
     for o in range(out_channels):
         w_o = 0
         for k in range(num_kernels):
-            if kernel is None:
-                assert num_kernels == 1
-                a = 1.0
-            elif kernel.dim() == 2:
-                a = kernel[b, k]
-            else:
-                a = kernel[b, o, k]
-            w_o = w_o + a * weight[k, o]
+            w_o = w_o + _coefficient(kernel, b, o, k) * weight[k, o]
         if spatial is not None:
             w_o = w_o * spatial[b]
         if input is not None:
@@ -47,13 +48,7 @@ def per_sample_bias(bias: Tensor, b: int,
     for o in range(out_channels):
         v = 0
         for k in range(num_kernels):
-            if kernel is None:
-                a = 1.0
-            elif kernel.dim() == 2:
-                a = kernel[b, k]
-            else:
-                a = kernel[b, o, k]
-            v = v + a * bias[k, o]
+            v = v + _coefficient(kernel, b, o, k) * bias[k, o]
         values.append(v)
     return torch.stack(values)
 
