@@ -80,11 +80,12 @@ def enable_amp(cfg: Config) -> None:
         raise RuntimeError('--amp needs a GPU: mmengine\'s AmpOptimWrapper '
                            'does not train on the CPU')
     optim_wrapper = cfg.optim_wrapper
-    if optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+    wrapper_type = optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper_type == 'AmpOptimWrapper':
         return
-    if optim_wrapper.get('type', 'OptimWrapper') != 'OptimWrapper':
+    if wrapper_type != 'OptimWrapper':
         raise ValueError('--amp needs optim_wrapper.type OptimWrapper or '
-                         f'AmpOptimWrapper, got {optim_wrapper.type!r}')
+                         f'AmpOptimWrapper, got {wrapper_type!r}')
     optim_wrapper.type = 'AmpOptimWrapper'
     optim_wrapper.setdefault('loss_scale', 'dynamic')
 

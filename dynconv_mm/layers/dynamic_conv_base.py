@@ -112,21 +112,25 @@ class DynamicConv2dBase(nn.Module):
                 self.default_min_hidden_channels
                 if min_hidden_channels is None else min_hidden_channels),
             temperature, attention_norm_cfg)
-        self.reset_parameters()
+        self._reset_kernels()  # the attention initialised itself
 
     def build_attention(self, hidden_channels: int, temperature: float,
                         norm_cfg: Optional[dict]) -> DynamicAttention:
         """The paper's attention for this layer's geometry."""
         raise NotImplementedError
 
-    def reset_parameters(self) -> None:
+    def _reset_kernels(self) -> None:
         """Each kernel Kaiming normal (fan_out), as the ODConv authors and
-        mmdet's conv init do; zero biases; then the attention's own init."""
+        mmdet's conv init do; zero biases."""
         for kernel in self.weight.data:
             nn.init.kaiming_normal_(kernel, mode='fan_out',
                                     nonlinearity='relu')
         if self.bias is not None:
             nn.init.zeros_(self.bias)
+
+    def reset_parameters(self) -> None:
+        """Re-initialise the kernel bank and the attention."""
+        self._reset_kernels()
         self.attention.reset_parameters()
 
     def init_weights(self) -> None:
