@@ -7,7 +7,7 @@ MMCV's conv registry (see :mod:`dynconv_mm.registry` for mmdet's own
 ``DynamicConv``), the ``TemperatureAnnealingHook``, and allow-lists the
 objects mmengine checkpoints hold so they load with ``weights_only=True``.
 """
-from . import engine, execution, layers, registry  # noqa: F401
+from . import engine, execution, layers, models, registry  # noqa: F401
 from .engine import TemperatureAnnealingHook
 from .layers import DynamicConv2d, DyNetConv2d, ODConv2d
 from .version import __version__
