@@ -1,6 +1,7 @@
-"""Pieces every attention of the three papers shares: the temperature and
-the pooled-MLP trunk."""
-from typing import Dict, Optional
+"""Pieces every attention of the three papers shares: the temperature, the
+pooled-MLP trunk, and running both in full precision under autocast."""
+import contextlib
+from typing import Dict, Iterator, Optional
 
 import torch
 import torch.nn as nn
@@ -19,6 +20,41 @@ def hidden_channels(owner: str, in_channels: int, reduction: float,
     check_positive(owner, 'reduction', reduction)
     check_int(owner, 'min_hidden_channels', min_hidden_channels, 1)
     return max(int(in_channels / reduction), min_hidden_channels)
+
+
+def build_vector_norm(owner: str, norm_cfg: dict,
+                      num_features: int) -> nn.Module:
+    """The trunk's norm from an mmcv norm config, over ``[B, C, 1, 1]``.
+
+    Only norms that normalise pooled vectors meaningfully are accepted:
+    batch norms (``BN``, ``SyncBN``) and ``GN``. ``LN`` would normalise the
+    trailing 1x1 and ``IN`` a single spatial element.
+    """
+    try:
+        norm = build_norm_layer(norm_cfg, num_features)[1]
+    except (TypeError, KeyError, AssertionError, ValueError) as error:
+        raise ValueError(f'{owner}: option attention_norm_cfg={norm_cfg!r} '
+                         f'is invalid: {error}') from error
+    if not isinstance(norm, (_BatchNorm, nn.GroupNorm)):
+        raise ValueError(
+            f'{owner}: option attention_norm_cfg={norm_cfg!r} is invalid: '
+            f'{type(norm).__name__} cannot normalise the pooled [B, C] '
+            "vectors; use dict(type='BN'), dict(type='SyncBN') or "
+            "dict(type='GN', num_groups=...)")
+    return norm
+
+
+@contextlib.contextmanager
+def full_precision(x: Tensor) -> Iterator[None]:
+    """Autocast off on ``x``'s device: the attention's logits, softmax and
+    sigmoid run in its parameters' dtype. Under fp16 autocast a logit over
+    65504 (e.g. 700 at temperature 0.01) would be inf and the softmax NaN."""
+    device = x.device.type
+    if torch.amp.is_autocast_available(device):
+        with torch.autocast(device_type=device, enabled=False):
+            yield
+    else:
+        yield
 
 
 class AttentionTrunk(nn.Module):
@@ -44,8 +80,8 @@ class AttentionTrunk(nn.Module):
         self.owner = owner
         self.fc = nn.Linear(in_channels, hidden_channels,
                             bias=norm_cfg is None)
-        self.norm = None if norm_cfg is None else build_norm_layer(
-            norm_cfg, hidden_channels)[1]
+        self.norm = None if norm_cfg is None else build_vector_norm(
+            owner, norm_cfg, hidden_channels)
 
     def reset_parameters(self) -> None:
         nn.init.kaiming_normal_(
@@ -56,7 +92,8 @@ class AttentionTrunk(nn.Module):
             self.norm.reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
-        hidden = self.fc(x.mean(dim=(2, 3)))
+        # Pool straight into the FC's dtype (float32 under autocast).
+        hidden = self.fc(x.mean(dim=(2, 3), dtype=self.fc.weight.dtype))
         if self.norm is not None:
             if (self.training and hidden.shape[0] == 1
                     and isinstance(self.norm, _BatchNorm)):
@@ -77,6 +114,12 @@ class DynamicAttention(nn.Module):
     """Base of the attention modules: a trunk, named linear heads on it, and
     the temperature ``tau`` that divides every head's logits before its
     softmax/sigmoid.
+
+    Everything from the pooling to the softmax/sigmoid runs with autocast
+    off, in the dtype of the attention's parameters (float32 in a model
+    trained under fp16/bf16 autocast): the attentions are float32 and the
+    execution floor casts them to the convolution's dtype. A model converted
+    with ``.half()`` computes its attention in half precision like the rest.
 
     The temperature is a persistent buffer, so a checkpoint evaluates at the
     temperature it was trained at; ``TemperatureAnnealingHook`` sets it
@@ -125,12 +168,21 @@ class DynamicAttention(nn.Module):
             nn.init.zeros_(head.bias)
 
     def logits(self, x: Tensor) -> Dict[str, Tensor]:
-        """Every head's output divided by the temperature, ``[B, size]``."""
-        hidden = self.trunk(x)
-        return {
-            name: head(hidden) / self.temperature
-            for name, head in self.heads.items()
-        }
+        """Every head's output divided by the temperature, ``[B, size]``,
+        in the parameters' dtype (see the class docstring)."""
+        with full_precision(x):
+            hidden = self.trunk(x)
+            temperature = self.temperature.to(hidden.dtype)
+            return {
+                name: head(hidden) / temperature
+                for name, head in self.heads.items()
+            }
 
     def forward(self, x: Tensor) -> ConvAttentions:
+        """``[B, C_in, H, W]`` -> the paper's attentions."""
+        with full_precision(x):
+            return self.activate(self.logits(x))
+
+    def activate(self, logits: Dict[str, Tensor]) -> ConvAttentions:
+        """The paper's softmax/sigmoid of each head's logits."""
         raise NotImplementedError

@@ -1,6 +1,6 @@
 """Dynamic Convolution (Chen et al., "Dynamic Convolution: Attention over
 Convolution Kernels", CVPR 2020)."""
-from typing import Optional
+from typing import Dict, Optional
 
 from mmengine.registry import MODELS
 from torch import Tensor
@@ -27,8 +27,8 @@ class KernelAttention(DynamicAttention):
         super().__init__(owner, in_channels, hidden_channels,
                          dict(kernel=num_kernels), temperature, norm_cfg)
 
-    def forward(self, x: Tensor) -> ConvAttentions:
-        return ConvAttentions(kernel=self.logits(x)['kernel'].softmax(-1))
+    def activate(self, logits: Dict[str, Tensor]) -> ConvAttentions:
+        return ConvAttentions(kernel=logits['kernel'].softmax(-1))
 
 
 @MODELS.register_module('DynamicConv')
@@ -55,6 +55,9 @@ class DynamicConv2d(DynamicConv2dBase):
             30 -> 1 with ``TemperatureAnnealingHook``).
         attention_norm_cfg: norm after the first FC; ``None`` (the paper's
             FC -> ReLU).
+        init_cfg: OpenMMLab init config that ``init_weights()`` applies
+            (e.g. ``Pretrained``); without one the layer keeps its
+            construction-time init.
     """
 
     layer_type = 'DynamicConv'

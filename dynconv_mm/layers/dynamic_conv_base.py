@@ -1,20 +1,21 @@
 """What the three papers' layers share: the geometry of an ``nn.Conv2d``,
 a bank of ``K`` kernels, an attention module, and the temperature."""
-from typing import Any, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
+from mmengine.model import BaseModule
 from torch import Tensor
-from torch.nn.modules.utils import _pair
 
 from ..execution import ConvAttentions, dynamic_conv2d
 from .attention import DynamicAttention, hidden_channels
-from .options import check_int, reject_unknown_options
+from .options import (check_bool, check_int, check_pair,
+                      reject_unknown_options)
 
 IntPair = Union[int, Tuple[int, int]]
 
 
-class DynamicConv2dBase(nn.Module):
+class DynamicConv2dBase(BaseModule):
     """A convolution whose kernel is formed per sample from a bank.
 
     It carries the attributes mmcv's ``ConvModule`` and mmdet/mmpose read from
@@ -23,6 +24,12 @@ class DynamicConv2dBase(nn.Module):
     ``output_padding``, ``weight``, ``bias``), but it is deliberately not an
     ``nn.Conv2d`` subclass: OpenMMLab's Kaiming ``init_cfg`` for
     ``Conv2d`` would re-initialise the 5-D bank with the wrong fan.
+
+    Initialisation: the layer initialises itself at construction (the
+    papers' init, see :meth:`reset_parameters`); ``init_weights()`` then
+    applies only an explicit ``init_cfg`` -- the layer's own, or a parent's
+    that names this layer type -- and never re-randomises, so a
+    ``Constant``/``Pretrained`` init asked for in a config stays.
 
     Subclasses set :attr:`layer_type` (the registry name) and the paper's
     option defaults, and build the paper's attention in
@@ -54,26 +61,31 @@ class DynamicConv2dBase(nn.Module):
                  min_hidden_channels: Optional[int] = None,
                  temperature: float = 1.0,
                  attention_norm_cfg: Optional[dict] = None,
+                 init_cfg: Union[dict, List[dict], None] = None,
                  **unknown_options: Any) -> None:
-        super().__init__()
         owner = self.layer_type
+        if not (init_cfg is None or isinstance(init_cfg, dict) or
+                (isinstance(init_cfg, list)
+                 and all(isinstance(c, dict) for c in init_cfg))):
+            raise ValueError(f'{owner}: option init_cfg={init_cfg!r} is '
+                             'invalid: it must be a dict, a list of dicts '
+                             'or None')
+        super().__init__(init_cfg=init_cfg)
         reject_unknown_options(owner, type(self), unknown_options)
         if num_kernels is None:
             num_kernels = self.default_num_kernels
-        check_int(owner, 'in_channels', in_channels, 1)
-        check_int(owner, 'out_channels', out_channels, 1)
-        check_int(owner, 'groups', groups, 1)
-        check_int(owner, 'num_kernels', num_kernels, 1)
+        in_channels = check_int(owner, 'in_channels', in_channels, 1)
+        out_channels = check_int(owner, 'out_channels', out_channels, 1)
+        groups = check_int(owner, 'groups', groups, 1)
+        num_kernels = check_int(owner, 'num_kernels', num_kernels, 1)
+        bias = check_bool(owner, 'bias', bias)
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f'{owner}: option groups={groups} is invalid: it must divide '
                 f'in_channels={in_channels} and out_channels={out_channels}')
-        self.kernel_size = _pair(kernel_size)
-        self.stride = _pair(stride)
-        self.dilation = _pair(dilation)
-        for name in ('kernel_size', 'stride', 'dilation'):
-            for value in getattr(self, name):
-                check_int(owner, name, value, 1)
+        self.kernel_size = check_pair(owner, 'kernel_size', kernel_size, 1)
+        self.stride = check_pair(owner, 'stride', stride, 1)
+        self.dilation = check_pair(owner, 'dilation', dilation, 1)
         if isinstance(padding, str):
             if padding not in ('same', 'valid'):
                 raise ValueError(f"{owner}: option padding={padding!r} is "
@@ -84,9 +96,7 @@ class DynamicConv2dBase(nn.Module):
                                  f'got stride={stride!r}')
             self.padding = padding
         else:
-            self.padding = _pair(padding)
-            for value in self.padding:
-                check_int(owner, 'padding', value, 0)
+            self.padding = check_pair(owner, 'padding', padding, 0)
         if padding_mode != 'zeros':
             # ConvModule pads explicitly for other modes before the conv.
             raise ValueError(f'{owner}: option padding_mode={padding_mode!r} '
@@ -134,9 +144,14 @@ class DynamicConv2dBase(nn.Module):
         self.attention.reset_parameters()
 
     def init_weights(self) -> None:
-        # OpenMMLab calls init_weights() on children; ConvModule would
-        # otherwise Kaiming-initialise `weight` as if it were 4-D.
-        self.reset_parameters()
+        """Apply ``init_cfg`` if one was given; otherwise keep the
+        construction-time init (and a parent's ``init_cfg`` that named this
+        layer, which OpenMMLab applies before calling this).
+
+        Having this method also stops ``ConvModule`` from Kaiming-
+        initialising ``weight`` as if it were 4-D.
+        """
+        super().init_weights()
 
     @property
     def temperature(self) -> float:
@@ -159,11 +174,41 @@ class DynamicConv2dBase(nn.Module):
         ``attentions`` may be given by a module that owns the attention for
         several convs; by default the layer computes its own from ``x``.
         """
+        self._check_input(x)
         if attentions is None:
             attentions = self.attention(x)
         return dynamic_conv2d(x, self.weight, attentions, self.bias,
                               self.stride, self.padding, self.dilation,
                               self.groups, self.execution_method())
+
+    def _check_input(self, x: Any) -> None:
+        """Refuse an input the convolution cannot take, naming this layer
+        and the option it contradicts, before torch fails deep inside."""
+        owner = self.layer_type
+        if not isinstance(x, Tensor) or x.dim() != 4 \
+                or not x.is_floating_point():
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x)
+            raise ValueError(f'{owner}: input must be a floating-point '
+                             f'[B, C, H, W] tensor, got {shape}')
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f'{owner}: input of shape {tuple(x.shape)} has '
+                f'{x.shape[1]} channels but in_channels={self.in_channels}')
+        if isinstance(self.padding, str):  # 'same' never shrinks the input
+            padding = (0, 0) if self.padding == 'valid' else None
+        else:
+            padding = self.padding
+        if padding is None:
+            return
+        for i, axis in enumerate(('height', 'width')):
+            size = x.shape[2 + i]
+            extent = self.dilation[i] * (self.kernel_size[i] - 1) + 1
+            if size + 2 * padding[i] < extent:
+                raise ValueError(
+                    f'{owner}: input of shape {tuple(x.shape)} is too small: '
+                    f'its {axis} {size} padded by padding={self.padding!r} '
+                    f'is less than the kernel_size={self.kernel_size} '
+                    f'dilated by dilation={self.dilation} ({extent})')
 
     def extra_repr(self) -> str:
         text = (f'{self.in_channels}, {self.out_channels}, '

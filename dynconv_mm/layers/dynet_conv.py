@@ -1,6 +1,6 @@
 """DyNet (Zhang et al., "DyNet: Dynamic Convolution for Accelerating
 Convolutional Neural Networks", 2020)."""
-from typing import Optional
+from typing import Dict, Optional
 
 from mmengine.registry import MODELS
 from torch import Tensor
@@ -33,8 +33,8 @@ class KernelFusionCoefficients(DynamicAttention):
         self.out_channels = out_channels
         self.num_kernels = num_kernels
 
-    def forward(self, x: Tensor) -> ConvAttentions:
-        coefficients = self.logits(x)['kernel'].sigmoid()
+    def activate(self, logits: Dict[str, Tensor]) -> ConvAttentions:
+        coefficients = logits['kernel'].sigmoid()
         return ConvAttentions(
             kernel=coefficients.view(-1, self.out_channels, self.num_kernels))
 
@@ -63,6 +63,9 @@ class DyNetConv2d(DynamicConv2dBase):
         min_hidden_channels: ... but at least this many (ours: 4).
         temperature: divides the coefficient logits (paper: none, i.e. 1).
         attention_norm_cfg: norm after the first FC (paper: none).
+        init_cfg: OpenMMLab init config that ``init_weights()`` applies
+            (e.g. ``Pretrained``); without one the layer keeps its
+            construction-time init.
     """
 
     layer_type = 'DyNetConv'

@@ -1,5 +1,5 @@
 """Omni-Dimensional Dynamic Convolution (Li, Zhou, Yao, ICLR 2022)."""
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from mmengine.registry import MODELS
 from torch import Tensor
@@ -43,8 +43,7 @@ class OmniDimensionalAttention(DynamicAttention):
                          temperature, norm_cfg)
         self.kernel_size = kernel_size
 
-    def forward(self, x: Tensor) -> ConvAttentions:
-        logits = self.logits(x)
+    def activate(self, logits: Dict[str, Tensor]) -> ConvAttentions:
         spatial = logits.get('spatial')
         kernel = logits.get('kernel')
         output = logits.get('output')
@@ -86,6 +85,9 @@ class ODConv2d(DynamicConv2dBase):
             degenerates at the 1-2 images per GPU of detection training
             (two values per channel normalise to +-1). Pass
             ``dict(type='BN')`` for the authors' exact layer.
+        init_cfg: OpenMMLab init config that ``init_weights()`` applies
+            (e.g. ``Pretrained``); without one the layer keeps its
+            construction-time init.
     """
 
     layer_type = 'ODConv'

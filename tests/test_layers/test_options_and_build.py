@@ -101,21 +101,6 @@ def test_temperature_setter_validates(layer_type):
         layer.temperature = float('nan')
 
 
-@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
-def test_autocast(layer_type, dtype):
-    torch.manual_seed(0)
-    layer = build_conv_layer(dict(type=layer_type), 8, 16, 3, padding=1)
-    x = torch.randn(2, 8, 9, 7)
-    ref = layer(x)
-    with torch.autocast('cpu', dtype=dtype):
-        out = layer(x)
-        out.float().sum().backward()
-    assert out.dtype == dtype
-    torch.testing.assert_close(out.float(), ref, atol=0.1, rtol=0.05)
-    assert all(p.grad is not None and torch.isfinite(p.grad).all()
-               for p in layer.parameters())
-
-
 def test_batch_one_trains_with_defaults(layer_type):
     layer = build_conv_layer(dict(type=layer_type), 8, 16, 3).train()
     layer(torch.randn(1, 8, 6, 6)).sum().backward()
@@ -145,29 +130,90 @@ def test_padding_same_and_conv_attributes(layer_type):
 
 
 def test_in_conv_module_keeps_its_own_init(layer_type):
-    module = ConvModule(8, 16, 3, padding=1, conv_cfg=dict(type=layer_type),
+    """ConvModule Kaiming-initialises a conv that has no init_weights() as
+    if its weight were 4-D: on the 5-D bank that is fan_out = K * C_in * 9,
+    four times too small a std here. Ours is per kernel, fan_out = C_out * 9.
+    """
+    torch.manual_seed(0)
+    module = ConvModule(32, 8, 3, padding=1,
+                        conv_cfg=dict(type=layer_type, num_kernels=4),
                         norm_cfg=dict(type='BN'))
     module.init_weights()
-    assert module.conv.weight.dim() == 5
+    ours = (2.0 / (8 * 9))**0.5
+    convmodule_kaiming = (2.0 / (4 * 32 * 9))**0.5
+    std = module.conv.weight.std().item()
+    assert 0.9 * ours < std < 1.1 * ours, (std, ours, convmodule_kaiming)
     assert module.conv.bias is None  # bias='auto' with a norm
-    assert module(torch.randn(2, 8, 5, 5)).shape == (2, 16, 5, 5)
+    assert module(torch.randn(2, 32, 5, 5)).shape == (2, 8, 5, 5)
 
 
-def test_kaiming_init_cfg_does_not_touch_the_bank(layer_type):
-    class Net(BaseModule):
+class Net(BaseModule):
+    """A model whose init_cfg OpenMMLab applies before its children's
+    init_weights()."""
 
-        def __init__(self):
-            super().__init__(init_cfg=dict(type='Constant', layer='Conv2d',
-                                           val=0.0, bias=0.0))
-            self.conv = build_conv_layer(dict(type=layer_type), 16, 64, 3)
-            self.static = nn.Conv2d(16, 64, 3)
+    def __init__(self, layer_type, init_cfg):
+        super().__init__(init_cfg=init_cfg)
+        self.conv = build_conv_layer(dict(type=layer_type), 16, 64, 3)
+        self.static = nn.Conv2d(16, 64, 3)
 
-    net = Net()
+
+def test_parent_conv2d_init_cfg_leaves_the_layer_as_built(layer_type):
+    """A model-wide Conv2d init (mmdet's ResNet has one) must not reach the
+    5-D bank, and init_weights() must not re-randomise the layer."""
+    torch.manual_seed(0)
+    net = Net(layer_type, dict(type='Constant', layer='Conv2d', val=0.0,
+                               bias=0.0))
+    before = {k: v.clone() for k, v in net.conv.state_dict().items()}
     net.init_weights()
     assert (net.static.weight == 0).all()  # the init_cfg ran
+    for name, value in net.conv.state_dict().items():
+        assert torch.equal(value, before[name]), name
     std = net.conv.weight.std().item()
     expected = (2.0 / (64 * 9))**0.5  # Kaiming normal, fan_out
-    assert 0.8 * expected < std < 1.2 * expected
+    assert 0.9 * expected < std < 1.1 * expected
+
+
+def test_parent_init_cfg_naming_the_layer_is_honoured(layer_type):
+    torch.manual_seed(0)
+    class_name = LAYERS[layer_type].__name__
+    net = Net(layer_type, dict(type='Constant', layer=class_name, val=0.5,
+                               bias=0.25))
+    attention = {k: v.clone()
+                 for k, v in net.conv.attention.state_dict().items()}
+    net.init_weights()
+    assert (net.conv.weight == 0.5).all()
+    assert (net.conv.bias == 0.25).all()
+    for name, value in net.conv.attention.state_dict().items():
+        assert torch.equal(value, attention[name]), name  # not a match
+
+
+def test_own_init_cfg_constant(layer_type):
+    class_name = LAYERS[layer_type].__name__
+    layer = build_conv_layer(
+        dict(type=layer_type,
+             init_cfg=dict(type='Constant', layer=class_name, val=0.5,
+                           bias=-1.0)), 8, 8, 3)
+    assert layer.weight.std() > 0  # built with its own init
+    layer.init_weights()
+    assert (layer.weight == 0.5).all() and (layer.bias == -1.0).all()
+
+
+def test_own_init_cfg_pretrained(layer_type, tmp_path):
+    torch.manual_seed(1)
+    trained = build_conv_layer(dict(type=layer_type), 8, 8, 3)
+    trained.temperature = 3.0
+    path = tmp_path / 'conv.pth'
+    torch.save(trained.state_dict(), path)
+    torch.manual_seed(2)
+    layer = build_conv_layer(
+        dict(type=layer_type,
+             init_cfg=dict(type='Pretrained', checkpoint=str(path))), 8, 8,
+        3)
+    assert not torch.equal(layer.weight, trained.weight)
+    layer.init_weights()
+    for name, value in trained.state_dict().items():
+        assert torch.equal(layer.state_dict()[name], value), name
+    assert layer.temperature == 3.0
 
 
 def test_mmdet_scope_routes_dynamic_conv_by_signature():
