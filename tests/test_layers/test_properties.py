@@ -25,8 +25,7 @@ pytestmark = pytest.mark.filterwarnings(
 
 PROPERTY_SETTINGS = settings(
     derandomize=True, database=None, deadline=None, max_examples=100,
-    suppress_health_check=[HealthCheck.too_slow,
-                           HealthCheck.data_too_large])
+    suppress_health_check=[HealthCheck.too_slow])
 
 small = st.integers(1, 3)
 # an int, or a pair (possibly unequal) of them
