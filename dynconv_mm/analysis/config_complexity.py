@@ -1,0 +1,184 @@
+"""Complexity of the model an MMDetection / MMPose config builds, at a
+given input size, without any dataset: what ``tools/analysis/get_flops.py``
+runs.
+
+A detector or pose estimator runs its ``mode='tensor'`` forward (backbone,
+neck, heads; for two-stage detectors the RoI head on the RPN's proposals,
+whose number is reported) on one random image of the requested size, after
+the model's own data preprocessor (which pads it, e.g. to a multiple of 32).
+With ``imagenet_classifier`` only the config's backbone is counted, with a
+global-pool + FC classifier on its last output, as the papers' ImageNet
+tables count it.
+"""
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.model import BaseModel, revert_sync_batchnorm
+from mmengine.registry import MODELS, init_default_scope
+from mmengine.utils import import_modules_from_strings
+
+from .complexity import ComplexityReport, count_complexity
+from .imagenet_classifier import ImageNetClassifier
+
+#: Input size ``(H, W)`` when neither the caller nor the config's test
+#: pipeline gives one (the papers' ImageNet size).
+DEFAULT_SHAPE = (224, 224)
+
+
+@dataclass
+class ConfigComplexity:
+    """A :class:`ComplexityReport` and what it was measured on."""
+
+    report: ComplexityReport
+    input_shape: Tuple[int, int]  # (H, W) the model saw, after padding
+    model_type: str
+    notes: Dict[str, Any] = field(default_factory=dict)
+
+
+def load_config(config: Union[str, Config],
+                cfg_options: Optional[dict] = None) -> Config:
+    """Read a config (a path, or ``'mmdet::faster_rcnn/....py'`` for one a
+    toolbox ships), apply overrides and its ``custom_imports``; import
+    ``dynconv_mm`` so that its types are registered either way."""
+    import dynconv_mm  # noqa: F401  (registers layers and backbones)
+    if isinstance(config, str):
+        if '::' in config:  # 'mmdet::faster_rcnn/...py', a package's config
+            from mmengine.hub import get_config
+            cfg = get_config(config)
+        else:
+            cfg = Config.fromfile(config)
+    else:
+        cfg = config
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if cfg.get('custom_imports'):
+        import_modules_from_strings(**cfg.custom_imports)
+    return cfg
+
+
+def test_input_shape(cfg: Config) -> Optional[Tuple[int, int]]:
+    """``(H, W)`` the config's test pipeline resizes to: mmdet's ``Resize``
+    ``scale=(W, H)`` (the long/short edges of a keep-ratio resize, which is
+    the size a 4:3-or-wider image is padded around), mmpose's
+    ``TopdownAffine`` ``input_size=(W, H)``; ``None`` if neither is there."""
+    pipeline = None
+    for key in ('test_dataloader', 'val_dataloader'):
+        loader = cfg.get(key)
+        if loader and loader.get('dataset'):
+            pipeline = loader.dataset.get('pipeline')
+            if pipeline:
+                break
+    for step in pipeline or []:
+        if step.get('type') == 'Resize' and step.get('scale'):
+            width, height = step['scale']
+            return int(height), int(width)
+        if step.get('type') == 'TopdownAffine' and step.get('input_size'):
+            width, height = step['input_size']
+            return int(height), int(width)
+    return None
+
+
+def build_model(cfg: Config) -> nn.Module:
+    """``cfg.model`` built in the config's default scope, in eval mode, with
+    SyncBN replaced by BN (no process group is needed to count). Weights
+    stay as constructed: ``init_weights()`` (which may download a
+    pretrained checkpoint) is not called; counts do not depend on values."""
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    model = MODELS.build(cfg.model)
+    return revert_sync_batchnorm(model).eval()
+
+
+def _data_sample(scope: str, height: int, width: int):
+    """An empty data sample of the toolbox, with the image meta the
+    ``tensor`` forward reads."""
+    meta = dict(img_shape=(height, width), ori_shape=(height, width),
+                scale_factor=(1.0, 1.0))
+    if scope == 'mmpose':
+        from mmpose.structures import PoseDataSample
+        meta.update(input_size=(width, height))
+        return PoseDataSample(metainfo=meta)
+    from mmdet.structures import DetDataSample
+    return DetDataSample(metainfo=meta)
+
+
+def _last_channels(backbone: nn.Module) -> int:
+    with torch.no_grad():
+        outputs = backbone(torch.zeros(1, 3, 64, 64))
+    last = outputs if isinstance(outputs, torch.Tensor) else outputs[-1]
+    return int(last.shape[1])
+
+
+def count_config_complexity(config: Union[str, Config],
+                            shape: Optional[Tuple[int, int]] = None,
+                            *,
+                            convention: str = 'paper',
+                            strict: bool = True,
+                            imagenet_classifier: Optional[int] = None,
+                            cfg_options: Optional[dict] = None,
+                            seed: int = 0) -> ConfigComplexity:
+    """Count the model of ``config`` on one image of ``shape`` = (H, W).
+
+    Args:
+        config: a config path or :class:`mmengine.config.Config`.
+        shape: input ``(H, W)``; default: the test pipeline's resize size,
+            else 224x224 (always 224x224 with ``imagenet_classifier``
+            unless given).
+        convention: dynamic convolutions' counting (``'paper'`` /
+            ``'executed'``).
+        strict: raise on operators of unknown cost (else list them).
+        imagenet_classifier: if a number of classes, count only the
+            config's backbone plus a global-pool + FC classifier.
+        cfg_options: overrides merged into the config.
+        seed: seed of the random image (fixes a two-stage detector's
+            number of proposals).
+    """
+    cfg = load_config(config, cfg_options)
+    model = build_model(cfg)
+    scope = cfg.get('default_scope', 'mmdet')
+    torch.manual_seed(seed)
+    notes: Dict[str, Any] = {}
+    if imagenet_classifier is not None:
+        backbone = getattr(model, 'backbone', model)
+        wrapped = ImageNetClassifier(backbone, _last_channels(backbone),
+                                     imagenet_classifier).eval()
+        height, width = shape or DEFAULT_SHAPE
+        report = count_complexity(
+            wrapped, (3, height, width), convention=convention,
+            strict=strict)
+        return ConfigComplexity(report, (height, width),
+                                type(backbone).__name__, notes)
+    height, width = shape or test_input_shape(cfg) or DEFAULT_SHAPE
+    if not isinstance(model, BaseModel):  # e.g. a bare backbone config
+        report = count_complexity(
+            model, (3, height, width), convention=convention, strict=strict)
+        return ConfigComplexity(report, (height, width),
+                                type(model).__name__, notes)
+    image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8)
+    with torch.no_grad():
+        data = model.data_preprocessor(
+            dict(inputs=[image],
+                 data_samples=[_data_sample(scope, height, width)]),
+            training=False)
+    padded = tuple(int(size) for size in data['inputs'].shape[-2:])
+    # A two-stage detector's RoI head runs on the RPN's proposals, whose
+    # number depends on the image: report it.
+    extractor = getattr(getattr(model, 'roi_head', None),
+                        'bbox_roi_extractor', None)
+    if isinstance(extractor, nn.Module):
+        handle = extractor.register_forward_pre_hook(
+            lambda module, args: notes.__setitem__('rois',
+                                                   int(args[1].shape[0])))
+
+    def forward():
+        return model(data['inputs'], data['data_samples'], mode='tensor')
+
+    try:
+        report = count_complexity(
+            model, forward=forward, convention=convention, strict=strict)
+    finally:
+        if isinstance(extractor, nn.Module):
+            handle.remove()
+    return ConfigComplexity(report, padded, type(model).__name__, notes)
