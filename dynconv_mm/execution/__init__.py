@@ -1,12 +1,21 @@
 """Execution floor: how a convolution with per-sample kernels runs.
 
 Plain functions on tensors; no ``nn.Module``, registry or OpenMMLab import.
+Every formulation computes the same function (see :mod:`.attentions`);
+:func:`dynamic_conv2d` runs the one :func:`select_method` picks, or the one
+asked for.
 """
-from .dynamic_conv2d import (METHODS, ConvAttentions, batch_folded_conv2d,
-                             dynamic_conv2d, kernel_branches_conv2d,
-                             mix_bias, mix_kernels, select_method)
+from .attentions import (ConvAttentions, empty_batch_conv2d, mix_bias,
+                         mix_kernels)
+from .dynamic_conv2d import METHODS, check_method, dynamic_conv2d
+from .im2col_conv2d import im2col_conv2d
+from .kernel_branches import kernel_branches_conv2d
+from .per_sample_kernels import aggregated_conv2d, batch_folded_conv2d
+from .selection import FORMULATIONS, select_method
 
 __all__ = [
-    'METHODS', 'ConvAttentions', 'batch_folded_conv2d', 'dynamic_conv2d',
-    'kernel_branches_conv2d', 'mix_bias', 'mix_kernels', 'select_method'
+    'METHODS', 'FORMULATIONS', 'ConvAttentions', 'aggregated_conv2d',
+    'batch_folded_conv2d', 'check_method', 'dynamic_conv2d',
+    'empty_batch_conv2d', 'im2col_conv2d', 'kernel_branches_conv2d',
+    'mix_bias', 'mix_kernels', 'select_method'
 ]

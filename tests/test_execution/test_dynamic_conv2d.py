@@ -1,9 +1,17 @@
-"""dynamic_conv2d against the slow per-sample oracle, every method."""
+"""dynamic_conv2d against the slow per-sample oracle, every formulation.
+
+The grid is generated, not crossed: each case is a distinct (geometry,
+attentions, formulation, bias) combination that the formulation can run,
+so nothing is skipped and nothing is repeated. All in float64, with the
+gradients of the input, the bank, every attention and the bias.
+"""
+import itertools
+
 import pytest
 import torch
 
-from dynconv_mm.execution import (ConvAttentions, dynamic_conv2d,
-                                  select_method)
+from dynconv_mm.execution import (FORMULATIONS, METHODS, ConvAttentions,
+                                  dynamic_conv2d, select_method)
 from oracle import reference_dynamic_conv2d
 
 # (batch, c_in, c_out, kernel, stride, padding, dilation, groups, hw)
@@ -14,23 +22,41 @@ GEOMETRIES = {
     'groups2': (3, 4, 6, (3, 3), 1, 1, 1, 2, (6, 5)),
     'depthwise': (2, 4, 4, (3, 3), 1, 1, 1, 4, (6, 6)),
     '1x1': (3, 5, 3, (1, 1), 1, 0, 1, 1, (5, 7)),
+    '1x1_stride2': (2, 5, 3, (1, 1), 2, 0, 1, 1, (5, 7)),
     'nonsquare_kernel': (2, 3, 4, (1, 3), 1, (0, 1), 1, 1, (5, 6)),
+    'same_even_kernel': (2, 3, 4, (2, 4), 1, 'same', 1, 1, (5, 6)),
+    'valid': (2, 3, 4, (3, 3), (1, 2), 'valid', 1, 1, (6, 7)),
     'batch1': (1, 4, 6, (3, 3), 2, 1, 1, 1, (7, 10)),
 }
-# which attentions are present, and the kernel attention layout
+# which attentions are present (the layer they stand for) and K
 ATTENTIONS = {
-    'kernel_bk': dict(kernel='bk'),
-    'kernel_bok': dict(kernel='bok'),
-    'omni': dict(kernel='bk', spatial=True, input=True, output=True),
-    'channels_only': dict(input=True, output=True),
+    'dynamic_conv': (dict(kernel='bk'), 3),
+    'dynet': (dict(kernel='bok'), 3),
+    'odconv_4x': (dict(kernel='bk', spatial=True, input=True, output=True),
+                  3),
+    'odconv_1x': (dict(spatial=True, input=True, output=True), 1),
+    'channels_only': (dict(input=True, output=True), 1),
+    'single_kernel_attention': (dict(kernel='bk'), 1),
 }
 
 
-def make_case(geometry, attention_kinds, num_kernels, with_bias, seed=0):
-    batch, c_in, c_out, ks, stride, padding, dilation, groups, hw = \
+def runs(method, attention):
+    return not (method == 'kernel_branches'
+                and ATTENTIONS[attention][0].get('spatial'))
+
+
+CASES = [
+    pytest.param(g, a, m, b, id=f'{g}-{a}-{m}-{"bias" if b else "nobias"}')
+    for g, a, m, b in itertools.product(GEOMETRIES, ATTENTIONS, FORMULATIONS,
+                                        (False, True)) if runs(m, a)
+]
+
+
+def make_case(geometry, attention, with_bias, seed=0, batch=None):
+    b, c_in, c_out, ks, stride, padding, dilation, groups, hw = \
         GEOMETRIES[geometry]
-    if 'kernel' not in attention_kinds:
-        num_kernels = 1
+    batch = b if batch is None else batch
+    kinds, num_kernels = ATTENTIONS[attention]
     g = torch.Generator().manual_seed(seed)
 
     def rand(*shape):
@@ -45,20 +71,25 @@ def make_case(geometry, attention_kinds, num_kernels, with_bias, seed=0):
     weight = rand(num_kernels, c_out, c_in // groups, *ks)
     bias = rand(num_kernels, c_out) if with_bias else None
     att = {}
-    kind = attention_kinds.get('kernel')
+    kind = kinds.get('kernel')
     if kind == 'bk':
         att['kernel'] = prob(batch, num_kernels)
     elif kind == 'bok':
         att['kernel'] = prob(batch, c_out, num_kernels)
-    if attention_kinds.get('spatial'):
+    if kinds.get('spatial'):
         att['spatial'] = prob(batch, *ks)
-    if attention_kinds.get('input'):
+    if kinds.get('input'):
         att['input'] = prob(batch, c_in)
-    if attention_kinds.get('output'):
+    if kinds.get('output'):
         att['output'] = prob(batch, c_out)
     conv = dict(stride=stride, padding=padding, dilation=dilation,
                 groups=groups)
     return x, weight, bias, att, conv
+
+
+def inputs_of(x, weight, bias, att):
+    return [x, weight] + ([bias] if bias is not None else []) + list(
+        att.values())
 
 
 def grads(out, tensors, seed=1):
@@ -67,77 +98,132 @@ def grads(out, tensors, seed=1):
     return torch.autograd.grad(out, tensors, cot)
 
 
-@pytest.mark.parametrize('geometry', GEOMETRIES)
-@pytest.mark.parametrize('attention', ATTENTIONS)
-@pytest.mark.parametrize('num_kernels', [1, 3])
-@pytest.mark.parametrize('with_bias', [False, True])
-@pytest.mark.parametrize('method', ['batch_folded', 'kernel_branches'])
-def test_matches_oracle(geometry, attention, num_kernels, with_bias, method):
-    kinds = ATTENTIONS[attention]
-    if method == 'kernel_branches' and kinds.get('spatial'):
-        pytest.skip('kernel_branches cannot apply a spatial attention')
-    x, weight, bias, att, conv = make_case(geometry, kinds, num_kernels,
-                                           with_bias)
+def test_grid_is_distinct_and_complete():
+    ids = [case.id for case in CASES]
+    assert len(ids) == len(set(ids))
+    spatial = [a for a, (k, _) in ATTENTIONS.items() if k.get('spatial')]
+    expected = len(GEOMETRIES) * 2 * (
+        len(ATTENTIONS) * len(FORMULATIONS) - len(spatial))
+    assert len(CASES) == expected
+
+
+@pytest.mark.filterwarnings('ignore:Using padding=.same. with even kernel')
+@pytest.mark.parametrize('geometry,attention,method,with_bias', CASES)
+def test_matches_oracle(geometry, attention, method, with_bias):
+    x, weight, bias, att, conv = make_case(geometry, attention, with_bias)
     out = dynamic_conv2d(x, weight, ConvAttentions(**att), bias,
                          method=method, **conv)
     ref = reference_dynamic_conv2d(x, weight, bias=bias, **att, **conv)
     assert out.shape == ref.shape
     torch.testing.assert_close(out, ref)
-    tensors = [x, weight] + ([bias] if bias is not None else []) + list(
-        att.values())
+    tensors = inputs_of(x, weight, bias, att)
     for got, want in zip(grads(out, tensors), grads(ref, tensors)):
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize('method,attention', [
+    (m, a) for m, a in itertools.product(
+        METHODS, ['odconv_4x', 'dynet', 'odconv_1x']) if runs(m, a)
+])
+def test_empty_batch(method, attention):
+    """Zero samples (a mask head with no RoIs): right shape, and backward
+    gives every input a zero gradient of its own shape."""
+    x, weight, bias, att, conv = make_case('stride2', attention, True,
+                                           batch=0)
+    out = dynamic_conv2d(x, weight, ConvAttentions(**att), bias,
+                         method=method, **conv)
+    assert out.shape == (0, 6, 5, 4)
+    tensors = inputs_of(x, weight, bias, att)
+    out.sum().backward()
+    for tensor in tensors:
+        assert tensor.grad is not None and tensor.grad.shape == tensor.shape
+        assert not tensor.grad.any()
+
+
+@pytest.mark.parametrize('method', FORMULATIONS)
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_autocast(method, dtype):
+    """Under CPU autocast every formulation runs and stays close to the
+    float64 oracle (at half precision's tolerance)."""
+    attention = 'dynet' if method == 'kernel_branches' else 'odconv_4x'
+    x, weight, bias, att, conv = make_case('groups2', attention, True)
+    x, weight, bias = (t.detach().float() for t in (x, weight, bias))
+    att = {k: v.detach().float() for k, v in att.items()}
+    with torch.autocast('cpu', dtype=dtype):
+        out = dynamic_conv2d(x, weight, ConvAttentions(**att), bias,
+                             method=method, **conv)
+    ref = reference_dynamic_conv2d(x.double(), weight.double(),
+                                   bias=bias.double(), **conv, **{
+                                       k: v.double()
+                                       for k, v in att.items()
+                                   })
+    torch.testing.assert_close(out.double(), ref, atol=0.1, rtol=0.05)
+
+
 def test_kernel_branches_refuses_spatial_attention():
-    x, weight, bias, att, conv = make_case('plain3x3', ATTENTIONS['omni'], 2,
-                                           False)
+    x, weight, bias, att, conv = make_case('plain3x3', 'odconv_4x', False)
     with pytest.raises(ValueError, match='spatial'):
         dynamic_conv2d(x, weight, ConvAttentions(**att),
                        method='kernel_branches', **conv)
 
 
-def test_unknown_method_named():
-    x, weight, bias, att, conv = make_case('1x1', ATTENTIONS['kernel_bk'], 2,
-                                           False)
-    with pytest.raises(ValueError, match="'im2col'"):
-        dynamic_conv2d(x, weight, ConvAttentions(**att), method='im2col',
-                       **conv)
+@pytest.mark.parametrize('bad', ['winograd', '', ['im2col', 'fft'], [],
+                                 ('auto', ), 3])
+def test_bad_method_named(bad):
+    x, weight, bias, att, conv = make_case('1x1', 'dynamic_conv', False)
+    with pytest.raises(ValueError, match=r'option method=.*is invalid'):
+        dynamic_conv2d(x, weight, ConvAttentions(**att), method=bad, **conv)
 
 
 @pytest.mark.parametrize('bad', ['kernel', 'spatial', 'input', 'output'])
 def test_attention_shape_mismatch_named(bad):
-    x, weight, bias, att, conv = make_case('plain3x3', ATTENTIONS['omni'], 2,
-                                           False)
+    x, weight, bias, att, conv = make_case('plain3x3', 'odconv_4x', False)
     att[bad] = att[bad][:, :-1]
     with pytest.raises(ValueError, match=f'{bad} attention'):
         dynamic_conv2d(x, weight, ConvAttentions(**att), **conv)
 
 
 def test_bank_without_kernel_attention_refused():
-    x, weight, _, _, conv = make_case('plain3x3', ATTENTIONS['kernel_bk'], 2,
-                                      False)
+    x, weight, _, _, conv = make_case('plain3x3', 'dynamic_conv', False)
     with pytest.raises(ValueError, match='kernel attention'):
         dynamic_conv2d(x, weight, ConvAttentions(), **conv)
 
 
-def test_select_method():
-    x, weight, _, att, _ = make_case('plain3x3', ATTENTIONS['omni'], 3, False)
-    assert select_method(x, weight, ConvAttentions(**att)) == 'batch_folded'
-    x, weight, _, att, _ = make_case('plain3x3', ATTENTIONS['channels_only'],
-                                     3, False)
-    assert weight.shape[0] == 1
-    assert select_method(x, weight,
-                         ConvAttentions(**att)) == 'kernel_branches'
+@pytest.mark.parametrize('attention', list(ATTENTIONS))
+@pytest.mark.parametrize('batch', [1, 3])
+@pytest.mark.parametrize('grad', [False, True])
+def test_select_method_picks_a_valid_formulation(attention, batch, grad):
+    x, weight, _, att, _ = make_case('plain3x3', attention, False,
+                                     batch=batch)
+    with torch.set_grad_enabled(grad):
+        method = select_method(x, weight, ConvAttentions(**att))
+    assert method in FORMULATIONS and runs(method, attention)
 
 
-def test_samples_are_independent():
+def test_allowed_methods_restrict_auto():
+    x, weight, bias, att, conv = make_case('plain3x3', 'odconv_4x', True)
+    attentions = ConvAttentions(**att)
+    for only in FORMULATIONS:
+        if runs(only, 'odconv_4x'):
+            assert select_method(x, weight, attentions, (only, )) == only
+    with pytest.raises(ValueError, match='spatial'):
+        select_method(x, weight, attentions, ('kernel_branches', ))
+    # a list given as the method lets auto choose among those only
+    out = dynamic_conv2d(x, weight, attentions, bias,
+                         method=['im2col', 'kernel_branches'], **conv)
+    ref = reference_dynamic_conv2d(x, weight, bias=bias, **att, **conv)
+    torch.testing.assert_close(out, ref)
+
+
+@pytest.mark.parametrize('method', FORMULATIONS)
+def test_samples_are_independent(method):
     """A sample's output must not depend on the rest of its batch."""
-    x, weight, bias, att, conv = make_case('groups2', ATTENTIONS['omni'], 3,
-                                           True)
-    full = dynamic_conv2d(x, weight, ConvAttentions(**att), bias, **conv)
+    attention = 'dynet' if method == 'kernel_branches' else 'odconv_4x'
+    x, weight, bias, att, conv = make_case('groups2', attention, True)
+    full = dynamic_conv2d(x, weight, ConvAttentions(**att), bias,
+                          method=method, **conv)
     one = dynamic_conv2d(x[1:2], weight,
                          ConvAttentions(**{k: v[1:2]
                                            for k, v in att.items()}), bias,
-                         **conv)
+                         method=method, **conv)
     torch.testing.assert_close(full[1:2], one)

@@ -1,0 +1,190 @@
+"""The per-sample attentions of a dynamic convolution and the small pieces
+every formulation shares: shape checks, mixing the bank and the biases with
+matrix products, channel scalings, padding arithmetic, the empty batch.
+
+With a bank of ``K`` static kernels ``W_k`` ``[O, I/groups, kh, kw]`` and,
+per sample ``b``, optional attentions
+
+* ``kernel``  ``a``: ``[B, K]`` (DynamicConv/ODConv) or ``[B, O, K]`` (DyNet);
+* ``spatial`` ``s``: ``[B, kh, kw]`` (ODConv);
+* ``input``   ``c``: ``[B, C_in]`` (ODConv channel attention);
+* ``output``  ``f``: ``[B, C_out]`` (ODConv filter attention);
+
+every formulation computes::
+
+    y_b = f_b * conv(c_b * x_b, sum_k a_bk * s_b * W_k) + sum_k a_bk * bias_k
+
+None of them forms the ``[B, K, ...]`` product of attentions and kernels:
+where a per-sample kernel is needed it comes from one matrix product
+``[B, K] x [K, O*I*kh*kw]``.
+"""
+import functools
+from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+IntPair = Union[int, Tuple[int, int]]
+Padding = Union[int, Tuple[int, int], str]
+
+
+class ConvAttentions(NamedTuple):
+    """Per-sample attentions of a dynamic convolution; ``None`` = not used."""
+
+    kernel: Optional[Tensor] = None  # [B, K] or [B, C_out, K]
+    spatial: Optional[Tensor] = None  # [B, kh, kw]
+    input: Optional[Tensor] = None  # [B, C_in]
+    output: Optional[Tensor] = None  # [B, C_out]
+
+
+def check_shapes(x: Tensor, weight: Tensor, attentions: ConvAttentions,
+                 bias: Optional[Tensor], groups: int) -> None:
+    """Raise a ``ValueError`` naming the argument whose shape is wrong."""
+    if x.dim() != 4:
+        raise ValueError(f'dynamic_conv2d: input must be [B, C, H, W], '
+                         f'got shape {tuple(x.shape)}')
+    if weight.dim() != 5:
+        raise ValueError(f'dynamic_conv2d: weight must be [K, C_out, '
+                         f'C_in/groups, kh, kw], got {tuple(weight.shape)}')
+    batch, in_channels = x.shape[:2]
+    num_kernels, out_channels, group_in, kh, kw = weight.shape
+    if group_in * groups != in_channels:
+        raise ValueError(
+            f'dynamic_conv2d: input has {in_channels} channels but weight '
+            f'expects {group_in} x groups={groups}')
+    expected = {
+        'kernel': ((batch, num_kernels), (batch, out_channels, num_kernels)),
+        'spatial': ((batch, kh, kw), ),
+        'input': ((batch, in_channels), ),
+        'output': ((batch, out_channels), ),
+    }
+    for name, shapes in expected.items():
+        value = getattr(attentions, name)
+        if value is not None and tuple(value.shape) not in shapes:
+            raise ValueError(
+                f'dynamic_conv2d: {name} attention must have shape '
+                f'{" or ".join(map(str, shapes))}, got {tuple(value.shape)}')
+    if attentions.kernel is None and num_kernels != 1:
+        raise ValueError(f'dynamic_conv2d: a bank of {num_kernels} kernels '
+                         'needs a kernel attention to mix them')
+    if bias is not None and tuple(bias.shape) != (num_kernels, out_channels):
+        raise ValueError(f'dynamic_conv2d: bias must be [K, C_out] = '
+                         f'{(num_kernels, out_channels)}, got '
+                         f'{tuple(bias.shape)}')
+
+
+def mix_kernels(weight: Tensor, kernel_attention: Optional[Tensor],
+                batch: int) -> Tensor:
+    """Mix a bank ``[K, O, I, kh, kw]`` into per-sample kernels
+    ``[B, O, I, kh, kw]`` with ``[B, K]`` or ``[B, O, K]`` weights."""
+    num_kernels = weight.shape[0]
+    if kernel_attention is None:
+        return weight.expand(batch, *weight.shape[1:])
+    if kernel_attention.dim() == 2:
+        # One matrix product: [B, K] x [K, O*I*kh*kw].
+        mixed = kernel_attention.to(weight.dtype) @ weight.reshape(
+            num_kernels, -1)
+        return mixed.view(batch, *weight.shape[1:])
+    # [B, O, K]: one small matrix product per output channel.
+    return torch.einsum('bok,koihw->boihw',
+                        kernel_attention.to(weight.dtype), weight)
+
+
+def mix_bias(bias: Tensor, kernel_attention: Optional[Tensor]) -> Tensor:
+    """Mix biases ``[K, O]`` into ``[B, O]`` (or ``[1, O]`` without
+    attention, i.e. ``K == 1``)."""
+    if kernel_attention is None:
+        return bias
+    if kernel_attention.dim() == 2:
+        return kernel_attention.to(bias.dtype) @ bias
+    return (kernel_attention.to(bias.dtype) * bias.t()).sum(-1)
+
+
+def scale_channels(x: Tensor, scale: Optional[Tensor]) -> Tensor:
+    """``x [B, C, H, W] * scale [B, C]`` (``x`` itself when no scale)."""
+    return x if scale is None else x * scale[:, :, None, None].to(x.dtype)
+
+
+def finish(y: Tensor, attentions: ConvAttentions,
+           bias: Optional[Tensor]) -> Tensor:
+    """Apply the output (filter) attention, then add the mixed bias."""
+    y = scale_channels(y, attentions.output)
+    if bias is not None:
+        y = y + mix_bias(bias, attentions.kernel)[:, :, None, None].to(
+            y.dtype)
+    return y
+
+
+def explicit_padding(padding: Padding, kernel_size: Tuple[int, int],
+                     dilation: IntPair) -> Tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` of an ``F.conv2d`` padding argument.
+
+    ``'same'`` puts the odd pixel of an even total on the bottom/right, as
+    ``F.conv2d`` does.
+    """
+    dilation = pair(dilation)
+    if isinstance(padding, str):
+        if padding == 'valid':
+            return 0, 0, 0, 0
+        if padding != 'same':
+            raise ValueError(f"dynamic_conv2d: padding={padding!r} is "
+                             "invalid: use an int, a pair, 'same' or 'valid'")
+        pads = []
+        for k, d in zip(kernel_size, dilation):
+            total = d * (k - 1)
+            pads += [total // 2, total - total // 2]
+        return tuple(pads)
+    ph, pw = pair(padding)
+    return ph, ph, pw, pw
+
+
+def output_size(x: Tensor, kernel_size: Tuple[int, int], stride: IntPair,
+                padding: Padding, dilation: IntPair) -> Tuple[int, int]:
+    """``(H_out, W_out)`` of the convolution."""
+    top, bottom, left, right = explicit_padding(padding, kernel_size,
+                                                dilation)
+    (sh, sw), (dh, dw) = pair(stride), pair(dilation)
+    kh, kw = kernel_size
+    return ((x.shape[2] + top + bottom - dh * (kh - 1) - 1) // sh + 1,
+            (x.shape[3] + left + right - dw * (kw - 1) - 1) // sw + 1)
+
+
+def empty_batch_conv2d(x: Tensor, weight: Tensor, attentions: ConvAttentions,
+                       bias: Optional[Tensor], stride: IntPair,
+                       padding: Padding, dilation: IntPair,
+                       groups: int) -> Tensor:
+    """The ``[0, C_out, H_out, W_out]`` output of an empty batch.
+
+    A detector's mask head meets zero RoIs; a grouped conv cannot fold zero
+    samples into its groups. Every input stays in the graph, so backward
+    gives each of them its true gradient, zeros (a parameter left out of the
+    graph would trip DistributedDataParallel's unused-parameter check).
+    """
+    y = F.conv2d(x, weight.sum(0), None, stride, padding, dilation, groups)
+    for tensor in (*attentions, bias):
+        if tensor is not None:
+            y = y + tensor.sum().to(y.dtype) * 0
+    return y
+
+
+def pair(value: IntPair) -> Tuple[int, int]:
+    """``(v, v)`` for an int, the pair itself otherwise."""
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+ConvFunction = Callable[..., Tensor]
+
+
+def accepts_empty_batch(run: ConvFunction) -> ConvFunction:
+    """Route a batch of 0 samples of a formulation to
+    :func:`empty_batch_conv2d` (a grouped conv cannot fold 0 samples)."""
+
+    @functools.wraps(run)
+    def wrapper(x: Tensor, weight: Tensor, attentions: ConvAttentions,
+                *args: Any) -> Tensor:
+        if x.shape[0] == 0:
+            return empty_batch_conv2d(x, weight, attentions, *args)
+        return run(x, weight, attentions, *args)
+
+    return wrapper

@@ -1,0 +1,68 @@
+"""The ``im2col`` formulation: the spatial and channel attentions folded
+into the unfolded input, so that the weight stays the static bank.
+
+``conv(c * x, s * W)`` sums ``W[o, i, p, q] * s[p, q] * c[i] *
+x[i, h+p, w+q]``: on the unfolded input (im2col, one row per ``(i, p, q)``)
+both attentions are a scaling of rows. The convolution then is one GEMM of
+the static bank with those columns, which this module runs as a 1x1
+convolution over the ``C_in*kh*kw``-channel column tensor (the backend's
+fast path, and a free view of the bank). With ``K > 1`` kernels the GEMM is
+``K`` times as wide and the outputs are mixed (the kernel-branch form);
+the filter attention scales the output. Exact for every attention; the
+unfolded input is ``kh*kw`` times the input, so it pays where the spatial
+size is small and the kernel large (ResNet's 14x14 and 7x7 stages), where a
+per-sample kernel would cost more memory traffic than the activations.
+"""
+from typing import Optional
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from .attentions import (ConvAttentions, IntPair, Padding, accepts_empty_batch,
+                         explicit_padding, finish, output_size, pair,
+                         scale_channels)
+from .kernel_branches import branch_bank, mix_branches
+
+
+def unfold_scaled(x: Tensor, kernel_size, attentions: ConvAttentions,
+                  stride: IntPair, padding: Padding,
+                  dilation: IntPair) -> Tensor:
+    """The columns ``[B, C_in*kh*kw, H_out, W_out]`` of ``x`` with rows
+    scaled by the channel and spatial attentions."""
+    batch, in_channels = x.shape[:2]
+    kh, kw = kernel_size
+    height, width = output_size(x, kernel_size, stride, padding, dilation)
+    channel, spatial = attentions.input, attentions.spatial
+    if spatial is None:  # the channel scaling is cheaper on x than on cols
+        x = scale_channels(x, channel)
+    top, bottom, left, right = explicit_padding(padding, kernel_size,
+                                                dilation)
+    if (top, left) != (bottom, right):  # F.unfold pads symmetrically only
+        x = F.pad(x, (left, right, top, bottom))
+        top = left = 0
+    if (kh, kw) == (1, 1) and pair(stride) == (1, 1) and top == left == 0:
+        cols = x  # a 1x1 kernel's columns are the input itself
+    else:
+        cols = F.unfold(x, (kh, kw), dilation, (top, left), stride)
+    if spatial is not None:
+        rows = spatial.reshape(batch, 1, kh * kw)
+        if channel is not None:
+            rows = channel[:, :, None] * rows
+        cols = cols.reshape(batch, in_channels, kh * kw, -1) * rows[
+            ..., None].to(cols.dtype)
+    return cols.reshape(batch, in_channels * kh * kw, height, width)
+
+
+@accepts_empty_batch
+def im2col_conv2d(x: Tensor, weight: Tensor, attentions: ConvAttentions,
+                  bias: Optional[Tensor], stride: IntPair, padding: Padding,
+                  dilation: IntPair, groups: int) -> Tensor:
+    """Attentions on the columns, the static bank as a 1x1 conv over
+    them."""
+    num_kernels, _, group_in, kh, kw = weight.shape
+    cols = unfold_scaled(x, (kh, kw), attentions, stride, padding, dilation)
+    bank = branch_bank(weight, groups)
+    y = F.conv2d(cols, bank.reshape(bank.shape[0], group_in * kh * kw, 1, 1),
+                 None, 1, 0, 1, groups)
+    y = mix_branches(y, attentions.kernel, num_kernels, groups)
+    return finish(y, attentions, bias)

@@ -1,0 +1,67 @@
+"""The static bank as one convolution ``K`` times as wide, its ``K`` outputs
+mixed per sample: the ``kernel_branches`` formulation, which is DyNet's
+feature-map fusion (Zhang et al. 2020, Sec. 3: fusing the feature maps of
+the ``g`` fixed kernels is equivalent to fusing the kernels).
+
+The convolution's weight is the persistent bank itself (a view of it when
+``groups == 1``), so the backend keeps its fast static-weight path; the
+price is ``K`` times the multiply-adds. With ``K == 1`` it *is* the static
+convolution plus the channel scalings. A spatial attention acts inside the
+kernel window and cannot be moved onto the outputs, so it is refused here
+(the ``im2col`` formulation applies it to the unfolded input instead).
+"""
+from typing import Optional
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from .attentions import (ConvAttentions, IntPair, Padding, accepts_empty_batch,
+                         finish, scale_channels)
+
+
+def branch_bank(weight: Tensor, groups: int) -> Tensor:
+    """The bank ``[K, O, I/g, kh, kw]`` as one conv weight
+    ``[g*K*O/g, I/g, kh, kw]`` whose groups each hold their ``K``
+    sub-banks together. A free view when ``groups == 1`` or ``K == 1``."""
+    num_kernels, out_channels = weight.shape[:2]
+    if groups == 1 or num_kernels == 1:
+        return weight.reshape(-1, *weight.shape[2:])
+    bank = weight.view(num_kernels, groups, out_channels // groups,
+                       *weight.shape[2:])
+    return bank.transpose(0, 1).reshape(-1, *weight.shape[2:])
+
+
+def mix_branches(y: Tensor, kernel_attention: Optional[Tensor],
+                 num_kernels: int, groups: int) -> Tensor:
+    """Mix the ``K`` branch outputs ``[B, g*K*O/g, H, W]`` of
+    :func:`branch_bank` into ``[B, O, H, W]``."""
+    if kernel_attention is None:  # a single kernel
+        return y
+    batch, channels, height, width = y.shape
+    group_out = channels // (groups * num_kernels)
+    y = y.view(batch, groups, num_kernels, group_out, height, width)
+    mixing = kernel_attention
+    if mixing.dim() == 2:  # [B, K] -> [B, 1, K, 1]
+        mixing = mixing[:, None, :, None]
+    else:  # [B, O, K] -> [B, g, K, O/g]
+        mixing = mixing.reshape(batch, groups, group_out,
+                                num_kernels).transpose(2, 3)
+    y = (y * mixing[..., None, None].to(y.dtype)).sum(2)
+    return y.flatten(1, 2)
+
+
+@accepts_empty_batch
+def kernel_branches_conv2d(x: Tensor, weight: Tensor,
+                           attentions: ConvAttentions, bias: Optional[Tensor],
+                           stride: IntPair, padding: Padding,
+                           dilation: IntPair, groups: int) -> Tensor:
+    """All ``K`` kernels as one static conv, outputs mixed afterwards."""
+    if attentions.spatial is not None:
+        raise ValueError("dynamic_conv2d: method 'kernel_branches' cannot "
+                         'apply a spatial attention; use batch_folded, '
+                         'im2col or aggregated')
+    y = F.conv2d(scale_channels(x, attentions.input),
+                 branch_bank(weight, groups), None, stride, padding,
+                 dilation, groups)
+    y = mix_branches(y, attentions.kernel, weight.shape[0], groups)
+    return finish(y, attentions, bias)
