@@ -156,39 +156,54 @@ check_prereqs() {
   fi
 }
 
-# --- the venv: created if absent, recreated if an interrupted run left it
-# half-made (no working python or pip, or a package whose files are missing).
+# --- the venv: created if absent; what an interrupted run left half-made is
+# repaired: a venv whose python or pip does not run is recreated, and a
+# package whose files are missing is removed so that the pip steps below
+# install it again.
 venv_python_runs() { [[ -x $VPY ]] && "$VPY" -c '' 2>/dev/null; }
 
-# Prints the installed distributions (in the venv's own site-packages) whose
-# RECORD is missing or names a file that is not there: what a killed pip
-# leaves behind, and what pip itself would then call "already satisfied".
+# Prints "NAME<TAB>VERSION<TAB>WHAT<TAB>DIST_INFO" for each distribution in
+# the venv's own site-packages whose RECORD is missing or names a file that
+# is not there: what a killed pip leaves behind, and what pip itself would
+# call "already satisfied".
 incomplete_dists() {
-  "$VPY" - <<'EOF'
+  "$VPY" - <<'PYEOF'
 import importlib.metadata as md
 import sysconfig
 from pathlib import Path
 
 paths = sorted({sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib']})
 for dist in md.distributions(path=paths):
-    name = f"{dist.metadata['Name']} {dist.version}"
+    where = getattr(dist, '_path', '')  # the .dist-info directory
+    head = f"{dist.metadata['Name']}\t{dist.version}"
     files = dist.files
     if files is None:
-        print(f'{name} (no RECORD)')
+        print(f'{head}\tno RECORD\t{where}')
         continue
     for f in files:
         if f.suffix != '.pyc' and not Path(dist.locate_file(f)).exists():
-            print(f'{name} (missing {f})')
+            print(f'{head}\tmissing {f}\t{where}')
             break
-EOF
+PYEOF
 }
 
-venv_problem() {  # empty when the venv is usable
-  local bad
+venv_problem() {  # what makes the venv unusable as a whole; empty if nothing
+  local out
   if ! venv_python_runs; then echo "its python ($VPY) is missing or does not run"; return; fi
-  if ! "$VPY" -c 'import pip' 2>/dev/null; then echo "it has no pip"; return; fi
-  if ! bad=$(incomplete_dists 2>&1); then echo "its packages cannot be listed: $bad"; return; fi
-  if [[ -n $bad ]]; then echo "half-installed packages: $(paste -sd, <<<"$bad")"; fi
+  if ! "$VPY" -c 'import pip' 2>/dev/null; then echo "it has no working pip"; return; fi
+  if ! out=$(incomplete_dists 2>&1); then echo "its packages cannot be listed: $(tail -n1 <<<"$out")"; return; fi
+  if grep -q $'^pip\t' <<<"$out"; then echo "its pip is half-installed"; fi
+}
+
+remove_incomplete_dists() {
+  local name version what where
+  while IFS=$'\t' read -r name version what where; do
+    log "removing half-installed $name $version ($what); the steps below install it again"
+    # pip removes the files that are there; without a RECORD it refuses,
+    # and dropping the .dist-info is enough for pip to install it afresh.
+    "${PIP[@]}" uninstall -y -q "$name" >/dev/null 2>&1 || true
+    [[ -n $where && -d $where ]] && rm -rf "$where"
+  done < <(incomplete_dists)
 }
 
 looks_like_venv() {  # only such a directory is ever deleted
@@ -201,14 +216,22 @@ looks_like_venv() {  # only such a directory is ever deleted
 }
 
 ensure_venv() {
-  local problem
+  local problem trash
+  rm -rf "$VENV".removing.*  # set aside by a run killed while deleting it
   if [[ -e $VENV ]]; then
     problem=$(venv_problem)
-    [[ -z $problem ]] && return 0
+    if [[ -z $problem ]]; then
+      remove_incomplete_dists
+      return 0
+    fi
     looks_like_venv "$VENV" ||
       die "$VENV exists but is not a virtual environment ($problem); move it away or set DYNCONV_MM_VENV"
     log "recreating $VENV, left half-made by an earlier run: $problem"
-    rm -rf "$VENV"
+    # Moved aside first: deleting gigabytes takes minutes, and a run killed
+    # meanwhile must not leave a half-deleted venv under the venv's name.
+    trash=$(mktemp -d "$VENV.removing.XXXXXX")
+    mv "$VENV" "$trash/"
+    rm -rf "$trash"
   else
     log "creating virtual environment $VENV"
   fi

@@ -10,6 +10,7 @@ import hashlib
 import os
 import os.path as osp
 import shlex
+import shutil
 import stat
 import subprocess
 import sys
@@ -259,34 +260,58 @@ def venv_stub_python(tmp_path):
         f'exec {shlex.quote(sys.executable)} "$@" --without-pip\n'))
 
 
-def test_half_made_venv_is_recreated(tmp_path):
+def test_half_installed_packages_are_removed_for_reinstall(tmp_path):
     venv = tmp_path / 'venv'
     site = make_venv(venv)
     (venv / 'mine').touch()  # tells the original venv from a recreated one
+    add_dist(site, 'whole', '1.0', present=True)
     log, py = venv_stub_python(tmp_path)
 
     proc = run_sourced(tmp_path, 'ensure_venv', PYTHON=py)
     assert proc.returncode == 0, proc.stderr
-    assert (venv / 'mine').exists() and not log.exists()  # healthy: kept
+    assert proc.stderr == ''  # healthy: nothing touched
 
-    # pip killed while installing a package: dist-info there, files not
+    # pip killed while installing: files missing, or no RECORD yet; pip
+    # would call both "already satisfied"
     add_dist(site, 'half', '1.0', present=False)
+    add_dist(site, 'norecord', '2.0', present=True)
+    os.remove(osp.join(site, 'norecord-2.0.dist-info', 'RECORD'))
     proc = run_sourced(tmp_path, 'ensure_venv', PYTHON=py)
     assert proc.returncode == 0, proc.stderr
-    assert 'half-installed packages: half 1.0 (missing half/__init__.py)' \
+    assert 'removing half-installed half 1.0 (missing half/__init__.py)' \
         in proc.stderr
+    assert 'removing half-installed norecord 2.0 (no RECORD)' in proc.stderr
+    left = sorted(os.listdir(site))
+    assert 'half-1.0.dist-info' not in left
+    assert 'norecord-2.0.dist-info' not in left
+    assert 'whole-1.0.dist-info' in left and 'pip-99.0.dist-info' in left
+    assert (venv / 'mine').exists() and not log.exists()  # not recreated
+
+
+@pytest.mark.parametrize('damage', ['python', 'pip', 'pip_files'])
+def test_venv_without_working_python_or_pip_is_recreated(tmp_path, damage):
+    venv = tmp_path / 'venv'
+    site = make_venv(venv)
+    (venv / 'mine').touch()
+    if damage == 'python':  # base Python removed, or killed before the link
+        (venv / 'bin' / 'python').unlink()
+        (venv / 'bin' / 'python').symlink_to(tmp_path / 'gone')
+        expected = 'missing or does not run'
+    elif damage == 'pip':
+        shutil.rmtree(osp.join(site, 'pip'))
+        expected = 'has no working pip'
+    else:  # pip itself half-installed: it cannot be trusted to repair
+        with open(osp.join(site, 'pip-99.0.dist-info', 'RECORD'), 'a') as f:
+            f.write('pip/_internal/__init__.py,,\n')
+        expected = 'its pip is half-installed'
+    log, py = venv_stub_python(tmp_path)
+    proc = run_sourced(tmp_path, 'ensure_venv', PYTHON=py)
+    assert proc.returncode == 0, proc.stderr
+    assert f'recreating {venv}' in proc.stderr and expected in proc.stderr
     assert not (venv / 'mine').exists()
     assert log.read_text().split() == ['-m', 'venv', str(venv)]
     assert (venv / 'bin' / 'python').exists()
-
-    # a venv whose interpreter is gone (base Python removed, or interrupted
-    # before the link was made)
-    (venv / 'bin' / 'python').unlink()
-    (venv / 'bin' / 'python').symlink_to(tmp_path / 'gone')
-    proc = run_sourced(tmp_path, 'ensure_venv', PYTHON=py)
-    assert proc.returncode == 0, proc.stderr
-    assert 'missing or does not run' in proc.stderr
-    assert len(log.read_text().splitlines()) == 2
+    assert not [p for p in os.listdir(tmp_path) if '.removing.' in p]
 
 
 def test_a_directory_that_is_not_a_venv_is_left_alone(tmp_path):
