@@ -95,7 +95,9 @@ class AttentionTrunk(nn.Module):
         # Pool straight into the FC's dtype (float32 under autocast).
         hidden = self.fc(x.mean(dim=(2, 3), dtype=self.fc.weight.dtype))
         if self.norm is not None:
-            if (self.training and hidden.shape[0] == 1
+            # The norm's own mode: a backbone's norm_eval puts it in eval
+            # mode (running statistics) inside a training model.
+            if (self.norm.training and hidden.shape[0] == 1
                     and isinstance(self.norm, _BatchNorm)):
                 raise ValueError(
                     f'{self.owner}: attention_norm_cfg={self.norm_cfg_type} '
