@@ -117,6 +117,7 @@ def count_config_complexity(config: Union[str, Config],
                             convention: str = 'paper',
                             strict: bool = True,
                             imagenet_classifier: Optional[int] = None,
+                            classifier_hidden: Optional[int] = None,
                             cfg_options: Optional[dict] = None,
                             seed: int = 0) -> ConfigComplexity:
     """Count the model of ``config`` on one image of ``shape`` = (H, W).
@@ -131,6 +132,8 @@ def count_config_complexity(config: Union[str, Config],
         strict: raise on operators of unknown cost (else list them).
         imagenet_classifier: if a number of classes, count only the
             config's backbone plus a global-pool + FC classifier.
+        classifier_hidden: width of a hidden FC in that classifier
+            (MobileNetV3's head), or ``None``.
         cfg_options: overrides merged into the config.
         seed: seed of the random image (fixes a two-stage detector's
             number of proposals).
@@ -143,7 +146,8 @@ def count_config_complexity(config: Union[str, Config],
     if imagenet_classifier is not None:
         backbone = getattr(model, 'backbone', model)
         wrapped = ImageNetClassifier(backbone, _last_channels(backbone),
-                                     imagenet_classifier).eval()
+                                     imagenet_classifier,
+                                     classifier_hidden).eval()
         height, width = shape or DEFAULT_SHAPE
         report = count_complexity(
             wrapped, (3, height, width), convention=convention,

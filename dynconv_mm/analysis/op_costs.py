@@ -205,4 +205,6 @@ def is_zero_cost_op(func: torch._ops.OpOverload) -> bool:
         return True
     if torch.Tag.inplace_view in func.tags:
         return True
-    return op_name(func) in ZERO_COST_OPS
+    name = op_name(func)
+    # In-place variants (``aten.hardswish_``) cost what their op costs.
+    return name in ZERO_COST_OPS or name.rstrip('_') in ZERO_COST_OPS
