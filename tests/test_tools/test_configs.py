@@ -1,5 +1,5 @@
-"""Every shipped config loads, builds its model in its toolbox's scope and
-uses the dynamic convs it promises."""
+"""Every shipped config loads and builds its model in its toolbox's scope
+(what each family promises is checked in its own test file)."""
 import glob
 import os.path as osp
 
@@ -28,8 +28,7 @@ def build_model(cfg):
 def test_config_builds(path):
     cfg = Config.fromfile(path)
     assert 'dynconv_mm' in cfg.custom_imports['imports']
-    model = build_model(cfg)
-    assert any(isinstance(m, DynamicConv2dBase) for m in model.modules())
+    assert sum(p.numel() for p in build_model(cfg).parameters()) > 0
 
 
 def test_demo_config_is_odconv_everywhere_in_the_backbone():

@@ -66,3 +66,9 @@ val_evaluator = dict(
     format_only=False,
     backend_args=backend_args)
 test_evaluator = val_evaluator
+
+# What the detection configs take from the dataset choice (see
+# coco_detection.py): 4 classes, and no ImageNet weights, so that the
+# synthetic runs need no download (backbones start from scratch).
+num_classes = len(metainfo['classes'])
+imagenet_init = dict(resnet50=None, mobilenet_v2=None)

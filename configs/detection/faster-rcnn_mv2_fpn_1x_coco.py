@@ -1,0 +1,2 @@
+# Static baseline of the ODConv paper's detection table.
+_base_ = './_base_/faster-rcnn_mv2_fpn_1x.py'

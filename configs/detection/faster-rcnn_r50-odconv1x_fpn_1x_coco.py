@@ -1,0 +1,8 @@
+# ODConv 1x (K=1), the authors' attention (BN after its first FC).
+_base_ = './_base_/faster-rcnn_r50_fpn_1x.py'
+model = dict(
+    backbone=dict(
+        dynamic_conv_cfg=dict(
+            type='ODConv',
+            num_kernels=1,
+            attention_norm_cfg=dict(type='BN'))))
