@@ -9,28 +9,58 @@ product. The batch then becomes the groups of a single ``F.conv2d``: input
 
 * ``batch_folded`` folds the kernel and spatial attentions into the kernel
   and applies the channel (input) and filter (output) attentions to the
-  activations, which is cheaper where the kernel is larger than the
-  activations (deep layers).
-* ``aggregated`` folds all four attentions, and the mixed bias, into the
-  per-sample kernel: no pass over the activations at all, which is cheaper
-  where the kernel is smaller than the activations (early layers, batch 1
-  inference). It is built from plain tensor ops with static shapes, so it
-  traces into ``torch.compile`` and CUDA graphs.
+  activations.
+* ``aggregated`` aggregates once: every attention goes into the per-sample
+  kernel where that costs less than a pass over the activation it would
+  scale (see :func:`aggregation_plan`), and the mixed bias rides in the
+  convolution. In early layers, where kernels are small and activations
+  large, all four attentions end up in the kernel and the activations are
+  only convolved; in deep layers the filter attention stays on the small
+  output. Plain tensor ops with static shapes, so it traces into
+  ``torch.compile`` and CUDA graphs. It is the batch-1 inference path.
 """
-from typing import Optional
+from typing import NamedTuple, Optional, Tuple
 
 import torch.nn.functional as F
 from torch import Tensor
 
 from .attentions import (ConvAttentions, IntPair, Padding, accepts_empty_batch,
-                         finish, mix_bias, mix_kernels, scale_channels)
+                         finish, mix_bias, mix_kernels, output_size,
+                         scale_channels)
+
+
+class AggregationPlan(NamedTuple):
+    """Which attentions :func:`aggregated_conv2d` folds into the kernel."""
+
+    input: bool
+    output: bool
+
+
+def aggregation_plan(x: Tensor, weight: Tensor, attentions: ConvAttentions,
+                     out_size: Tuple[int, int]) -> AggregationPlan:
+    """Fold an attention into the kernel when one pass over the kernel
+    (``C_out * C_in/groups * kh * kw`` per sample) costs no more than one
+    over the activation it would scale, or costs nothing extra: the channel
+    attention joins the spatial one in a small ``[C_in, kh, kw]`` factor
+    that scales the kernel in the same pass."""
+    _, out_channels, group_in, kh, kw = weight.shape
+    kernel = out_channels * group_in * kh * kw
+    in_channels, height, width = x.shape[1:]
+    fold_input = attentions.input is not None and (
+        attentions.spatial is not None or in_channels * height * width
+        >= kernel)
+    fold_output = attentions.output is not None and (
+        out_channels * out_size[0] * out_size[1] >= kernel)
+    return AggregationPlan(fold_input, fold_output)
 
 
 def per_sample_kernels(weight: Tensor, attentions: ConvAttentions,
-                       batch: int, groups: int, fold_all: bool) -> Tensor:
+                       batch: int, groups: int,
+                       plan: AggregationPlan = AggregationPlan(False, False)
+                       ) -> Tensor:
     """Sample kernels ``[B, O, I/groups, kh, kw]``: the bank mixed by the
-    kernel attention, scaled by the spatial attention and, with
-    ``fold_all``, by the channel and filter attentions too."""
+    kernel attention, scaled by the spatial attention and, as ``plan``
+    says, by the channel and filter attentions."""
     num_kernels, out_channels, group_in, kh, kw = weight.shape
     kernels = mix_kernels(weight, attentions.kernel, batch)
     # Build the small outer product of the factors first, then touch the
@@ -38,13 +68,13 @@ def per_sample_kernels(weight: Tensor, attentions: ConvAttentions,
     factor: Optional[Tensor] = None  # broadcasts to [B, g, O/g, I/g, kh, kw]
     if attentions.spatial is not None:
         factor = attentions.spatial.reshape(batch, 1, 1, 1, kh, kw)
-    if fold_all and attentions.input is not None:
+    if plan.input and attentions.input is not None:
         channel = attentions.input.reshape(batch, groups, 1, group_in, 1, 1)
         factor = channel if factor is None else channel * factor
     shape6 = (batch, groups, out_channels // groups, group_in, kh, kw)
     if factor is not None:
         kernels = kernels.reshape(shape6) * factor.to(kernels.dtype)
-    if fold_all and attentions.output is not None:
+    if plan.output and attentions.output is not None:
         kernels = kernels.reshape(shape6) * attentions.output.reshape(
             batch, groups, -1, 1, 1, 1).to(kernels.dtype)
     return kernels.reshape(batch, out_channels, group_in, kh, kw)
@@ -73,8 +103,7 @@ def batch_folded_conv2d(x: Tensor, weight: Tensor,
                         groups: int) -> Tensor:
     """Kernel and spatial attentions in the per-sample kernel; channel and
     filter attentions on the activations."""
-    kernels = per_sample_kernels(weight, attentions, x.shape[0], groups,
-                                 fold_all=False)
+    kernels = per_sample_kernels(weight, attentions, x.shape[0], groups)
     y = _grouped_conv(scale_channels(x, attentions.input), kernels, None,
                       stride, padding, dilation, groups)
     return finish(y, attentions, bias)
@@ -85,11 +114,33 @@ def aggregated_conv2d(x: Tensor, weight: Tensor, attentions: ConvAttentions,
                       bias: Optional[Tensor], stride: IntPair,
                       padding: Padding, dilation: IntPair,
                       groups: int) -> Tensor:
-    """All four attentions and the mixed bias aggregated once into each
-    sample's kernel; the activations are only convolved."""
+    """Attentions aggregated once into each sample's kernel where that is
+    cheaper (:func:`aggregation_plan`), the rest on the activations."""
     batch = x.shape[0]
-    kernels = per_sample_kernels(weight, attentions, batch, groups,
-                                 fold_all=True)
-    if bias is not None:
-        bias = mix_bias(bias, attentions.kernel).expand(batch, -1)
-    return _grouped_conv(x, kernels, bias, stride, padding, dilation, groups)
+    plan = aggregation_plan(
+        x, weight, attentions,
+        output_size(x, weight.shape[3:], stride, padding, dilation))
+    per_sample = (attentions.kernel is not None
+                  or attentions.spatial is not None
+                  or (plan.input and attentions.input is not None)
+                  or (plan.output and attentions.output is not None))
+    if not plan.input:
+        x = scale_channels(x, attentions.input)
+    # The bias joins the conv unless a filter attention still follows it.
+    bias_in_conv = attentions.output is None or plan.output
+    mixed_bias = None
+    if bias is not None and bias_in_conv:
+        mixed_bias = mix_bias(bias, attentions.kernel).expand(batch, -1)
+    if per_sample:
+        kernels = per_sample_kernels(weight, attentions, batch, groups, plan)
+        y = _grouped_conv(x, kernels, mixed_bias, stride, padding, dilation,
+                          groups)
+    else:  # one kernel shared by the batch: the static convolution
+        y = F.conv2d(x, weight[0], None if mixed_bias is None else
+                     mixed_bias[0], stride, padding, dilation, groups)
+    if not plan.output:
+        y = scale_channels(y, attentions.output)
+    if bias is not None and not bias_in_conv:
+        y = y + mix_bias(bias, attentions.kernel)[:, :, None, None].to(
+            y.dtype)
+    return y

@@ -12,6 +12,8 @@ import torch
 
 from dynconv_mm.execution import (FORMULATIONS, METHODS, ConvAttentions,
                                   dynamic_conv2d, select_method)
+from dynconv_mm.execution.attentions import output_size
+from dynconv_mm.execution.per_sample_kernels import aggregation_plan
 from oracle import reference_dynamic_conv2d
 
 # (batch, c_in, c_out, kernel, stride, padding, dilation, groups, hw)
@@ -27,6 +29,9 @@ GEOMETRIES = {
     'same_even_kernel': (2, 3, 4, (2, 4), 1, 'same', 1, 1, (5, 6)),
     'valid': (2, 3, 4, (3, 3), (1, 2), 'valid', 1, 1, (6, 7)),
     'batch1': (1, 4, 6, (3, 3), 2, 1, 1, 1, (7, 10)),
+    # kernel larger than the activations: 'aggregated' keeps the channel
+    # and filter attentions on the activations here
+    'small_map': (2, 6, 8, (3, 3), 1, 1, 1, 1, (3, 2)),
 }
 # which attentions are present (the layer they stand for) and K
 ATTENTIONS = {
@@ -158,6 +163,23 @@ def test_autocast(method, dtype):
                                        for k, v in att.items()
                                    })
     torch.testing.assert_close(out.double(), ref, atol=0.1, rtol=0.05)
+
+
+def test_aggregation_plans_covered():
+    """The grid runs 'aggregated' with each attention both folded into
+    the kernel and left on the activations."""
+    seen = set()
+    for geometry in GEOMETRIES:
+        for attention in ('odconv_1x', 'odconv_4x', 'channels_only'):
+            x, weight, _, att, conv = make_case(geometry, attention, False)
+            out = output_size(x, weight.shape[3:], conv['stride'],
+                              conv['padding'], conv['dilation'])
+            plan = aggregation_plan(x, weight, ConvAttentions(**att), out)
+            seen.add((attention, plan.input, plan.output))
+    for attention in ('odconv_1x', 'odconv_4x'):  # input folds with spatial
+        assert {(attention, True, True), (attention, True, False)} <= seen
+    assert {('channels_only', i, o)
+            for i in (True, False) for o in (True, False)} <= seen
 
 
 def test_kernel_branches_refuses_spatial_attention():
