@@ -1,13 +1,13 @@
 """What the three papers' layers share: the geometry of an ``nn.Conv2d``,
 a bank of ``K`` kernels, an attention module, and the temperature."""
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
 from torch import Tensor
 
-from ..execution import ConvAttentions, dynamic_conv2d
+from ..execution import ConvAttentions, check_method, dynamic_conv2d
 from .attention import DynamicAttention, hidden_channels
 from .options import (check_bool, check_int, check_pair,
                       reject_unknown_options)
@@ -35,6 +35,13 @@ class DynamicConv2dBase(BaseModule):
     option defaults, and build the paper's attention in
     :meth:`build_attention`; the options are documented on each subclass.
 
+    Execution (all layers): ``execution='auto'`` (default) lets
+    :func:`~dynconv_mm.execution.select_method` pick the fastest
+    formulation per call by shape, device and grad mode; a formulation name
+    (``'batch_folded'``, ``'aggregated'``, ``'kernel_branches'``,
+    ``'im2col'``) forces it; a list of names lets ``'auto'`` choose among
+    those only, i.e. disables the others. All compute the same function.
+
     Shapes: ``weight`` ``[K, C_out, C_in/groups, kh, kw]``; ``bias``
     ``[K, C_out]`` (mixed like the kernels) or ``None``.
     """
@@ -61,6 +68,7 @@ class DynamicConv2dBase(BaseModule):
                  min_hidden_channels: Optional[int] = None,
                  temperature: float = 1.0,
                  attention_norm_cfg: Optional[dict] = None,
+                 execution: Union[str, Sequence[str]] = 'auto',
                  init_cfg: Union[dict, List[dict], None] = None,
                  **unknown_options: Any) -> None:
         owner = self.layer_type
@@ -101,6 +109,7 @@ class DynamicConv2dBase(BaseModule):
             # ConvModule pads explicitly for other modes before the conv.
             raise ValueError(f'{owner}: option padding_mode={padding_mode!r} '
                              "is not supported; only 'zeros'")
+        self.execution = check_method(execution, owner, 'execution')
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.groups = groups
@@ -162,9 +171,10 @@ class DynamicConv2dBase(BaseModule):
     def temperature(self, value: float) -> None:
         self.attention.set_temperature(value)
 
-    def execution_method(self) -> str:
-        """Which formulation of :func:`dynamic_conv2d` to run."""
-        return 'auto'
+    def execution_method(self) -> Union[str, Sequence[str]]:
+        """Which formulation of :func:`dynamic_conv2d` to run: the
+        ``execution`` option."""
+        return self.execution
 
     def forward(self,
                 x: Tensor,

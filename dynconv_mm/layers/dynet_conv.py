@@ -45,10 +45,13 @@ class DyNetConv2d(DynamicConv2dBase):
 
     Holds ``C_out * g`` fixed kernels; output channel ``o`` of sample ``b``
     uses ``w_bo = sum_i eta_boi * w_io`` with coefficients from
-    :class:`KernelFusionCoefficients`. Training fuses feature maps (one
-    ``g``-times wide static conv, outputs weighted and summed); evaluation
-    fuses the kernels per sample (one conv's FLOPs, the paper's saving). Both
-    compute the same function. A bias is fused with the same coefficients.
+    :class:`KernelFusionCoefficients`. The paper fuses feature maps in
+    training (one ``g``-times wide static conv, outputs weighted and summed:
+    ``execution='kernel_branches'``) and kernels per sample at inference
+    (one conv's FLOPs: ``'aggregated'``/``'batch_folded'``); both compute
+    the same function, and ``execution='auto'`` picks whichever is faster
+    for the shape, device and grad mode. A bias is fused with the same
+    coefficients.
 
     Shapes: input ``[B, C_in, H, W]``, output ``[B, C_out, H_out, W_out]``;
     ``weight`` ``[g, C_out, C_in/groups, kh, kw]``.
@@ -79,6 +82,3 @@ class DyNetConv2d(DynamicConv2dBase):
                                         self.out_channels, self.num_kernels,
                                         hidden_channels, temperature,
                                         norm_cfg)
-
-    def execution_method(self) -> str:
-        return 'kernel_branches' if self.training else 'batch_folded'

@@ -82,8 +82,11 @@ def test_dynet_training_and_eval_paths_agree():
     train_out = layer.train()(x)
     eval_out = layer.eval()(x)
     torch.testing.assert_close(train_out, eval_out)
-    assert layer.train().execution_method() == 'kernel_branches'
-    assert layer.eval().execution_method() == 'batch_folded'
+    # the paper's feature-map fusion and kernel fusion, forced
+    layer.execution = 'kernel_branches'
+    feature_fusion = layer(x)
+    layer.execution = 'aggregated'
+    torch.testing.assert_close(feature_fusion, layer(x))
 
 
 @pytest.mark.parametrize('geometry', ['stride2', 'depthwise', 'groups2'])
