@@ -7,7 +7,8 @@ import argparse
 
 import dynconv_mm  # noqa: F401  (registers layers, hook, safe checkpoints)
 from dynconv_mm.engine import (add_runner_arguments, build_runner,
-                               config_from_args, enable_amp, set_resume)
+                               config_from_args, distributed_teardown,
+                               enable_amp, set_resume)
 
 
 def main() -> None:
@@ -29,4 +30,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    with distributed_teardown():  # a clean exit for every rank
+        main()

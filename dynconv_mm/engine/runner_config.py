@@ -2,15 +2,25 @@
 logic behind ``tools/train.py`` and ``tools/test.py``, toolbox-agnostic
 (the config's ``default_scope`` decides mmdet or mmpose)."""
 import argparse
+import gc
 import os
 import os.path as osp
-from typing import Optional
+import warnings
+import weakref
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
+
+if torch_dist.is_available():
+    # torch.distributed.nn.functional binds the default group as default
+    # arguments when first imported: imported once a group exists, it keeps
+    # that group (and its threads) alive past destroy_process_group().
+    import torch.distributed.nn  # noqa: F401
 
 
 def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
@@ -108,3 +118,43 @@ def build_runner(cfg: Config) -> Runner:
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
+
+
+@contextmanager
+def distributed_teardown() -> Iterator[None]:
+    """Run a tool's entry point, then shut the default process group down.
+
+    Why: a process group still alive when the interpreter finalises keeps
+    its gloo worker threads running. A worker that drops the last reference
+    to a finished collective's tensors must take the GIL to free them, and
+    during finalisation Python ends such a thread with ``pthread_exit``
+    inside a ``noexcept`` destructor: "terminate called without an active
+    exception", SIGABRT, a non-zero exit of a job that had succeeded.
+    ``destroy_process_group()`` alone does not prevent it while the
+    Runner's DDP model still holds the group (its C++ object, and with it
+    the threads, then survive until finalisation).
+
+    So after the body returns: every rank meets at a barrier (no rank tears
+    its connections down while a peer still communicates), the body's
+    garbage is collected (the Runner and its DDP wrapper live in reference
+    cycles), and the group is destroyed, which joins its threads while the
+    interpreter is fully alive. Wrap the whole entry point, so that no
+    Runner is reachable any more when the body ends; a group that survives
+    the teardown anyway is reported with a warning. After an exception
+    nothing is done: peers may be gone or blocked in a collective, and the
+    launcher stops the job.
+    """
+    yield
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return
+    torch_dist.barrier()
+    group = weakref.ref(torch_dist.group.WORLD)
+    gc.collect()
+    torch_dist.destroy_process_group()
+    if group() is not None:
+        warnings.warn(
+            'distributed_teardown: the process group is still referenced '
+            'after destroy_process_group() (is a Runner or a DDP model '
+            'still alive?); its worker threads may abort the interpreter '
+            'at exit. Wrap the whole entry point in distributed_teardown().',
+            RuntimeWarning)

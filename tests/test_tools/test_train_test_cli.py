@@ -103,13 +103,63 @@ def free_port():
         return s.getsockname()[1]
 
 
+# Imported by every Python process of a run (as sitecustomize): its atexit
+# handler, registered first, runs last, right before the interpreter
+# finalises, and writes down which native threads are still alive then.
+EXIT_THREAD_PROBE = """
+import atexit, os
+
+def _threads_at_exit():
+    names = []
+    for task in os.listdir('/proc/self/task'):
+        try:
+            with open(f'/proc/self/task/{task}/comm') as f:
+                names.append(f.read().strip())
+        except OSError:
+            pass
+    path = os.path.join(os.environ['EXIT_THREAD_PROBE_DIR'],
+                        f'{os.getpid()}.txt')
+    with open(path, 'w') as f:
+        f.write('\\n'.join(names))
+
+atexit.register(_threads_at_exit)
+"""
+
+
+def run_probing_exit_threads(args, tmp_path, env):
+    """``run`` with every process reporting its threads at exit; returns
+    the output and the thread names of each process."""
+    probe = tmp_path / 'probe'
+    report = tmp_path / 'threads_at_exit'
+    probe.mkdir(parents=True)
+    report.mkdir()
+    (probe / 'sitecustomize.py').write_text(EXIT_THREAD_PROBE)
+    pythonpath = os.pathsep.join(
+        p for p in (str(probe), os.environ.get('PYTHONPATH')) if p)
+    out = run(args, env=dict(env, PYTHONPATH=pythonpath,
+                             EXIT_THREAD_PROBE_DIR=str(report)))
+    threads = [p.read_text().split() for p in report.iterdir()]
+    return out, threads
+
+
+@pytest.mark.skipif(not osp.isdir('/proc/self/task'),
+                    reason='reads thread names from /proc')
 def test_dist_train_two_cpu_processes(tiny_config, tmp_path):
     env = dict(PYTHON=sys.executable, PORT=str(free_port()))
-    out = run(['bash', 'tools/dist_train.sh', tiny_config, '2', '--work-dir',
-               str(tmp_path)], env=env)
+    out, threads = run_probing_exit_threads(
+        ['bash', 'tools/dist_train.sh', tiny_config, '2', '--work-dir',
+         str(tmp_path / 'work')], tmp_path / 'train', env)
     assert 'Distributed launcher: pytorch' in out or 'world_size: 2' in out
-    checkpoint = osp.join(tmp_path, 'epoch_1.pth')
+    # the launcher and both ranks reported; no rank reaches interpreter
+    # finalisation with gloo's threads alive (one of them freeing a
+    # collective's tensors then aborts the process: SIGABRT, exit 1)
+    assert len(threads) == 3, threads
+    assert not [t for names in threads for t in names if 'gloo' in t]
+    checkpoint = osp.join(tmp_path, 'work', 'epoch_1.pth')
     assert osp.isfile(checkpoint)
-    out = run(['bash', 'tools/dist_test.sh', tiny_config, checkpoint, '2',
-               '--work-dir', str(tmp_path)], env=env)
+    out, threads = run_probing_exit_threads(
+        ['bash', 'tools/dist_test.sh', tiny_config, checkpoint, '2',
+         '--work-dir', str(tmp_path / 'work')], tmp_path / 'test', env)
     assert 'coco/bbox_mAP' in out
+    assert len(threads) == 3, threads
+    assert not [t for names in threads for t in names if 'gloo' in t]
