@@ -24,10 +24,10 @@ One multiply-accumulate counts 1. What is counted, per forward call:
   (ResNet-18 1.814G, MobileNetV2 300.8M) are exactly the convolutions and
   the classifier, which this reproduces.
 
-Nothing is taken as 0 silently: an ATen operator or a compiled mmcv
-op outside these groups is *uncounted* and
-raises :class:`UncountedOperationError` (or, with ``strict=False``, is
-listed in :attr:`ComplexityReport.uncounted`). Compiled mmcv ops (its
+Nothing is taken as 0 silently: an ATen operator or a compiled mmcv op
+outside these groups is *uncounted* and raises
+:class:`UncountedOperationError` (or, with ``strict=False``, is listed in
+:attr:`ComplexityReport.uncounted`). Compiled mmcv ops (its
 ``_ext`` module: RoIAlign, NMS, deformable convolutions, ...) run below the
 dispatcher; every call into ``_ext`` is watched, the sampling/suppression
 ones are zero by convention and modules whose products run there get a
@@ -251,7 +251,8 @@ class _Counting(TorchDispatchMode):
             parent = self.stack[-1]
             if parent.formula == 'dynamic_conv' and parent.attentions is None:
                 parent.attentions = output  # the layer's own attention
-        if frame.formula is not None:
+        if frame.formula is not None and isinstance(output, Tensor):
+            # (not a Tensor: the forward raised; its error propagates)
             self._charge_formula(frame, output)
 
     def _charge_formula(self, frame: _Frame, output: Any) -> None:

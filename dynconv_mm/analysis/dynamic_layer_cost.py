@@ -32,8 +32,11 @@ one kernel, ``K`` kernels in the bank, ``a`` the kernel attention
     of the paper's Eq. (2); it reproduces the ODConv authors' ResNet-18
     1x / 4x MAdds to 0.1 % (see ``docs/model_zoo.md``).
 
-``'executed'`` -- what the layers run at inference (the per-sample-kernel
-formulation of :mod:`dynconv_mm.execution`):
+``'executed'`` -- what the layers run at inference: the per-sample-kernel
+(``batch_folded``) formulation of :mod:`dynconv_mm.execution`, which
+``execution='auto'`` picks at inference (with one kernel and no spatial
+attention it runs the static conv plus the scalings, the same count). A
+layer forced to another formulation is still counted as this one.
 
     * mixing ``K * nW`` (+ ``K * C_out`` biases) when there is a kernel
       attention;

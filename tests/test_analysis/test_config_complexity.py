@@ -14,8 +14,8 @@ from dynconv_mm.analysis import ImageNetClassifier, count_complexity
 from dynconv_mm.analysis.config_complexity import count_config_complexity
 
 FASTER_RCNN = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
-TOOL = osp.join(osp.dirname(__file__), '..', '..', 'tools', 'analysis',
-               'get_flops.py')
+TOOL = osp.join(
+    osp.dirname(__file__), '..', '..', 'tools', 'analysis', 'get_flops.py')
 
 
 def test_static_model_agrees_with_mmengine_counter():
