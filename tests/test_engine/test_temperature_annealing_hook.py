@@ -5,6 +5,7 @@ import uuid
 import pytest
 import torch
 import torch.nn as nn
+from mmengine.logging import MessageHub
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch.utils.data import Dataset
@@ -39,17 +40,24 @@ class ToyModel(BaseModel):
         return out
 
 
-def make_runner(work_dir, max_epochs, resume=False, hook=None, **model_kw):
+def make_runner(work_dir, max_epochs=None, resume=False, hook=None,
+                batch_size=2, max_iters=None, **model_kw):
+    if max_iters is None:  # epoch-based
+        sampler = dict(type='DefaultSampler', shuffle=False)
+        train_cfg = dict(by_epoch=True, max_epochs=max_epochs)
+    else:
+        sampler = dict(type='InfiniteSampler', shuffle=False)
+        train_cfg = dict(by_epoch=False, max_iters=max_iters)
     return Runner(
         model=ToyModel(**model_kw),
         work_dir=str(work_dir),
         train_dataloader=dict(
             dataset=ToyDataset(),
-            sampler=dict(type='DefaultSampler', shuffle=False),
-            batch_size=2,
+            sampler=sampler,
+            batch_size=batch_size,
             num_workers=0),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
-        train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
+        train_cfg=train_cfg,
         custom_hooks=[hook or dict(type='TemperatureAnnealingHook',
                                    start=10.0, end=1.0, epochs=2)],
         default_hooks=dict(checkpoint=dict(type='CheckpointHook',
@@ -89,21 +97,66 @@ def test_anneals_per_iteration_and_resumes(tmp_path):
         assert attention.temperature.item() == pytest.approx(1.0)
 
 
-def test_iters_form_and_values():
-    hook = TemperatureAnnealingHook(start=30, end=1, epochs=None, iters=100)
-    hook._anneal_iters = 100
-    assert hook.temperature_at(0) == 30
-    assert hook.temperature_at(50) == pytest.approx(15.5)
-    assert hook.temperature_at(100) == 1
+def logged_temperatures(runner):
+    return list(runner.message_hub.get_scalar('train/temperature').data[0])
+
+
+def test_iters_form_through_the_runner(tmp_path):
+    # the form the papers' recipes use: iters alone (this raised before)
+    hook = TemperatureAnnealingHook(start=30., end=1., iters=6)
+    assert hook.epochs is None and hook.iters == 6
+    runner = make_runner(tmp_path, max_epochs=2, hook=hook)
+    runner.train()
+    assert hook.anneal_iters == 6
+    assert logged_temperatures(runner) == pytest.approx(
+        [schedule(i, 30., 1., 6) for i in range(8)])
+    assert hook.temperature_at(3) == pytest.approx(15.5)
     assert hook.temperature_at(10_000) == 1
+
+
+def test_default_is_the_papers_ten_epochs():
+    hook = TemperatureAnnealingHook()
+    assert (hook.start, hook.end, hook.epochs, hook.iters) == (30., 1., 10,
+                                                               None)
+
+
+def test_resume_with_another_batch_size_continues_the_schedule(tmp_path):
+    # 8 samples / batch 2 = 4 iterations an epoch: annealed over 8.
+    runner = make_runner(tmp_path, max_epochs=1)
+    runner.train()
+    assert runner.message_hub.get_info(
+        TemperatureAnnealingHook.INFO_KEY) == 8
+    # Resumed at batch 4 (2 iterations an epoch): 2 epochs would now be 4
+    # iterations, and iteration 4 would jump to the end value.
+    resumed = make_runner(tmp_path, max_epochs=3, resume=True, batch_size=4)
+    resumed.train()
+    assert resumed.iter == 8
+    assert logged_temperatures(resumed) == pytest.approx(
+        [schedule(i) for i in range(8)])
+
+
+def test_infinite_sampler_counts_epochs_over_all_processes(tmp_path,
+                                                           monkeypatch):
+    # 8 samples, batch 2, 2 processes: one pass over the dataset is 2
+    # iterations, while len(train_dataloader) says 4 (the sampler's length
+    # is the whole dataset, whatever the number of processes).
+    import dynconv_mm.engine.temperature_annealing_hook as module
+    monkeypatch.setattr(module, 'get_world_size', lambda: 2)
+    hook = TemperatureAnnealingHook(start=10., end=1., epochs=2)
+    runner = make_runner(tmp_path, max_iters=6, hook=hook)
+    assert len(runner.train_dataloader) == 4
+    runner.train()
+    assert hook.anneal_iters == 4
+    assert logged_temperatures(runner) == pytest.approx(
+        [schedule(i, anneal=4) for i in range(6)])
 
 
 @pytest.mark.parametrize('kwargs,needle', [
     (dict(start=0), 'start=0'),
     (dict(end=-1.0), 'end=-1.0'),
     (dict(epochs=0), 'epochs=0'),
-    (dict(epochs=None), 'exactly one'),
-    (dict(epochs=3, iters=10), 'exactly one'),
+    (dict(iters=0), 'iters=0'),
+    (dict(epochs=3, iters=10), 'not both'),
 ])
 def test_bad_arguments(kwargs, needle):
     with pytest.raises(ValueError, match='TemperatureAnnealingHook') as err:
@@ -125,11 +178,10 @@ def test_reaches_the_model_inside_ddp(tmp_path):
     try:
         model = ToyModel()
         wrapped = MMDistributedDataParallel(module=model, device_ids=None)
-        hub = types.SimpleNamespace(update_scalar=lambda *a, **k: None)
+        hub = MessageHub(f'toy-{uuid.uuid4().hex}')
         runner = types.SimpleNamespace(model=wrapped, iter=2,
-                                       train_dataloader=[0] * 5,
                                        message_hub=hub)
-        hook = TemperatureAnnealingHook(start=11.0, end=1.0, epochs=2)
+        hook = TemperatureAnnealingHook(start=11.0, end=1.0, iters=10)
         hook.before_train(runner)
         for attention in attentions(model):
             assert attention.temperature.item() == pytest.approx(9.0)
