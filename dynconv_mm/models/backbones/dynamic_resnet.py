@@ -5,13 +5,14 @@ from mmdet.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
 from mmdet.models.layers import ResLayer
 from mmengine.registry import MODELS
 
+from ..pretrained.loading import PretrainedInitMixin
 from .dynamic_res_blocks import DynamicBasicBlock, DynamicBottleneck
 from .dynet_block_coefficients import is_dynet
 from .placement import check_dynamic_conv_cfg, check_stage_flags
 
 
 @MODELS.register_module()
-class DynamicResNet(ResNet):
+class DynamicResNet(PretrainedInitMixin, ResNet):
     """ResNet (mmdet's, all its options) whose residual blocks hold dynamic
     convolutions, placed as in ODConv (Li et al., ICLR 2022), Dynamic
     Convolution (Chen et al., CVPR 2020) and DyNet (Zhang et al., 2020).
