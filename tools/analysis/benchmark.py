@@ -1,0 +1,517 @@
+"""Dynamic convolution against static convolution, in one run.
+
+Measures, as ratios to a static baseline timed in the same process:
+
+* ``layer``: one layer's forward + backward at ResNet-50 and detection
+  shapes (DynamicConv K=4, ODConv 1x and 4x, DyNet g=6);
+* ``train``: a backbone training step (ResNet-50 body + pooled linear
+  classifier, SGD) in images/s, and its memory: peak allocated memory on a
+  GPU; on the CPU, which has no allocator statistics, the bytes of the
+  tensors autograd saves for backward (the activation memory that sets a
+  training step's peak);
+* ``infer``: batch-1 inference latency of the backbone;
+
+each for the layers as they run here (``execution='auto'``) and, as a
+second reference, the plain form public implementations use: every sample's
+kernel materialised through the ``[B, K, ...]`` product of attentions and
+kernels, the batch folded into the groups of one convolution.
+
+Timings alternate static / dynamic / reference call by call within a
+process, and the ratio is taken per round, so that a noisy machine slows
+all three alike; the figures are medians over several processes (``--
+processes``). Writes ``benchmark.json`` and ``benchmark.md`` to ``--out``.
+
+    python tools/analysis/benchmark.py               # CPU, full (~30 min)
+    python tools/analysis/benchmark.py --quick       # CPU, a few minutes
+    python tools/analysis/benchmark.py --device cuda # GPU, bf16 autocast
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import types
+from contextlib import nullcontext
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# (C_in, C_out, kernel, stride, H, W, batch on CPU, batch on GPU)
+RESNET_LAYERS = [
+    (64, 64, 3, 1, 56, 56, 8, 64),
+    (128, 128, 3, 1, 28, 28, 8, 64),
+    (256, 256, 3, 1, 14, 14, 8, 64),
+    (512, 512, 3, 1, 7, 7, 8, 64),
+    (256, 64, 1, 1, 56, 56, 8, 64),
+    (1024, 256, 1, 1, 14, 14, 8, 64),
+    (512, 2048, 1, 1, 7, 7, 8, 64),
+]
+# Mask R-CNN R50-FPN at 800x1333 (C3/C4/C5 3x3 at stride 8/16/32, batch 2),
+# and the mask head's 256-channel 3x3 on 14x14 RoIs (64 of them)
+DETECTION_LAYERS = [
+    (128, 128, 3, 1, 100, 168, 2, 16),
+    (256, 256, 3, 1, 50, 84, 2, 16),
+    (512, 512, 3, 1, 25, 42, 2, 16),
+    (256, 256, 3, 1, 14, 14, 64, 512),
+]
+QUICK_LAYERS = [RESNET_LAYERS[0], RESNET_LAYERS[3], RESNET_LAYERS[5],
+                DETECTION_LAYERS[1], DETECTION_LAYERS[3]]
+LAYER_TYPES = {
+    'DynamicConv K=4': dict(type='DynamicConv', num_kernels=4),
+    'ODConv 1x': dict(type='ODConv', num_kernels=1),
+    'ODConv 4x': dict(type='ODConv', num_kernels=4),
+    'DyNetConv g=6': dict(type='DyNetConv', num_kernels=6),
+}
+NETWORKS = {
+    'OD-ResNet-50 1x': dict(type='ODConv', num_kernels=1),
+    'OD-ResNet-50 4x': dict(type='ODConv', num_kernels=4),
+    'DY-ResNet-50 K=4': dict(type='DynamicConv', num_kernels=4),
+}
+
+
+# --------------------------------------------------------------------------
+# the second reference: materialise [B, K, ...] and fold the batch
+def materialised_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The public implementations' form of a layer (ODConv authors' code):
+    ``sum_k (a_bk * s_b * W_k)`` built as a ``[B, K, O, I, kh, kw]``
+    product, summed over K, the batch folded into the groups; the channel
+    and filter attentions on the activations. A 1x1, single-kernel ODConv
+    runs as a static conv, as the authors' ``_forward_impl_pw1x`` does."""
+    att = layer.attention(x)
+    batch, channels, height, width = x.shape
+    weight = layer.weight
+    if att.input is not None:
+        x = x * att.input[:, :, None, None].to(x.dtype)
+    if att.kernel is None and att.spatial is None:
+        y = F.conv2d(x, weight[0], None, layer.stride, layer.padding,
+                     layer.dilation, layer.groups)
+    else:
+        w = weight[None]  # [1, K, O, I, kh, kw]
+        if att.spatial is not None:
+            w = w * att.spatial[:, None, None, None].to(w.dtype)
+        if att.kernel is not None:
+            a = att.kernel if att.kernel.dim() == 3 else \
+                att.kernel[:, None, :]  # [B, O or 1, K]
+            w = w * a.transpose(1, 2)[..., None, None, None].to(w.dtype)
+        w = w.sum(1)  # [B, O, I, kh, kw]
+        y = F.conv2d(x.reshape(1, batch * channels, height, width),
+                     w.reshape(-1, *w.shape[2:]), None, layer.stride,
+                     layer.padding, layer.dilation, layer.groups * batch)
+        y = y.view(batch, -1, *y.shape[2:])
+    if att.output is not None:
+        y = y * att.output[:, :, None, None].to(y.dtype)
+    if layer.bias is not None:
+        if att.kernel is None:
+            bias = layer.bias[0].expand(batch, -1)
+        elif att.kernel.dim() == 2:
+            bias = att.kernel @ layer.bias
+        else:
+            bias = (att.kernel * layer.bias.t()).sum(-1)
+        y = y + bias[:, :, None, None].to(y.dtype)
+    return y
+
+
+def use_materialised_form(model: nn.Module) -> nn.Module:
+    from dynconv_mm.layers import DynamicConv2dBase
+    for module in model.modules():
+        if isinstance(module, DynamicConv2dBase):
+            module.forward = types.MethodType(materialised_forward, module)
+    return model
+
+
+# --------------------------------------------------------------------------
+# subjects
+def build_layer(cfg: Optional[dict], shape) -> nn.Module:
+    from mmcv.cnn import build_conv_layer
+
+    import dynconv_mm  # noqa: F401  (registers the conv types)
+    c_in, c_out, k, stride = shape[:4]
+    kwargs = dict(stride=stride, padding=k // 2, bias=False)
+    if cfg is None:
+        return nn.Conv2d(c_in, c_out, k, **kwargs)
+    return build_conv_layer(dict(cfg), c_in, c_out, k, **kwargs)
+
+
+class Classifier(nn.Module):
+    """ResNet-50 body + global average pool + linear, for a training step."""
+
+    def __init__(self, backbone: nn.Module, channels: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.fc = nn.Linear(channels, 1000)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.backbone(x)
+        feats = feats[-1] if isinstance(feats, (tuple, list)) else feats
+        return self.fc(feats.mean(dim=(2, 3)))
+
+
+def build_resnet50(cfg: Optional[dict]) -> nn.Module:
+    """The project's ``DynamicResNet`` (stem and downsample static, every
+    residual-block conv dynamic, as in the ODConv paper); ``cfg=None`` is
+    the static ResNet-50."""
+    from mmengine.registry import MODELS
+
+    import dynconv_mm  # noqa: F401  (registers DynamicResNet)
+    backbone = MODELS.build(
+        dict(type='DynamicResNet', depth=50, dynamic_conv_cfg=cfg,
+             out_indices=(3, ), norm_eval=False))
+    return Classifier(backbone, 2048)
+
+
+# --------------------------------------------------------------------------
+# timing
+def synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def alternate(fns: Dict[str, Callable[[], None]], rounds: int, warmup: int,
+              device: torch.device) -> Dict[str, List[float]]:
+    """Seconds per call of each function, called in turn each round."""
+    times = {name: [] for name in fns}
+    for i in range(warmup + rounds):
+        for name, fn in fns.items():
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def summarise(times: Dict[str, List[float]]) -> dict:
+    """Median ms of each, and the median over rounds of each one's ratio
+    to the static baseline of the same round."""
+    out = {}
+    for name, values in times.items():
+        out[name] = dict(ms=statistics.median(values) * 1e3)
+        if name != 'static':
+            out[name]['x_static'] = statistics.median(
+                v / s for v, s in zip(values, times['static']))
+    return out
+
+
+def saved_bytes(step: Callable[[], torch.Tensor]) -> int:
+    """Bytes of the distinct storages autograd saves for backward."""
+    storages = {}
+
+    def pack(t: torch.Tensor):
+        try:
+            storage = t.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+        except (RuntimeError, NotImplementedError):
+            pass
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = step()
+    loss.backward()
+    return sum(storages.values())
+
+
+# --------------------------------------------------------------------------
+# the three figures
+def layer_figures(args, device, autocast) -> List[dict]:
+    shapes = QUICK_LAYERS if args.quick else RESNET_LAYERS + DETECTION_LAYERS
+    gpu = device.type == 'cuda'
+    rows = []
+    for shape in shapes:
+        c_in, c_out, k, stride, h, w, cpu_batch, gpu_batch = shape
+        batch = gpu_batch if gpu else cpu_batch
+        x = torch.randn(batch, c_in, h, w, device=device,
+                        requires_grad=True)
+        static = build_layer(None, shape).to(device)
+        for name, cfg in LAYER_TYPES.items():
+            dynamic = build_layer(cfg, shape).to(device)
+            reference = use_materialised_form(
+                build_layer(cfg, shape).to(device))
+            reference.load_state_dict(dynamic.state_dict())
+            with torch.no_grad():  # the three compute the same function
+                torch.testing.assert_close(
+                    dynamic(x[:2]), reference(x[:2]), rtol=1e-3, atol=1e-3)
+
+            def step(module):
+                def run():
+                    with autocast():
+                        out = module(x)
+                    out.float().sum().backward()
+                return run
+
+            times = alternate(
+                dict(static=step(static), dynamic=step(dynamic),
+                     reference=step(reference)), args.rounds, 2, device)
+            rows.append(dict(
+                figure='layer', layer=name, batch=batch,
+                shape=f'{c_in}->{c_out} k{k} {h}x{w}', **summarise(times)))
+            print(f'  layer {rows[-1]["shape"]} b{batch} {name}: '
+                  f'{fmt(rows[-1])}', flush=True)
+    return rows
+
+
+def network_figures(args, device, autocast) -> List[dict]:
+    gpu = device.type == 'cuda'
+    batch = args.train_batch or (64 if gpu else (4 if args.quick else 8))
+    size = args.image_size
+    rows = []
+    torch.manual_seed(0)
+    static = build_resnet50(None).to(device)
+    for name, cfg in NETWORKS.items():
+        dynamic = build_resnet50(cfg).to(device)
+        reference = use_materialised_form(build_resnet50(cfg).to(device))
+        reference.load_state_dict(dynamic.state_dict())
+        models = dict(static=static, dynamic=dynamic, reference=reference)
+        # training step
+        images = torch.randn(batch, 3, size, size, device=device)
+        labels = torch.randint(0, 1000, (batch, ), device=device)
+        optimizers = {
+            k: torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9)
+            for k, m in models.items()
+        }
+
+        def loss_of(model):
+            with autocast():
+                return F.cross_entropy(model(images).float(), labels)
+
+        def train_step(key):
+            def run():
+                models[key].train()
+                optimizers[key].zero_grad(set_to_none=True)
+                loss_of(models[key]).backward()
+                optimizers[key].step()
+            return run
+
+        times = alternate({k: train_step(k) for k in models},
+                          args.train_rounds, 1, device)
+        row = dict(figure='train', network=name, batch=batch, size=size,
+                   **summarise(times))
+        for key in models:
+            row[key]['img_s'] = batch / (row[key]['ms'] / 1e3)
+            if key != 'static':
+                row[key]['img_s_x_static'] = 1 / row[key]['x_static']
+        for key, model in models.items():
+            model.train()
+            if gpu:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
+                optimizers[key].zero_grad(set_to_none=True)
+                loss_of(model).backward()
+                row[key]['peak_mem_mb'] = (
+                    torch.cuda.max_memory_allocated(device) - base) / 2**20
+            else:
+                row[key]['saved_mb'] = saved_bytes(
+                    lambda: loss_of(model)) / 2**20
+            optimizers[key].zero_grad(set_to_none=True)
+        mem = 'peak_mem_mb' if gpu else 'saved_mb'
+        for key in ('dynamic', 'reference'):
+            row[key]['mem_x_static'] = row[key][mem] / row['static'][mem]
+        rows.append(row)
+        print(f'  train {name} b{batch} {size}px: {fmt(row)}; memory '
+              f'{row["dynamic"]["mem_x_static"]:.2f}x (reference '
+              f'{row["reference"]["mem_x_static"]:.2f}x)', flush=True)
+        # batch-1 inference
+        image = torch.randn(1, 3, 224, 224, device=device)
+
+        def infer(key):
+            def run():
+                with torch.no_grad(), autocast():
+                    models[key](image)
+            return run
+
+        for model in models.values():
+            model.eval()
+        times = alternate({k: infer(k) for k in models}, args.infer_rounds,
+                          3, device)
+        rows.append(dict(figure='infer', network=name, batch=1, size=224,
+                         **summarise(times)))
+        print(f'  infer {name} b1 224px: {fmt(rows[-1])}', flush=True)
+    return rows
+
+
+def fmt(row: dict) -> str:
+    return (f'static {row["static"]["ms"]:.1f} ms, dynamic '
+            f'{row["dynamic"]["x_static"]:.2f}x, materialised '
+            f'{row["reference"]["x_static"]:.2f}x')
+
+
+def worker(args) -> dict:
+    device = torch.device(args.device)
+    if device.type == 'cpu':
+        torch.set_num_threads(args.threads)
+    dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(
+        args.amp if args.amp != 'auto' else
+        ('bf16' if device.type == 'cuda' else 'none'))
+
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype) if dtype else \
+            nullcontext()
+
+    torch.manual_seed(0)
+    rows = []
+    if 'layer' in args.figures:
+        rows += layer_figures(args, device, autocast)
+    if 'network' in args.figures:
+        rows += network_figures(args, device, autocast)
+    return dict(rows=rows, amp=str(dtype), threads=torch.get_num_threads())
+
+
+# --------------------------------------------------------------------------
+# several processes, medians, JSON and markdown
+def key_of(row: dict) -> tuple:
+    return (row['figure'], row.get('layer', row.get('network')),
+            row.get('shape', ''), row['batch'])
+
+
+def aggregate(runs: List[dict]) -> List[dict]:
+    merged = {}
+    for run in runs:
+        for row in run['rows']:
+            merged.setdefault(key_of(row), []).append(row)
+    out = []
+    for rows in merged.values():
+        first = dict(rows[0])
+        for key in ('static', 'dynamic', 'reference'):
+            first[key] = {}
+            for metric in rows[0][key]:
+                values = [r[key][metric] for r in rows]
+                first[key][metric] = statistics.median(values)
+                first[key][metric + '_range'] = [min(values), max(values)]
+        first['processes'] = len(rows)
+        out.append(first)
+    return out
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(line.split(':', 1)[1].strip() for line in f
+                       if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    info = dict(cpu=cpu, cores=os.cpu_count(), torch=torch.__version__,
+                python=platform.python_version())
+    if torch.cuda.is_available():
+        info['gpu'] = torch.cuda.get_device_name(0)
+    return info
+
+
+def markdown(result: dict) -> str:
+    m = result['machine']
+    device = m.get('gpu') if result['device'] == 'cuda' else m['cpu']
+    lines = [
+        f'Device: {result["device"]} ({device}), '
+        f'{result["threads"]} threads, torch {m["torch"]}, amp '
+        f'{result["amp"]}; medians over {result["processes"]} processes '
+        f'(min-max in brackets); command: `{result["command"]}`', ''
+    ]
+
+    def rng(d, metric):
+        lo, hi = d[metric + '_range']
+        return f'{d[metric]:.2f}× ({lo:.2f}-{hi:.2f})'
+
+    layers = [r for r in result['rows'] if r['figure'] == 'layer']
+    if layers:
+        lines += ['| layer fwd+bwd | batch | layer | static ms | ours | '
+                  'materialised + batch folded |', '|---|---|---|---|---|---|']
+        for r in layers:
+            lines.append(f'| {r["shape"]} | {r["batch"]} | {r["layer"]} | '
+                         f'{r["static"]["ms"]:.1f} | '
+                         f'{rng(r["dynamic"], "x_static")} | '
+                         f'{rng(r["reference"], "x_static")} |')
+        lines.append('')
+    train = [r for r in result['rows'] if r['figure'] == 'train']
+    if train:
+        mem = 'peak memory' if result['device'] == 'cuda' else \
+            'saved activations'
+        lines += [f'| training step | batch, size | static img/s | ours '
+                  f'img/s | materialised img/s | ours {mem} | materialised '
+                  f'{mem} |', '|---|---|---|---|---|---|---|']
+        for r in train:
+            lines.append(
+                f'| {r["network"]} | {r["batch"]}, {r["size"]}² | '
+                f'{r["static"]["img_s"]:.1f} | '
+                f'{rng(r["dynamic"], "img_s_x_static")} | '
+                f'{rng(r["reference"], "img_s_x_static")} | '
+                f'{rng(r["dynamic"], "mem_x_static")} | '
+                f'{rng(r["reference"], "mem_x_static")} |')
+        lines.append('')
+    infer = [r for r in result['rows'] if r['figure'] == 'infer']
+    if infer:
+        lines += ['| batch-1 inference, 224² | static ms | ours | '
+                  'materialised |', '|---|---|---|---|']
+        for r in infer:
+            lines.append(f'| {r["network"]} | {r["static"]["ms"]:.1f} | '
+                         f'{rng(r["dynamic"], "x_static")} | '
+                         f'{rng(r["reference"], "x_static")} |')
+    return '\n'.join(lines) + '\n'
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split('\n', 1)[1])
+    parser.add_argument('--device', default='cpu', help='cpu or cuda')
+    parser.add_argument('--quick', action='store_true',
+                        help='fewer shapes, rounds and processes')
+    parser.add_argument('--processes', type=int,
+                        help='separate processes to take medians over '
+                        '(default 5, quick 3)')
+    parser.add_argument('--threads', type=int, default=2,
+                        help='CPU threads (default 2)')
+    parser.add_argument('--amp', default='auto',
+                        choices=['auto', 'none', 'bf16', 'fp16'],
+                        help='autocast dtype (auto: bf16 on cuda, none on '
+                        'cpu)')
+    parser.add_argument('--figures', default='layer,network',
+                        help='comma list of: layer, network')
+    parser.add_argument('--rounds', type=int, help='layer rounds')
+    parser.add_argument('--train-rounds', type=int)
+    parser.add_argument('--infer-rounds', type=int)
+    parser.add_argument('--train-batch', type=int)
+    parser.add_argument('--image-size', type=int, default=224)
+    parser.add_argument('--out', default='work_dirs/benchmark')
+    parser.add_argument('--worker', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    quick = args.quick
+    args.processes = args.processes or (3 if quick else 5)
+    args.rounds = args.rounds or (5 if quick else 10)
+    args.train_rounds = args.train_rounds or (2 if quick else 4)
+    args.infer_rounds = args.infer_rounds or (10 if quick else 20)
+    args.figures = args.figures.split(',')
+    if args.worker:
+        with open(args.worker, 'w') as f:
+            json.dump(worker(args), f)
+        return
+    os.makedirs(args.out, exist_ok=True)
+    command = 'python tools/analysis/benchmark.py ' + ' '.join(sys.argv[1:])
+    runs = []
+    for i in range(args.processes):
+        print(f'process {i + 1}/{args.processes}', flush=True)
+        path = os.path.join(args.out, f'process{i}.json')
+        cmd = [sys.executable, __file__, '--worker', path] + sys.argv[1:]
+        subprocess.run(cmd, check=True)
+        with open(path) as f:
+            runs.append(json.load(f))
+        os.remove(path)
+    result = dict(device=args.device, command=command, machine=machine(),
+                  processes=len(runs), amp=runs[0]['amp'],
+                  threads=runs[0]['threads'], rows=aggregate(runs))
+    with open(os.path.join(args.out, 'benchmark.json'), 'w') as f:
+        json.dump(result, f, indent=1)
+    table = markdown(result)
+    with open(os.path.join(args.out, 'benchmark.md'), 'w') as f:
+        f.write(table)
+    print(table)
+
+
+if __name__ == '__main__':
+    main()
