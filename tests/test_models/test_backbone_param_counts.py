@@ -21,10 +21,14 @@ M = 1e6
 
 # The 1000-class ImageNet classifiers the papers count (a backbone has
 # none): torchvision's ResNet fc and MobileNetV2 classifier (1280 also for
-# width < 1).
+# width < 1). MobileNetV3-Small: the DynamicConv paper's 2.9M / 4.8M fit a
+# 576 -> 1280 -> 1000 classifier (2.95M / 4.78M); torchvision's
+# 576 -> 1024 -> 1000 gives 2.54M / 4.38M (test below).
 CLASSIFIER = {
     'resnet18': 512 * 1000 + 1000,
     'resnet50': 2048 * 1000 + 1000,
+    'mobilenetv2': 1280 * 1000 + 1000,
+    'mobilenetv3_small': 576 * 1280 + 1280 + 1280 * 1000 + 1000,
 }
 
 # Papers' parameter counts (classifier included).
@@ -36,6 +40,22 @@ PAPER_PARAMS = {
     'resnet50': 25.56 * M,
     'od_resnet50_1x': 28.64 * M,
     'od_resnet50_4x': 90.67 * M,
+    'mobilenetv2_100': 3.50 * M,
+    'od_mobilenetv2_100_1x': 4.94 * M,
+    'od_mobilenetv2_100_4x': 11.51 * M,
+    'mobilenetv2_075': 2.64 * M,
+    'od_mobilenetv2_075_1x': 3.51 * M,
+    'od_mobilenetv2_075_4x': 7.50 * M,
+    'mobilenetv2_050': 1.97 * M,
+    'od_mobilenetv2_050_1x': 2.43 * M,
+    'od_mobilenetv2_050_4x': 4.44 * M,
+}
+
+# Dynamic Convolution, Chen et al. CVPR 2020 (one decimal in millions).
+DY_PAPER_PARAMS = {
+    'dy_mobilenetv2_100': 11.1 * M,
+    'mobilenetv3_small': 2.9 * M,
+    'dy_mobilenetv3_small': 4.8 * M,
 }
 
 
@@ -97,6 +117,11 @@ def replaced_count(model, is_dynamic, dynamic_params):
     return total
 
 
+def torchvision_model(name, **options):
+    with torch.device('meta'):
+        return getattr(tvm, name)(**options)
+
+
 def torchvision_resnet(depth):
     with torch.device('meta'):
         return getattr(tvm, f'resnet{depth}')()
@@ -104,6 +129,17 @@ def torchvision_resnet(depth):
 
 def resnet_block_conv(name, conv):
     return name.startswith('layer') and '.downsample.' not in name
+
+
+def mobilenet_conv(name, conv):
+    """Every conv of torchvision's MobileNetV2/V3 ``features`` but the stem
+    and the squeeze-excitation FCs."""
+    return name.startswith('features.') and name != 'features.0.0' \
+        and '.fc' not in name
+
+
+def mobilenet_conv_but_depthwise(name, conv):
+    return mobilenet_conv(name, conv) and conv.groups == 1
 
 
 # ---- tests ---------------------------------------------------------------
@@ -118,18 +154,21 @@ def test_paper_table_with_authors_attention(name):
 
 @pytest.mark.parametrize('name', sorted(PAPER_PARAMS))
 def test_paper_table_with_default_attention(name):
-    """Our default attention (no BN, FC bias) is within 0.1% of the table."""
+    """Our default attention (no BN, FC bias) is within 0.5% of the table
+    (it has h fewer parameters per conv than the authors' BN; the rest is
+    the table's rounding, e.g. 2,636,424 shown as 2.64M)."""
     cfg = paper_backbone(name)
     if 'dynamic_conv_cfg' in cfg:
         cfg['dynamic_conv_cfg'].pop('attention_norm_cfg', None)
     with torch.device('meta'):
         count = num_params(MODELS.build(cfg)) + classifier_of(name)
-    assert abs(count / PAPER_PARAMS[name] - 1) < 0.001
+    assert abs(count / PAPER_PARAMS[name] - 1) < 0.005
 
 
-@pytest.mark.parametrize('depth', [18, 34, 50, 101])
-@pytest.mark.parametrize('num_kernels', [1, 4])
-@pytest.mark.parametrize('attention_bn', [False, True])
+@pytest.mark.parametrize('depth,num_kernels,attention_bn', [
+    (18, 1, False), (18, 4, True), (34, 4, False), (50, 1, True),
+    (50, 4, False), (101, 4, True)
+])
 def test_od_resnet_equals_independent_count(depth, num_kernels,
                                             attention_bn):
     conv_cfg = dict(type='ODConv', num_kernels=num_kernels)
@@ -212,7 +251,82 @@ def test_dynet_halved_stages_give_dynet_flop_reduction(
     assert abs((dynet / static) / (paper_dynet / paper_static) - 1) < 0.005
 
 
-def test_presets_build():
-    for name in PAPER_BACKBONES:
-        if 'resnet' in name:
-            assert num_params(build(name)) > 0
+def test_every_preset_is_pinned():
+    assert set(PAPER_BACKBONES) == set(PAPER_PARAMS) | set(
+        DY_PAPER_PARAMS) | {'dy_resnet18', 'dynet_resnet18',
+                            'dynet_resnet50'}
+
+
+@pytest.mark.parametrize('name', sorted(DY_PAPER_PARAMS))
+def test_dynamic_convolution_paper_table(name):
+    """Every count rounds to the table's one decimal; the dynamic networks
+    are within 0.5% (11.07M vs 11.1M, 4.78M vs 4.8M). The static
+    MobileNetV3-Small, 2.95M, rounds to the paper's 2.9M but is 1.6% above
+    it: no layout we tried gives 2.90M (see the classifier test below)."""
+    count = with_classifier(name)
+    assert round(count / M, 1) == DY_PAPER_PARAMS[name] / M
+    if name.startswith('dy_'):
+        assert abs(count / DY_PAPER_PARAMS[name] - 1) < 0.005
+
+
+@pytest.mark.parametrize('width,num_kernels,attention_bn', [
+    (1.0, 1, False), (1.0, 4, True), (0.75, 1, True), (0.75, 4, False),
+    (0.5, 1, False), (0.5, 4, True)
+])
+def test_od_mobilenet_v2_equals_independent_count(width, num_kernels,
+                                                  attention_bn):
+    conv_cfg = dict(type='ODConv', num_kernels=num_kernels)
+    if attention_bn:
+        conv_cfg['attention_norm_cfg'] = dict(type='BN')
+    with torch.device('meta'):
+        model = MODELS.build(dict(type='DynamicMobileNetV2',
+                                  widen_factor=width,
+                                  dynamic_conv_cfg=conv_cfg))
+    reference = torchvision_model('mobilenet_v2', width_mult=width)
+    expected = replaced_count(
+        reference, mobilenet_conv,
+        lambda conv: odconv_params(conv, num_kernels, attention_bn))
+    assert num_params(model) + num_params(reference.classifier) == expected
+
+
+def test_dy_mobilenet_v2_placement_decided_by_parameters():
+    """DY-MobileNetV2 x1.0 has 11.1M parameters: depthwise convs static
+    gives 11.07M (our preset), dynamic 12.40M."""
+    reference = torchvision_model('mobilenet_v2')
+    classifier = num_params(reference.classifier)
+    for depthwise, is_dynamic in ((False, mobilenet_conv_but_depthwise),
+                                  (True, mobilenet_conv)):
+        with torch.device('meta'):
+            model = MODELS.build(paper_backbone(
+                'dy_mobilenetv2_100', dynamic_depthwise=depthwise))
+        count = num_params(model) + classifier
+        assert count == replaced_count(
+            reference, is_dynamic, lambda c: dynamic_conv_params(c, 4))
+        assert (abs(count / (11.1 * M) - 1) < 0.005) == (not depthwise)
+
+
+@pytest.mark.parametrize('arch', ['small', 'large'])
+def test_mobilenet_v3_equals_independent_count(arch):
+    reference = torchvision_model(f'mobilenet_v3_{arch}')
+    with torch.device('meta'):
+        static = MODELS.build(dict(type='DynamicMobileNetV3', arch=arch))
+        dynamic = MODELS.build(dict(type='DynamicMobileNetV3', arch=arch,
+                                    dynamic_conv_cfg=dict(
+                                        type='DynamicConv')))
+    assert num_params(static) == num_params(reference.features)
+    classifier = num_params(reference.classifier)
+    assert num_params(dynamic) + classifier == replaced_count(
+        reference, mobilenet_conv, lambda c: dynamic_conv_params(c, 4))
+
+
+def test_mobilenet_v3_small_classifier_explains_the_paper_count():
+    """With torchvision's 576 -> 1024 -> 1000 classifier the counts are
+    2.54M / 4.38M, far from the paper's 2.9M / 4.8M; with a 1280-wide
+    hidden FC they are 2.95M / 4.78M."""
+    torchvision_classifier = 576 * 1024 + 1024 + 1024 * 1000 + 1000
+    static = num_params(build('mobilenetv3_small'))
+    dynamic = num_params(build('dy_mobilenetv3_small'))
+    assert round((static + torchvision_classifier) / M, 2) == 2.54
+    assert round((dynamic + torchvision_classifier) / M, 2) == 4.38
+    assert round(with_classifier('mobilenetv3_small') / M, 2) == 2.95
+    assert round(with_classifier('dy_mobilenetv3_small') / M, 2) == 4.78

@@ -38,6 +38,23 @@ CASES = {
                                    dynet_shared_coefficients=True,
                                    out_indices=(0, 3)),
                               32, [(16, 4), (128, 32)]),
+    'mobilenetv2_odconv': (dict(type='DynamicMobileNetV2',
+                                dynamic_conv_cfg=ODCONV),
+                           64, [(24, 4), (32, 8), (96, 16), (1280, 32)]),
+    'mobilenetv2_050_dyconv': (dict(type='DynamicMobileNetV2',
+                                    widen_factor=0.5,
+                                    dynamic_conv_cfg=DYCONV,
+                                    out_indices=(0, 7)),
+                               64, [(8, 2), (1280, 32)]),
+    'mobilenetv3_small_dyconv': (dict(type='DynamicMobileNetV3',
+                                      arch='small', dynamic_conv_cfg=DYCONV,
+                                      out_indices=(0, 2, 7, 11)),
+                                 64, [(16, 4), (24, 8), (48, 16),
+                                      (576, 32)]),
+    'mobilenetv3_large_odconv': (dict(type='DynamicMobileNetV3',
+                                      arch='large',
+                                      dynamic_conv_cfg=ODCONV),
+                                 64, [(960, 32)]),
 }
 
 
@@ -109,7 +126,10 @@ def test_frozen_stages(name):
         assert torch.equal(value, before[key]), key
 
 
-@pytest.mark.parametrize('name', ['resnet18_odconv', 'resnet50_dyconv'])
+@pytest.mark.parametrize('name', [
+    'resnet18_odconv', 'resnet50_dyconv', 'mobilenetv2_050_dyconv',
+    'mobilenetv3_small_dyconv'
+])
 def test_norm_eval_covers_attention_batchnorm(name):
     """norm_eval=True puts every BN in eval mode, the attentions' included,
     so ODConv with the authors' attention BN trains at batch 1."""
@@ -124,7 +144,7 @@ def test_norm_eval_covers_attention_batchnorm(name):
     assert attention_bns
     assert all(not m.training for m in model.modules()
                if isinstance(m, _BatchNorm))
-    assert model.training and model.layer1[0].conv1.training
+    assert model.training and model.layer2.training
     before = attention_bns[0].running_mean.clone()
     outs = model(torch.randn(1, 3, size, size))
     check_outputs(outs, size, 1, expected)
@@ -169,9 +189,12 @@ def test_with_cp_computes_the_same(name, monkeypatch):
     (outs_a, gx_a, grads_a), (outs_b, gx_b, grads_b) = results
     for a, b in zip(outs_a, outs_b):
         torch.testing.assert_close(a, b)
-    torch.testing.assert_close(gx_a, gx_b)
-    for a, b in zip(grads_a, grads_b):
-        torch.testing.assert_close(a, b)
+    # Gradients differ by float rounding only (the recomputation sums in
+    # another order, and BN parameter gradients are sums of terms that
+    # cancel): compare relative to the largest gradient.
+    scale = max(float(g.abs().max()) for g in [gx_a] + grads_a)
+    for a, b in zip([gx_a] + grads_a, [gx_b] + grads_b):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * scale)
 
 
 @pytest.mark.parametrize('name', sorted(CASES))
@@ -203,7 +226,8 @@ def test_found_from_mmdet_and_mmpose_registries():
     from mmdet.registry import MODELS as MMDET_MODELS
     from mmpose.registry import MODELS as MMPOSE_MODELS
     for registry in (MMDET_MODELS, MMPOSE_MODELS):
-        for name in ('DynamicResNet', ):
+        for name in ('DynamicResNet', 'DynamicMobileNetV2',
+                     'DynamicMobileNetV3'):
             assert registry.get(name) is MODELS.get(name)
     model = MMDET_MODELS.build(CASES['resnet18_odconv'][0])
     assert type(model).__name__ == 'DynamicResNet'
