@@ -2,6 +2,7 @@
 
 Hostile files are written with a pickler whose ``reducer_override`` emits
 any call or state, so each test states exactly what the file holds."""
+import base64
 import copy
 import copyreg
 import io
@@ -174,6 +175,64 @@ def test_numpy_1_and_2_checkpoints_load(module):
     assert loaded['message_hub']['log_scalars']['loss'].mean() == 2.5
     np.testing.assert_array_equal(loaded['meta']['arrays']['big_endian'],
                                   np.arange(4))
+
+
+# pickle.dumps(obj, protocol=2) under numpy 1.26.4 (the protocol torch.save
+# uses) of: eta=float64(3.5), iter=int64(7), flag=bool_(True),
+# small=uint8(200), f4=arange(3, float32), bool=[True, False],
+# big=arange(4, '>i4'), c16=array(1+2j), empty=zeros((0, 5), int16),
+# fortran=asfortranarray(arange(6, uint8).reshape(2, 3)),
+# f2=[0.5, -1] float16, longdouble=[1.5] longdouble
+NUMPY1_PICKLE = base64.b64decode(
+    'gAJ9cQAoWAMAAABldGFxAWNudW1weS5jb3JlLm11bHRpYXJyYXkKc2NhbGFyCnECY251bXB5'
+    'CmR0eXBlCnEDWAIAAABmOHEEiYiHcQVScQYoSwNYAQAAADxxB05OTkr/////Sv////9LAHRx'
+    'CGJjX2NvZGVjcwplbmNvZGUKcQlYCAAAAAAAAAAAAAxAcQpYBgAAAGxhdGluMXELhnEMUnEN'
+    'hnEOUnEPWAQAAABpdGVycRBoAmgDWAIAAABpOHERiYiHcRJScRMoSwNoB05OTkr/////Sv//'
+    '//9LAHRxFGJoCVgIAAAABwAAAAAAAABxFWgLhnEWUnEXhnEYUnEZWAQAAABmbGFncRpoAmgD'
+    'WAIAAABiMXEbiYiHcRxScR0oSwNYAQAAAHxxHk5OTkr/////Sv////9LAHRxH2JoCVgBAAAA'
+    'AXEgaAuGcSFScSKGcSNScSRYBQAAAHNtYWxscSVoAmgDWAIAAAB1MXEmiYiHcSdScSgoSwNo'
+    'Hk5OTkr/////Sv////9LAHRxKWJoCVgCAAAAw4hxKmgLhnErUnEshnEtUnEuWAIAAABmNHEv'
+    'Y251bXB5LmNvcmUubXVsdGlhcnJheQpfcmVjb25zdHJ1Y3QKcTBjbnVtcHkKbmRhcnJheQpx'
+    'MUsAhXEyaAlYAQAAAGJxM2gLhnE0UnE1h3E2UnE3KEsBSwOFcThoA1gCAAAAZjRxOYmIh3E6'
+    'UnE7KEsDaAdOTk5K/////0r/////SwB0cTxiiWgJWA0AAAAAAAAAAADCgD8AAABAcT1oC4Zx'
+    'PlJxP3RxQGJYBAAAAGJvb2xxQWgwaDFLAIVxQmg1h3FDUnFEKEsBSwKFcUVoHYloCVgCAAAA'
+    'AQBxRmgLhnFHUnFIdHFJYlgDAAAAYmlncUpoMGgxSwCFcUtoNYdxTFJxTShLAUsEhXFOaANY'
+    'AgAAAGk0cU+JiIdxUFJxUShLA1gBAAAAPnFSTk5OSv////9K/////0sAdHFTYoloCVgQAAAA'
+    'AAAAAAAAAAEAAAACAAAAA3FUaAuGcVVScVZ0cVdiWAMAAABjMTZxWGgwaDFLAIVxWWg1h3Fa'
+    'UnFbKEsBKWgDWAMAAABjMTZxXImIh3FdUnFeKEsDaAdOTk5K/////0r/////SwB0cV9iiWgJ'
+    'WBEAAAAAAAAAAADDsD8AAAAAAAAAQHFgaAuGcWFScWJ0cWNiWAUAAABlbXB0eXFkaDBoMUsA'
+    'hXFlaDWHcWZScWcoSwFLAEsFhnFoaANYAgAAAGkycWmJiIdxalJxayhLA2gHTk5OSv////9K'
+    '/////0sAdHFsYoljX19idWlsdGluX18KYnl0ZXMKcW0pUnFudHFvYlgHAAAAZm9ydHJhbnFw'
+    'aDBoMUsAhXFxaDWHcXJScXMoSwFLAksDhnF0aCiIaAlYBgAAAAADAQQCBXF1aAuGcXZScXd0'
+    'cXhiWAIAAABmMnF5aDBoMUsAhXF6aDWHcXtScXwoSwFLAoVxfWgDWAIAAABmMnF+iYiHcX9S'
+    'cYAoSwNoB05OTkr/////Sv////9LAHRxgWKJaAlYBQAAAAA4AMK8cYJoC4Zxg1JxhHRxhWJY'
+    'CgAAAGxvbmdkb3VibGVxhmgwaDFLAIVxh2g1h3GIUnGJKEsBSwGFcYpoA1gDAAAAZjE2cYuJ'
+    'iIdxjFJxjShLA2gHTk5OSv////9K/////0sAdHGOYoloCVgUAAAAAAAAAAAAAMOAw78/PcKx'
+    'w7x/AABxj2gLhnGQUnGRdHGSYnUu')
+
+
+def test_a_pickle_written_by_numpy_1_loads():
+    """Genuine numpy 1 output, not a rewritten name; numpy's own unpickler
+    is the reference."""
+    data = save({})  # torch's zip layout around numpy 1's pickle
+    with zipfile.ZipFile(io.BytesIO(data)) as src:
+        entries = {info.filename: src.read(info) for info in src.infolist()}
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, 'w', zipfile.ZIP_STORED) as dst:
+        for name, content in entries.items():
+            dst.writestr(name, NUMPY1_PICKLE if name.endswith('data.pkl')
+                         else content)
+    assert 'numpy.core.multiarray._reconstruct' in pickled_globals(
+        out.getvalue())
+    loaded = load(out.getvalue())
+    expected = pickle.loads(NUMPY1_PICKLE)
+    assert loaded.keys() == expected.keys()
+    for key, value in expected.items():
+        got = loaded[key]
+        assert (np.asarray(got).dtype, np.shape(got)) == (
+            value.dtype, np.shape(value)), key
+        np.testing.assert_array_equal(got, value)
+    assert loaded['fortran'].flags.f_contiguous
 
 
 @pytest.fixture
