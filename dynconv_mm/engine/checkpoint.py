@@ -26,8 +26,7 @@ entry that replaces ``HistoryBuffer.mean`` for every buffer in the process
 
 So each of those global names is served by a stand-in below that rebuilds
 the object only after checking its arguments and state: numeric or bool
-dtypes in their canonical state, 1-byte-aligned raw data whose length fits
-the shape, ``HistoryBuffer`` states with exactly mmengine's attributes and
+dtypes in numpy's canonical state, raw data whose length fits the shape, ``HistoryBuffer`` states with exactly mmengine's attributes and
 the four default statistics. Anything else is refused with an
 ``UnpicklingError`` that names the global; globals not listed here are
 refused by torch itself. Names are registered for numpy 2
