@@ -31,6 +31,7 @@ for, or loading fails with an error naming the keys:
 Checkpoint names resolve through mmengine's ``CheckpointLoader`` as usual
 (paths, URLs, ``torchvision://resnet50``, ``open-mmlab://``, ``mmcls://``).
 """
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -60,8 +61,13 @@ class PretrainedLoadReport:
     ignored: List[str] = field(default_factory=list)  # classifier/others
 
     def summary(self) -> str:
+        names = {
+            'ours': "keys named as the model's",
+            'torchvision': 'torchvision MobileNetV2 keys renamed',
+            'mmpretrain': 'MMPretrain MobileNetV2 keys renamed'
+        }
         text = (f'{len(self.loaded)} tensors loaded as they are '
-                f'({self.layout} layout)')
+                f'({names.get(self.layout, self.layout)})')
         if self.from_static:
             text += (f', {len(self.from_static)} dynamic convs started from '
                      'the static kernels (attention heads zeroed: exactly '
@@ -116,8 +122,9 @@ def load_pretrained_state_dict(
 
     Args:
         model: the backbone.
-        state_dict: the checkpoint's tensors (``module.`` and, when no key
-            fits without it, ``backbone.`` are stripped).
+        state_dict: the checkpoint's tensors, or a dict holding them under
+            ``state_dict`` (``module.`` and, when no key fits without it,
+            ``backbone.`` are stripped).
         prefix: take only the keys starting with it, stripped (mmengine's
             ``Pretrained`` ``prefix``).
         perturbation, seed: of the static -> dynamic initialiser's
@@ -127,6 +134,7 @@ def load_pretrained_state_dict(
     owner = f'{type(model).__name__} from {source}'
     own = model.state_dict()
     model_keys = list(own)
+    state_dict = unwrap_state_dict(state_dict, owner)
     state_dict, left_out = select_model_keys(state_dict, model_keys, prefix,
                                              owner)
     layout, state_dict = to_model_names(state_dict, model, model_keys, owner)
@@ -292,15 +300,30 @@ class PretrainedInitMixin:
                 '(checkpoint required)' +
                 (f'; unknown: {", ".join(unknown)}' if unknown else ''))
         saved = self.init_cfg
-        others = [c for c in cfgs if not _is_pretrained(c)]
-        self.init_cfg = others or None
+        top_level = not hasattr(self, '_params_init_info')
+        if top_level:
+            # What mmengine's top-level init_weights records, so that the
+            # init log it dumps is written after loading, not before.
+            info = defaultdict(dict)
+            for param in self.parameters():
+                info[param]['init_info'] = (
+                    'The value is the same before and after calling '
+                    f'`init_weights` of {owner} ')
+                info[param]['tmp_mean_value'] = param.data.mean().cpu()
+            for module in self.modules():
+                module._params_init_info = info
+        self.init_cfg = [c for c in cfgs if not _is_pretrained(c)] or None
         try:
             super().init_weights()
-        finally:
-            self.init_cfg = saved
-        load_pretrained(self, **options)
-        if hasattr(self, '_params_init_info'):  # inside a parent's init
+            load_pretrained(self, **options)
             update_init_info(
                 self,
                 init_info=f'Pretrained (strict, static -> dynamic where '
                 f'static): load from {options["checkpoint"]}')
+            if top_level:
+                self._dump_init_info()
+        finally:
+            self.init_cfg = saved
+            if top_level:
+                for module in self.modules():
+                    del module._params_init_info
