@@ -3,15 +3,20 @@ given input size, without any dataset: what ``tools/analysis/get_flops.py``
 runs.
 
 A detector or pose estimator runs its ``mode='tensor'`` forward (backbone,
-neck, heads; for two-stage detectors the RoI head on the RPN's proposals,
-whose number is reported) on one random image of the requested size, after
-the model's own data preprocessor (which pads it, e.g. to a multiple of 32).
+neck, heads) on one random image of the requested size, after the model's
+own data preprocessor (which pads it, e.g. to a multiple of 32). A
+two-stage detector's RoI head is counted on exactly
+``test_cfg.rpn.max_per_img`` proposals (the RPN's own, truncated, or padded
+with whole-image boxes): how many an untrained RPN keeps after NMS on a
+random image is arbitrary (from 0 to that maximum), the maximum is what the
+config budgets.
 With ``imagenet_classifier`` only the config's backbone is counted, with a
 global-pool + FC classifier on its last output, as the papers' ImageNet
 tables count it.
 """
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -104,6 +109,51 @@ def _data_sample(scope: str, height: int, width: int):
     return DetDataSample(metainfo=meta)
 
 
+def _exactly(results, count: int, height: int, width: int):
+    """``results`` (an ``InstanceData`` of proposals) cut or padded to
+    ``count`` entries; padding boxes cover the whole image."""
+    if len(results) >= count:
+        return results[:count]
+    missing = count - len(results)
+    padding = type(results)(metainfo=results.metainfo)
+    for key, value in results.items():
+        if not isinstance(value, torch.Tensor):
+            return results  # an unknown box type: leave the RPN's own
+        filler = value.new_zeros((missing, ) + tuple(value.shape[1:]))
+        if key == 'bboxes':
+            filler[:] = filler.new_tensor([0, 0, width, height])
+        padding[key] = filler
+    return results.cat([results, padding])
+
+
+@contextlib.contextmanager
+def _fixed_proposals(model: nn.Module, notes: Dict[str, Any],
+                     height: int, width: int) -> Iterator[None]:
+    """Make a two-stage detector's RPN hand exactly
+    ``test_cfg.rpn.max_per_img`` proposals to the RoI head while counting;
+    note how many it produced itself."""
+    rpn_head = getattr(model, 'rpn_head', None)
+    test_cfg = getattr(rpn_head, 'test_cfg', None) or {}
+    count = test_cfg.get('max_per_img')
+    if getattr(model, 'roi_head', None) is None or count is None:
+        yield
+        return
+    predict = rpn_head.predict
+    produced: List[int] = []
+
+    def fixed_predict(*args, **kwargs):
+        results = predict(*args, **kwargs)
+        produced.extend(len(r) for r in results)
+        return [_exactly(r, count, height, width) for r in results]
+
+    rpn_head.predict = fixed_predict
+    try:
+        yield
+    finally:
+        del rpn_head.predict  # the class's method again
+        notes['rpn_proposals'] = produced
+
+
 def _last_channels(backbone: nn.Module) -> int:
     with torch.no_grad():
         outputs = backbone(torch.zeros(1, 3, 64, 64))
@@ -135,8 +185,7 @@ def count_config_complexity(config: Union[str, Config],
         classifier_hidden: width of a hidden FC in that classifier
             (MobileNetV3's head), or ``None``.
         cfg_options: overrides merged into the config.
-        seed: seed of the random image (fixes a two-stage detector's
-            number of proposals).
+        seed: seed of the random image.
     """
     cfg = load_config(config, cfg_options)
     model = build_model(cfg)
@@ -167,8 +216,7 @@ def count_config_complexity(config: Union[str, Config],
                  data_samples=[_data_sample(scope, height, width)]),
             training=False)
     padded = tuple(int(size) for size in data['inputs'].shape[-2:])
-    # A two-stage detector's RoI head runs on the RPN's proposals, whose
-    # number depends on the image: report it.
+    # Report how many RoIs the RoI head ran on.
     extractor = getattr(getattr(model, 'roi_head', None),
                         'bbox_roi_extractor', None)
     if isinstance(extractor, nn.Module):
@@ -180,8 +228,10 @@ def count_config_complexity(config: Union[str, Config],
         return model(data['inputs'], data['data_samples'], mode='tensor')
 
     try:
-        report = count_complexity(
-            model, forward=forward, convention=convention, strict=strict)
+        with _fixed_proposals(model, notes, *padded):
+            report = count_complexity(
+                model, forward=forward, convention=convention,
+                strict=strict)
     finally:
         if isinstance(extractor, nn.Module):
             handle.remove()

@@ -53,15 +53,32 @@ def test_faster_rcnn_config():
     assert report.params == 41_753_056
     assert result.model_type == 'FasterRCNN'
     assert result.input_shape == (128, 160)  # already a multiple of 32
-    assert 0 < result.notes['rois'] <= 1000
+    # The RoI head runs on test_cfg.rpn.max_per_img proposals, whatever
+    # the untrained RPN kept.
+    assert result.notes['rois'] == 1000
+    assert len(result.notes['rpn_proposals']) == 1
     # RoI head: per RoI, FC 256*7*7 -> 1024 -> 1024, then cls 81, box 320.
     per_roi = 256 * 7 * 7 * 1024 + 1024 * 1024 + 1024 * 81 + 1024 * 320
-    assert report.macs_of('roi_head') == result.notes['rois'] * per_roi
+    assert report.macs_of('roi_head') == 1000 * per_roi
     assert report.macs == sum(
         report.macs_of(part)
         for part in ('backbone', 'neck', 'rpn_head', 'roi_head'))
     assert report.zero_cost['mmcv._ext.nms'] >= 1
     assert not report.uncounted
+
+
+def test_proposals_are_cut_or_padded_to_the_budget():
+    from mmengine.structures import InstanceData
+    from dynconv_mm.analysis.config_complexity import _exactly
+    proposals = InstanceData(bboxes=torch.tensor([[1., 2., 3., 4.]] * 3),
+                             scores=torch.ones(3),
+                             labels=torch.zeros(3, dtype=torch.long))
+    assert len(_exactly(proposals, 2, 10, 20)) == 2
+    padded = _exactly(proposals, 5, 10, 20)
+    assert len(padded) == 5
+    assert padded.bboxes[3:].tolist() == [[0, 0, 20, 10]] * 2
+    assert padded.scores[3:].tolist() == [0, 0]
+    assert padded.labels.dtype == torch.long
 
 
 def test_tool_imagenet_classifier(capsys, monkeypatch):

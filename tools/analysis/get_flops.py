@@ -72,7 +72,10 @@ def main() -> None:
              if args.imagenet_classifier else ''))
     print(f'Input shape: {height}x{width} (batch 1)')
     if 'rois' in result.notes:
-        print(f'RoI head run on: {result.notes["rois"]} proposals')
+        own = result.notes.get('rpn_proposals')
+        print(f'RoI head run on: {result.notes["rois"]} proposals'
+              + (f' (test_cfg max_per_img; the untrained RPN kept {own})'
+                 if own is not None else ''))
     print(f'MACs: {format_count(report.macs)} ({report.macs:,})')
     print(f'Params: {format_count(report.params)} ({report.params:,})')
     print(f'Dynamic convs counted as: {report.convention}')
