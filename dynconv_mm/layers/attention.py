@@ -57,6 +57,19 @@ def full_precision(x: Tensor) -> Iterator[None]:
         yield
 
 
+def _syncs_across_processes(norm: nn.Module) -> bool:
+    """Whether ``norm`` is a SyncBatchNorm whose process group has more
+    than one process: its statistics then cover every process's batch, so
+    one sample per process is enough."""
+    if not (isinstance(norm, nn.SyncBatchNorm)
+            and torch.distributed.is_available()
+            and torch.distributed.is_initialized()):
+        return False
+    group = (torch.distributed.group.WORLD if norm.process_group is None
+             else norm.process_group)
+    return torch.distributed.get_world_size(group) > 1
+
+
 class AttentionTrunk(nn.Module):
     """Global average pooling, then FC -> [norm] -> ReLU.
 
@@ -98,12 +111,14 @@ class AttentionTrunk(nn.Module):
             # The norm's own mode: a backbone's norm_eval puts it in eval
             # mode (running statistics) inside a training model.
             if (self.norm.training and hidden.shape[0] == 1
-                    and isinstance(self.norm, _BatchNorm)):
+                    and isinstance(self.norm, _BatchNorm)
+                    and not _syncs_across_processes(self.norm)):
                 raise ValueError(
                     f'{self.owner}: attention_norm_cfg={self.norm_cfg_type} '
                     'cannot train on a batch of 1 (BatchNorm over pooled '
                     'vectors sees one value per channel); use '
-                    'attention_norm_cfg=None or a larger batch')
+                    'attention_norm_cfg=None, a larger batch, or SyncBN '
+                    'across several processes')
             hidden = self.norm(hidden[:, :, None, None]).flatten(1)
         return F.relu(hidden, inplace=True)
 
