@@ -309,3 +309,25 @@ def test_dynamic_mobilenet_v2_from_torchvision(name):
             if index in (3, 6, 13, 18):  # the ODConv paper's FPN inputs
                 reference.append(y)
         assert_same_features(model.eval()(x), reference)
+
+
+def test_dynamic_mobilenet_v3_small_from_torchvision():
+    """DY-MobileNetV3-Small from torchvision's MobileNetV3-Small: every
+    conv but the stem dynamic, SE and BNs copied."""
+    torch.manual_seed(0)
+    tv = torchvision.models.mobilenet_v3_small(weights=None)
+    randomise_bn(tv)
+    model = MODELS.build(
+        dict(type='DynamicMobileNetV3',
+             arch='small',
+             out_indices=(3, 11),
+             dynamic_conv_cfg=dict(type='DynamicConv',
+                                   num_kernels=4))).double()
+    report = load_pretrained_state_dict(model, tv.state_dict())
+    assert report.layout == 'torchvision' and len(report.from_static) == 33
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    tv = tv.double().eval()
+    with torch.no_grad():
+        y = tv.features[:5](x)  # stem + 4 blocks
+        reference = [y, tv.features[5:](y)]
+        assert_same_features(model.eval()(x), reference)

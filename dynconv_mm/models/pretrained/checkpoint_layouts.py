@@ -14,6 +14,9 @@ our (mmdet's) module names.
   sequence holds ``[conv, bn, act]`` for the expansion and the depthwise
   conv, then the projection conv and its BN as two entries; ``features.18``
   the last 1x1; ``classifier.1`` the classifier.
+* **torchvision MobileNetV3** (Small/Large, into ``DynamicMobileNetV3``):
+  ``features.i.block`` holds ``[expansion, depthwise, SE, projection]``
+  (absent ones skipped), ``classifier.*`` the classifier.
 
 A file saved from ``DistributedDataParallel`` prefixes every key with
 ``module.``; a file may hold the state dict under ``state_dict``.
@@ -103,6 +106,14 @@ def rename_modules(state_dict: Mapping[str, Tensor],
     }
 
 
+def _conv_norm(mapping: Dict[str, str], theirs: str, ours: str,
+               module: nn.Module) -> None:
+    """torchvision's ``Conv2dNormActivation`` (``.0`` conv, ``.1`` norm)
+    -> an mmcv ``ConvModule`` (``.conv``, ``.bn``/its ``norm_name``)."""
+    mapping[f'{theirs}.0'] = f'{ours}.conv'
+    mapping[f'{theirs}.1'] = f'{ours}.{module.norm_name}'
+
+
 def mobilenet_v2_renamings(
         model: MMDetMobileNetV2) -> Dict[str, Dict[str, str]]:
     """Module renamings torchvision / MMPretrain -> mmdet for an mmdet
@@ -110,12 +121,7 @@ def mobilenet_v2_renamings(
     from the built model's blocks (with or without expansion conv)."""
     torchvision: Dict[str, str] = {}
     mmpretrain: Dict[str, str] = {}
-
-    def conv_module(theirs: str, ours: str, module: nn.Module) -> None:
-        torchvision[f'{theirs}.0'] = f'{ours}.conv'
-        torchvision[f'{theirs}.1'] = f'{ours}.{module.norm_name}'
-
-    conv_module('features.0', 'conv1', model.conv1)
+    _conv_norm(torchvision, 'features.0', 'conv1', model.conv1)
     index = 1
     for layer_name in model.layers[:-1]:
         for j, block in enumerate(getattr(model, layer_name)):
@@ -131,20 +137,54 @@ def mobilenet_v2_renamings(
                     torchvision[f'{theirs}.conv.{i + 1}'] = \
                         f'{ours}.{piece}.{module.norm_name}'
                 else:
-                    conv_module(f'{theirs}.conv.{i}', f'{ours}.{piece}',
-                                module)
+                    _conv_norm(torchvision, f'{theirs}.conv.{i}',
+                               f'{ours}.{piece}', module)
             index += 1
     last = model.layers[-1]
-    conv_module(f'features.{index}', last, getattr(model, last))
+    _conv_norm(torchvision, f'features.{index}', last, getattr(model, last))
     return {'torchvision': torchvision, 'mmpretrain': mmpretrain}
+
+
+def mobilenet_v3_renamings(model: nn.Module) -> Dict[str, Dict[str, str]]:
+    """Module renaming torchvision ``mobilenet_v3_small``/``_large`` ->
+    ``DynamicMobileNetV3``: ``features.0`` the stem, ``features.i.block``
+    the i-th block's ``[expansion if any, depthwise, SE (fc1, fc2) if any,
+    projection]``, the last ``features.N`` the last 1x1."""
+    torchvision: Dict[str, str] = {}
+    _conv_norm(torchvision, 'features.0', 'conv1', model.conv1)
+    for index, layer_name in enumerate(model.layers[:-1], start=1):
+        block = getattr(model, layer_name)
+        theirs = f'features.{index}.block'
+        j = 0
+        for piece in ('expand_conv', 'depthwise_conv', 'se', 'linear_conv'):
+            if piece == 'expand_conv' and not block.with_expand_conv or \
+                    piece == 'se' and not block.with_se:
+                continue
+            if piece == 'se':
+                torchvision[
+                    f'{theirs}.{j}.fc1'] = f'{layer_name}.se.conv1.conv'
+                torchvision[
+                    f'{theirs}.{j}.fc2'] = f'{layer_name}.se.conv2.conv'
+            else:
+                _conv_norm(torchvision, f'{theirs}.{j}',
+                           f'{layer_name}.{piece}', getattr(block, piece))
+            j += 1
+    last = model.layers[-1]
+    _conv_norm(torchvision, f'features.{len(model.layers)}', last,
+               getattr(model, last))
+    return {'torchvision': torchvision}
 
 
 def layout_renamings(model: nn.Module) -> Dict[str, Dict[str, str]]:
     """The foreign layouts a model can load, each as a module renaming to
     the model's names; ``ours`` (no renaming) always comes first."""
+    # imported here: the backbones import this package for their init
+    from ..backbones.dynamic_mobilenet_v3 import DynamicMobileNetV3
     renamings: Dict[str, Dict[str, str]] = {'ours': {}}
     if isinstance(model, MMDetMobileNetV2):
         renamings.update(mobilenet_v2_renamings(model))
+    elif isinstance(model, DynamicMobileNetV3):
+        renamings.update(mobilenet_v3_renamings(model))
     return renamings
 
 

@@ -63,7 +63,7 @@ class PretrainedLoadReport:
     def summary(self) -> str:
         names = {
             'ours': "keys named as the model's",
-            'torchvision': 'torchvision MobileNetV2 keys renamed',
+            'torchvision': 'torchvision MobileNet keys renamed',
             'mmpretrain': 'MMPretrain MobileNetV2 keys renamed'
         }
         text = (f'{len(self.loaded)} tensors loaded as they are '
