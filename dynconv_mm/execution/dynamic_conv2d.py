@@ -71,6 +71,7 @@ def dynamic_conv2d(x: Tensor,
                                   padding, dilation, groups)
     if not isinstance(method, str) or method == 'auto':
         allowed = FORMULATIONS if method == 'auto' else method
-        method = select_method(x, weight, attentions, allowed)
+        method = select_method(x, weight, attentions, allowed, stride,
+                               padding, dilation)
     return FUNCTIONS[method](x, weight, attentions, bias, stride, padding,
                              dilation, groups)

@@ -1,11 +1,42 @@
-"""Which formulation ``'auto'`` runs, from shapes, device and grad mode."""
+"""Which formulation ``'auto'`` runs, from shapes, device and grad mode.
+
+The rule, and the measurements behind it (``docs/benchmarks.md``,
+``tools/analysis/benchmark_layers.py``):
+
+* **Batch 1 without autograd** (inference): ``aggregated``. One sample's
+  kernel is one plain convolution; each attention goes into that kernel or
+  onto the activations, whichever is smaller. Fastest on the CPU at every
+  ResNet-50 shape measured.
+* **Otherwise, on the CPU**, per-sample kernels (``batch_folded`` /
+  ``aggregated``) cost about one static convolution where the output map is
+  large, but where it is small the batch-folded grouped convolution runs
+  far slower than a static one (512 channels at 7x7, batch 8: 7-12x in
+  forward + backward) while the ``K``-wide static forms cost ``K`` times
+  the multiply-adds (4-6x for K = 4). Per-sample kernels are used when
+  ``H_out * W_out >= PER_SAMPLE_MIN_PIXELS``; below it the static bank
+  runs as ``kernel_branches`` (no spatial attention) or ``im2col`` (spatial
+  attention applied to the unfolded input).
+* **On a GPU** (not measured with these layers; the split follows the
+  H100 profile of the ODConv authors' network in ``PERF-NOTES``): with a
+  single kernel, the static bank (``kernel_branches``/``im2col``) where
+  the output map is at most 28x28; ``batch_folded`` otherwise (our
+  ``im2col`` is ``K`` times wider for ``K > 1``).
+"""
 from typing import Sequence
 
+import torch
 from torch import Tensor
 
-from .attentions import ConvAttentions
+from .attentions import ConvAttentions, IntPair, Padding, output_size
 
 FORMULATIONS = ('batch_folded', 'aggregated', 'kernel_branches', 'im2col')
+
+# Output pixels from which the per-sample kernel forms beat the static-bank
+# forms on the CPU: 14x14 maps do (1.5-2x a static conv against 2.7-10x),
+# 7x7 maps do not (7-13x against 2.4-11x; DyNet's g = 6: a tie).
+PER_SAMPLE_MIN_PIXELS = 100
+# GPU: im2col up to this many output pixels (28x28), per-sample above.
+GPU_IM2COL_MAX_PIXELS = 28 * 28
 
 
 def valid_methods(attentions: ConvAttentions,
@@ -15,22 +46,47 @@ def valid_methods(attentions: ConvAttentions,
         m == 'kernel_branches' and attentions.spatial is not None))
 
 
-def select_method(x: Tensor, weight: Tensor, attentions: ConvAttentions,
-                  allowed: Sequence[str] = FORMULATIONS) -> str:
+def select_method(x: Tensor,
+                  weight: Tensor,
+                  attentions: ConvAttentions,
+                  allowed: Sequence[str] = FORMULATIONS,
+                  stride: IntPair = 1,
+                  padding: Padding = 0,
+                  dilation: IntPair = 1) -> str:
     """The fastest valid formulation in ``allowed`` for this call."""
     candidates = valid_methods(attentions, allowed)
     if not candidates:
         raise ValueError(
             f'dynamic_conv2d: none of the allowed methods {tuple(allowed)} '
             'can apply a spatial attention')
-    for method in _preference(x, weight, attentions):
+    pixels = _pixels(x, weight, stride, padding, dilation)
+    for method in preference(x, weight, attentions, pixels):
         if method in candidates:
             return method
     return candidates[0]
 
 
-def _preference(x: Tensor, weight: Tensor,
-                attentions: ConvAttentions) -> Sequence[str]:
-    if attentions.spatial is None and weight.shape[0] == 1:
-        return ('kernel_branches', 'batch_folded')
-    return ('batch_folded', )
+def _pixels(x: Tensor, weight: Tensor, stride: IntPair, padding: Padding,
+            dilation: IntPair) -> int:
+    height, width = output_size(x, weight.shape[3:], stride, padding,
+                                dilation)
+    return height * width
+
+
+def preference(x: Tensor, weight: Tensor, attentions: ConvAttentions,
+               pixels: int) -> Sequence[str]:
+    """The formulations from fastest to slowest expected, for an output of
+    ``pixels`` pixels per channel."""
+    batch, num_kernels = x.shape[0], weight.shape[0]
+    static_bank = ('kernel_branches', 'im2col')
+    if batch == 1 and not (torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad
+            for t in (x, weight, *attentions))):
+        return ('aggregated', 'batch_folded') + static_bank
+    if x.device.type == 'cuda':
+        if pixels <= GPU_IM2COL_MAX_PIXELS and num_kernels == 1:
+            return static_bank + ('batch_folded', 'aggregated')
+        return ('batch_folded', 'aggregated') + static_bank
+    if pixels >= PER_SAMPLE_MIN_PIXELS:
+        return ('aggregated', 'batch_folded') + static_bank
+    return static_bank + ('aggregated', 'batch_folded')

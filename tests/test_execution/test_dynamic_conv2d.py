@@ -222,6 +222,33 @@ def test_select_method_picks_a_valid_formulation(attention, batch, grad):
     assert method in FORMULATIONS and runs(method, attention)
 
 
+@pytest.mark.parametrize('attention,batch,hw,grad,expected', [
+    ('odconv_1x', 1, 7, False, 'aggregated'),  # batch-1 inference
+    ('odconv_4x', 1, 56, False, 'aggregated'),
+    ('odconv_1x', 8, 56, True, 'aggregated'),  # large maps: per-sample
+    ('dynet', 8, 14, True, 'aggregated'),
+    ('odconv_1x', 8, 7, True, 'im2col'),  # small maps: static bank
+    ('odconv_4x', 8, 7, False, 'im2col'),
+    ('dynamic_conv', 8, 7, True, 'kernel_branches'),
+    ('channels_only', 8, 7, True, 'kernel_branches'),
+])
+def test_cpu_rule(attention, batch, hw, grad, expected):
+    """The measured CPU rule of selection.py (docs/benchmarks.md)."""
+    kinds, _ = ATTENTIONS[attention]
+    num_kernels = 4 if 'kernel' in kinds else 1
+    channels = 8
+    x = torch.randn(batch, channels, hw, hw, requires_grad=grad)
+    weight = torch.randn(num_kernels, channels, channels, 3, 3)
+    shapes = dict(kernel=(num_kernels, ) if kinds.get('kernel') == 'bk' else
+                  (channels, num_kernels), spatial=(3, 3),
+                  input=(channels, ), output=(channels, ))
+    att = ConvAttentions(**{k: torch.rand(batch, *shapes[k])
+                            for k in kinds})
+    with torch.set_grad_enabled(grad):
+        assert select_method(x, weight, att, stride=1,
+                             padding=1) == expected
+
+
 def test_allowed_methods_restrict_auto():
     x, weight, bias, att, conv = make_case('plain3x3', 'odconv_4x', True)
     attentions = ConvAttentions(**att)
