@@ -5,6 +5,9 @@ from .checkpoint_layouts import (CLASSIFIER_PREFIXES, layout_renamings,
                                  unwrap_state_dict)
 from .loading import (PretrainedInitMixin, PretrainedLoadReport,
                       load_pretrained, load_pretrained_state_dict)
+from .odconv_authors import (ConversionReport,
+                             convert_odconv_authors_checkpoint,
+                             convert_odconv_authors_state_dict)
 from .static_to_dynamic import (DEFAULT_PERTURBATION,
                                 constant_attention_coefficients,
                                 dynamic_bank_from_static,
@@ -14,8 +17,9 @@ from .static_to_dynamic import (DEFAULT_PERTURBATION,
 __all__ = [
     'CLASSIFIER_PREFIXES', 'layout_renamings', 'unwrap_state_dict',
     'PretrainedInitMixin', 'PretrainedLoadReport', 'load_pretrained',
-    'load_pretrained_state_dict', 'DEFAULT_PERTURBATION',
-    'constant_attention_coefficients', 'dynamic_bank_from_static',
-    'init_dynamic_conv_from_static', 'static_kernel_to_bank',
-    'zero_attention_heads'
+    'load_pretrained_state_dict', 'ConversionReport',
+    'convert_odconv_authors_checkpoint', 'convert_odconv_authors_state_dict',
+    'DEFAULT_PERTURBATION', 'constant_attention_coefficients',
+    'dynamic_bank_from_static', 'init_dynamic_conv_from_static',
+    'static_kernel_to_bank', 'zero_attention_heads'
 ]

@@ -12,7 +12,8 @@ for, or loading fails with an error naming the keys:
   by ``tools/model_converters/odconv_authors_to_dynconv_mm.py``): every key
   with its shape, strictly;
 * **a static network** (torchvision or MMPretrain ResNet / MobileNetV2,
-  or our backbone built without dynamic convs): where the model has a
+  torchvision MobileNetV3, or our backbone built without dynamic convs;
+  see :mod:`.checkpoint_layouts` for the names): where the model has a
   dynamic conv and the checkpoint the static conv's 4-D kernel, the
   static -> dynamic initialiser of :mod:`.static_to_dynamic` makes the
   dynamic conv compute the static one exactly (its attention's heads are

@@ -68,8 +68,12 @@ class ConversionReport:
     not_placed: List[str] = field(default_factory=list)  # their keys
 
     def summary(self) -> str:
+        names = {
+            'ours': 'torchvision ResNet names, as ours',
+            'torchvision': 'torchvision MobileNet names, renamed'
+        }
         text = (f'{len(self.odconv_layers)} ODConv layers converted '
-                f'(their key names: {self.layout})')
+                f'({names.get(self.layout, self.layout)})')
         if self.folded_bn:
             text += (f'; attention BN folded into the FC in '
                      f'{len(self.folded_bn)} (exact in eval mode)')
