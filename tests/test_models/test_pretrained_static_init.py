@@ -163,6 +163,9 @@ def test_zero_heads_get_gradients_at_the_first_step():
     layer(x).pow(2).sum().backward()
     for name, head in layer.attention.heads.items():
         assert head.weight.grad.abs().max() > 0, name
+    # the trunk's only consumers are the zero heads: it trains from step 2
+    assert torch.equal(layer.attention.trunk.fc.weight.grad,
+                       torch.zeros_like(layer.attention.trunk.fc.weight))
 
 
 def test_deltas_are_seeded_and_sum_to_zero():

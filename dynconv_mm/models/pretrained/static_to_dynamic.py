@@ -29,9 +29,11 @@ differ between kernels.
 
 **What holds at initialisation** (outputs equal the static conv's for every
 input, in train and in eval mode, at any temperature, up to floating-point
-rounding; the attention trunk -- FC, its norm if ``attention_norm_cfg`` is
-``BN``/``GN``, ReLU -- keeps its random init and cannot change the output
-while the heads are zero):
+rounding in the parameters' dtype -- about 1e-7 relative in float32 where
+``K > 1``, since the kernels no longer sum exactly; the attention trunk --
+FC, its norm if ``attention_norm_cfg`` is ``BN``/``SyncBN``/``GN``, ReLU --
+keeps its random init and cannot change the output while the heads are
+zero; a BN trunk still refuses to train on a batch of 1, as always):
 
 * ``ODConv`` (``K`` kernels, ``n`` sigmoid heads: channel always, filter
   unless depthwise, spatial unless 1x1): ``alpha_c = alpha_f = alpha_s =
@@ -49,15 +51,16 @@ while the heads are zero):
   so a static ResNet's function cannot be kept there and loading refuses.
 
 **What trains from step 1.** The zero heads get non-zero gradients (their
-gradient is ``dL/dlogits x hidden``, and the hidden features are not zero),
-so the attentions become input-dependent after the first step; the kernel
-attention's gradient comes from the deltas. The trunk FC gets zero gradient
+gradient is ``dL/dlogits x hidden``, and the hidden features are not all
+zero), so the attentions become input-dependent after the first step; what
+the kernel attention learns distinguishes the kernels only through the
+deltas (``K = 1`` has no symmetry to break and gets none). The trunk FC gets zero gradient
 at the first step (its only consumers are the zero heads) and trains from
 the second. At the first step every kernel of a bank gets the same
 gradient; the kernels' updates differ from the second step on.
 
-The bank is ``1 / (K c)`` times the static kernel's scale per kernel (e.g.
-``8 W`` for ODConv 3x3 with ``K = 1``): weight decay acts on that scale.
+Each kernel of the bank is ``1 / (K c)`` times the static kernel (e.g.
+``8 W`` for an ODConv 3x3, any ``K``): weight decay acts on that scale.
 """
 import math
 from typing import Optional, Tuple, Union
