@@ -13,9 +13,10 @@ One multiply-accumulate counts 1. What is counted, per forward call:
   addition per input element;
 * dynamic convolutions (``DynamicConv``, ``ODConv``, ``DyNetConv``): the
   convolution with the aggregated kernel plus the kernel aggregation, under
-  the ``'paper'`` (default) or ``'executed'`` convention of
-  :mod:`.dynamic_layer_cost`; their attention modules are counted by the
-  rules above (pooling + FCs);
+  the ``'paper'`` (default: the papers' equations, on the kernel) or
+  ``'executed'`` (the operators the layer runs, elementwise multiplications
+  included) convention of :mod:`.dynamic_layer_cost`; their attention
+  modules are counted by the rules above (pooling + FCs);
 * **zero by convention**, and listed by name with their call counts in the
   report: elementwise arithmetic and activations (residual additions,
   sigmoid/softmax, scalings outside dynamic layers), normalisation (BN
@@ -37,8 +38,8 @@ mmcv's ``_ext`` is not visible.
 How: forward hooks keep a stack of the modules running; a
 ``TorchDispatchMode`` sees every ATen operator and charges it to the
 innermost module, unless that module has a formula of its own (a dynamic
-convolution, a deformable convolution), which then accounts for everything
-it runs directly. Counting is at inference: the model is put in ``eval()``
+convolution under ``'paper'``, a deformable convolution), which then
+accounts for everything it runs directly. Counting is at inference: the model is put in ``eval()``
 and run under ``torch.no_grad()`` (its mode is restored afterwards). Count
 at batch 1 for the per-image cost the papers report.
 """
@@ -81,8 +82,10 @@ class ComplexityReport:
             how often they ran.
         uncounted: operators/functions whose cost is unknown, with how
             often they ran (empty unless ``strict=False``).
-        dynamic_macs: the dynamic convolutions' MACs by part (``conv``,
-            ``aggregation``, ``scaling``; see :mod:`.dynamic_layer_cost`).
+        dynamic_macs: the dynamic convolutions' MACs by part: ``conv``
+            and ``aggregation`` (``'paper'``); ``conv`` (convolutions),
+            ``aggregation`` (matrix products: the mixing) and ``scaling``
+            (elementwise multiplications by attentions) (``'executed'``).
     """
 
     macs: int
@@ -186,6 +189,13 @@ def _module_formulas() -> List[Tuple[type, str]]:
     return formulas
 
 
+# Frame kinds whose formula covers the operators they run directly.
+_FORMULAS = ('dynamic_conv', 'deform_conv')
+# Under 'executed', a dynamic layer's elementwise products are its
+# attentions scaling a kernel or an activation: one MAC per output element.
+_ELEMENTWISE_PRODUCTS = frozenset({'aten.mul', 'aten.mul_'})
+
+
 class _Frame:
     """One running module on the stack."""
 
@@ -216,7 +226,8 @@ class _Counting(TorchDispatchMode):
         for name, module in model.named_modules():
             formula = None
             if isinstance(module, DynamicConv2dBase):
-                formula = 'dynamic_conv'
+                formula = 'dynamic_conv' if convention == 'paper' \
+                    else 'executed'
             else:
                 for module_type, kind in formulas:
                     if isinstance(module, module_type):
@@ -251,7 +262,7 @@ class _Counting(TorchDispatchMode):
             parent = self.stack[-1]
             if parent.formula == 'dynamic_conv' and parent.attentions is None:
                 parent.attentions = output  # the layer's own attention
-        if frame.formula is not None and isinstance(output, Tensor):
+        if frame.formula in _FORMULAS and isinstance(output, Tensor):
             # (not a Tensor: the forward raised; its error propagates)
             self._charge_formula(frame, output)
 
@@ -268,7 +279,7 @@ class _Counting(TorchDispatchMode):
                     'module as ConvAttentions)')
             parts = dynamic_conv_macs(
                 tuple(module.weight.shape), module.bias is not None, x,
-                output, frame.attentions, self.convention)
+                output, frame.attentions)
         else:
             parts = _deform_conv_macs(frame.module, x, output)
         for part, value in parts.items():
@@ -282,7 +293,7 @@ class _Counting(TorchDispatchMode):
         if not self.stack:
             return _Frame('', None, None)
         frame = self.stack[-1]
-        return None if frame.formula is not None else frame
+        return None if frame.formula in _FORMULAS else frame
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -292,13 +303,26 @@ class _Counting(TorchDispatchMode):
             return output
         name = op_name(func)
         formula = MAC_OPS.get(name)
-        if formula is not None:
-            self.module_macs[frame.name] += int(formula(args, output))
+        executed = frame.formula == 'executed'
+        if executed and name in _ELEMENTWISE_PRODUCTS:
+            self._charge(frame, 'scaling', output.numel())
+        elif formula is not None:
+            macs = int(formula(args, output))
+            if executed:
+                self._charge(frame, 'conv' if 'convolution' in name else
+                             'aggregation', macs)
+            else:
+                self.module_macs[frame.name] += macs
         elif is_zero_cost_op(func):
             self.zero_cost[name] += 1
         else:
             self.uncounted[name] += 1
         return output
+
+    def _charge(self, frame: _Frame, part: str, macs: int) -> None:
+        """Charge a dynamic layer's own operator under ``'executed'``."""
+        self.parts[part] += macs
+        self.module_macs[frame.name] += macs
 
     def compiled_op(self, name: str) -> None:
         """A compiled (non-ATen) op ran: invisible to the dispatcher."""

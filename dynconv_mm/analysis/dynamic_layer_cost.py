@@ -13,40 +13,36 @@ one kernel, ``K`` kernels in the bank, ``a`` the kernel attention
 ``s`` (``[kh, kw]``), input-channel ``c`` (``[C_in]``) and filter ``f``
 (``[C_out]``) attentions, each present or not.
 
-``'paper'`` -- the papers' equations evaluated as written, on the kernel:
-    ``W~ = sum_k a_k (A (.) W_k)`` with ``A = f (x) c (x) s`` the outer
-    product of the ODConv attentions that are present.
+``'paper'`` (:func:`dynamic_conv_macs`) -- the papers' equations evaluated
+as written, on the kernel: ``W~ = sum_k a_k (A (.) W_k)`` with
+``A = f (x) c (x) s`` the outer product of the ODConv attentions present.
 
-    * aggregated convolution: ``C_out*H_out*W_out * C_in/groups*kh*kw``;
-    * building ``A``: ``C_out*C_in/groups`` for ``f (x) c`` (when ``f``
-      exists), plus ``nW`` for ``(x) s`` (when ``s`` exists); nothing when
-      ``A`` is the single vector ``c``;
-    * applying ``A`` to each of the ``K`` kernels: ``K * nW``;
-    * mixing the kernels: ``K * nW`` (one multiply-add per kernel element
-      per kernel) when there is a kernel attention, plus ``K * C_out`` for
-      the biases.
+* aggregated convolution: ``C_out*H_out*W_out * C_in/groups*kh*kw``;
+* building ``A``: ``C_out*C_in/groups`` for ``f (x) c`` (when ``f``
+  exists), plus ``nW`` for ``(x) s`` (when ``s`` exists); nothing when
+  ``A`` is the single vector ``c``;
+* applying ``A`` to each of the ``K`` kernels: ``K * nW``;
+* mixing the kernels: ``K * nW`` (one multiply-add per kernel element per
+  kernel) when there is a kernel attention, plus ``K * C_out`` for the
+  biases.
 
-    For DynamicConv and DyNet ``A`` is absent and this is Chen et al.'s
-    ``K * C_out * C_in * k^2`` aggregation (DyNet: ``g`` kernels fused per
-    output channel, the same count). For ODConv it is the per-kernel form
-    of the paper's Eq. (2); it reproduces the ODConv authors' ResNet-18
-    1x / 4x MAdds to 0.1 % (see ``docs/model_zoo.md``).
+For DynamicConv and DyNet ``A`` is absent and this is Chen et al.'s
+``K * C_out * C_in * k^2`` aggregation (DyNet: ``g`` kernels fused per
+output channel, the same count). For ODConv it is the per-kernel form of
+the paper's Eq. (2); it reproduces the ODConv authors' ResNet-18 1x / 4x
+MAdds to 0.07 % / 0.01 % (``docs/model_zoo.md``).
 
-``'executed'`` -- what the layers run at inference: the per-sample-kernel
-(``batch_folded``) formulation of :mod:`dynconv_mm.execution`, which
-``execution='auto'`` picks at inference (with one kernel and no spatial
-attention it runs the static conv plus the scalings, the same count). A
-layer forced to another formulation is still counted as this one.
+``'executed'`` -- what the layer really runs, whichever formulation of
+:mod:`dynconv_mm.execution` it picks (at batch-1 inference ``aggregated``:
+each attention on the kernel or on the activation, whichever is smaller):
+the counter charges the layer the ATen operators it executes, convolutions
+and matrix products (the mixing) as multiply-accumulates and, unlike
+elsewhere, every elementwise multiplication (an attention scaling a kernel
+or an activation) as one per output element. This follows the execution
+floor as it changes, and it is the cost the layer has at run time.
 
-    * mixing ``K * nW`` (+ ``K * C_out`` biases) when there is a kernel
-      attention;
-    * spatial attention on the mixed kernel: ``nW``;
-    * channel attention on the input: ``C_in*H*W``; filter attention on the
-      output: ``C_out*H_out*W_out`` (activations, not the kernel);
-    * the convolution.
-
-All counts are multiplied by the batch size (every sample has its own
-kernel); count at batch 1 for the per-image cost.
+All counts scale with the batch (every sample has its own kernel); count
+at batch 1 for the per-image cost.
 """
 from typing import Dict, Optional
 
@@ -65,9 +61,9 @@ def check_convention(convention: str) -> str:
 
 
 def dynamic_conv_macs(weight_shape: tuple, has_bias: bool, x: Tensor,
-                      y: Tensor, attentions: ConvAttentions,
-                      convention: str) -> Dict[str, int]:
-    """Multiply-accumulates of one dynamic convolution call, by part.
+                      y: Tensor, attentions: ConvAttentions) -> Dict[str, int]:
+    """Multiply-accumulates of one dynamic convolution call under the
+    ``'paper'`` convention, by part.
 
     Args:
         weight_shape: the bank's shape ``[K, C_out, C_in/groups, kh, kw]``.
@@ -75,45 +71,30 @@ def dynamic_conv_macs(weight_shape: tuple, has_bias: bool, x: Tensor,
         x: the input ``[B, C_in, H, W]``.
         y: the output ``[B, C_out, H_out, W_out]``.
         attentions: the attentions the call used (which are present).
-        convention: ``'paper'`` or ``'executed'`` (module docstring).
 
     Returns:
-        ``{'conv': ..., 'aggregation': ..., 'scaling': ...}``; ``scaling``
-        (attentions applied to activations) is 0 under ``'paper'``.
+        ``{'conv': ..., 'aggregation': ...}``.
     """
-    check_convention(convention)
     num_kernels, out_channels, group_in, kh, kw = weight_shape
     batch = x.shape[0]
     per_filter = group_in * kh * kw
     kernel_numel = out_channels * per_filter
-    conv = y.numel() * per_filter
     mixing = 0
     if attentions.kernel is not None:
         mixing = num_kernels * kernel_numel
         if has_bias:
             mixing += num_kernels * out_channels
-    scaling = 0
-    if convention == 'paper':
-        build = 0
-        if attentions.output is not None:
-            build += out_channels * group_in  # f (x) c
-        if attentions.spatial is not None:
-            build += kernel_numel  # (x) s
-        apply = 0
-        if any(a is not None for a in (attentions.input, attentions.output,
-                                       attentions.spatial)):
-            apply = num_kernels * kernel_numel
-        aggregation = mixing + build + apply
-    else:
-        aggregation = mixing
-        if attentions.spatial is not None:
-            aggregation += kernel_numel
-        if attentions.input is not None:
-            scaling += x[0].numel()
-        if attentions.output is not None:
-            scaling += y[0].numel()
-    return dict(
-        conv=conv, aggregation=aggregation * batch, scaling=scaling * batch)
+    build = 0
+    if attentions.output is not None:
+        build += out_channels * group_in  # f (x) c
+    if attentions.spatial is not None:
+        build += kernel_numel  # (x) s
+    apply = 0
+    if any(a is not None
+           for a in (attentions.input, attentions.output, attentions.spatial)):
+        apply = num_kernels * kernel_numel
+    return dict(conv=y.numel() * per_filter,
+                aggregation=(mixing + build + apply) * batch)
 
 
 def attentions_of_call(args: tuple, kwargs: dict) -> Optional[ConvAttentions]:

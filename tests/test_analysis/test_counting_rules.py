@@ -58,9 +58,9 @@ def test_functional_products_and_transposed_conv():
     assert report.macs == transposed + matmul + linear
 
 
-def _dynamic_conv():
+def _dynamic_conv(**options):
     return DynamicConv2d(8, 6, 3, padding=1, bias=True, num_kernels=3,
-                         **ATTENTION)
+                         **ATTENTION, **options)
 
 
 def _odconv(**options):
@@ -72,6 +72,9 @@ def _odconv(**options):
 
 @pytest.mark.parametrize('convention', ['paper', 'executed'])
 def test_dynamic_conv(convention):
+    # At batch-1 inference the layer runs the mixed kernel (one matrix
+    # product for the kernels, one for the biases) and one convolution,
+    # which is also the paper's count.
     report = count_complexity(_dynamic_conv(), (8, 5, 5),
                               convention=convention)
     conv = 6 * 5 * 5 * (8 * 9)
@@ -83,6 +86,16 @@ def test_dynamic_conv(convention):
     assert report.params == (3 * kernel + 3 * 6) + (TRUNK + 4) + (heads + 3)
 
 
+def test_dynamic_conv_executed_as_kernel_branches():
+    layer = _dynamic_conv(execution='kernel_branches')
+    report = count_complexity(layer, (8, 5, 5), convention='executed')
+    assert report.dynamic_macs == {
+        'conv': 3 * 6 * 5 * 5 * (8 * 9),  # the three kernels' outputs
+        'aggregation': 3 * 6,  # the biases mixed
+        'scaling': 3 * 6 * 5 * 5,  # the outputs weighted, then summed
+    }
+
+
 def test_odconv_paper_convention():
     report = count_complexity(_odconv(), (8, 5, 5))
     conv = 6 * 5 * 5 * (8 * 9)
@@ -92,39 +105,43 @@ def test_odconv_paper_convention():
     mixing = 2 * kernel
     heads = 4 * (8 + 6 + 9 + 2)  # input, output, spatial, kernel
     assert report.dynamic_macs == {'conv': conv,
-                                   'aggregation': build + apply + mixing,
-                                   'scaling': 0}
+                                   'aggregation': build + apply + mixing}
     assert report.macs == conv + build + apply + mixing + POOL + TRUNK \
         + heads == 13340
 
 
-def test_odconv_executed_convention():
-    report = count_complexity(_odconv(), (8, 5, 5), convention='executed')
-    conv = 6 * 5 * 5 * (8 * 9)
+@pytest.mark.parametrize('execution', ['batch_folded', 'aggregated'])
+def test_odconv_executed_convention(execution):
+    report = count_complexity(_odconv(execution=execution), (8, 5, 5),
+                              convention='executed')
     kernel = 6 * 8 * 9
-    aggregation = 2 * kernel + kernel  # mix two kernels, then spatial
-    scaling = 8 * 5 * 5 + 6 * 5 * 5  # channel on input, filter on output
-    heads = 4 * (8 + 6 + 9 + 2)
-    assert report.dynamic_macs == {'conv': conv, 'aggregation': aggregation,
-                                   'scaling': scaling}
-    assert report.macs == conv + aggregation + scaling + POOL + TRUNK + heads
-
-
-@pytest.mark.parametrize('convention', ['paper', 'executed'])
-def test_odconv_depthwise_single_kernel(convention):
-    # Depthwise, K = 1: no filter and no kernel attention.
-    layer = _odconv(channels=(8, 8), groups=8, num_kernels=1)
-    report = count_complexity(layer, (8, 5, 5), convention=convention)
-    conv = 8 * 5 * 5 * 9
-    kernel = 8 * 9
-    if convention == 'paper':
-        aggregation = kernel + kernel  # channel x spatial, onto the kernel
-        scaling = 0
+    if execution == 'batch_folded':
+        # spatial onto the mixed kernel; channel and filter attentions on
+        # the input and the output
+        scaling = kernel + 8 * 5 * 5 + 6 * 5 * 5
     else:
-        aggregation = kernel  # spatial onto the kernel
-        scaling = 8 * 5 * 5  # channel attention on the input
+        # channel x spatial (a [C_in, 3, 3] factor) onto the kernel in one
+        # pass; the filter attention on the output, which is smaller than
+        # the kernel (6*5*5 < 432)
+        scaling = 8 * 9 + kernel + 6 * 5 * 5
+    assert report.dynamic_macs == {'conv': 6 * 5 * 5 * (8 * 9),
+                                   'aggregation': 2 * kernel,
+                                   'scaling': scaling}
+    heads = 4 * (8 + 6 + 9 + 2)
+    assert report.macs == sum(report.dynamic_macs.values()) + POOL + TRUNK \
+        + heads
+
+
+def test_odconv_depthwise_single_kernel():
+    # Depthwise, K = 1: no filter and no kernel attention. The paper's
+    # Eq.: channel x spatial, then onto the kernel.
+    layer = _odconv(channels=(8, 8), groups=8, num_kernels=1)
+    report = count_complexity(layer, (8, 5, 5))
+    kernel = 8 * 9
     heads = 4 * (8 + 9)
-    assert report.macs == conv + aggregation + scaling + POOL + TRUNK + heads
+    assert report.dynamic_macs == {'conv': 8 * 5 * 5 * 9,
+                                   'aggregation': kernel + kernel}
+    assert report.macs == 8 * 5 * 5 * 9 + 2 * kernel + POOL + TRUNK + heads
 
 
 def test_odconv_pointwise_single_kernel():
@@ -133,8 +150,7 @@ def test_odconv_pointwise_single_kernel():
     report = count_complexity(layer, (8, 5, 5))
     kernel = 6 * 8
     assert report.dynamic_macs == {'conv': 6 * 5 * 5 * 8,
-                                   'aggregation': kernel + kernel,
-                                   'scaling': 0}
+                                   'aggregation': kernel + kernel}
 
 
 def test_dynet_conv_counts_fused_kernels_not_the_training_branches():
@@ -187,10 +203,9 @@ def test_formula_function_matches_hand_count():
     y = torch.zeros(1, 6, 3, 3)  # stride 2, no padding
     attentions = ConvAttentions(kernel=torch.zeros(1, 4),
                                 input=torch.zeros(1, 8))
-    parts = dynamic_conv_macs((4, 6, 4, 3, 3), False, x, y, attentions,
-                              'paper')
+    parts = dynamic_conv_macs((4, 6, 4, 3, 3), False, x, y, attentions)
     kernel = 6 * 4 * 9  # groups 2: 4 input channels per filter
     assert parts == dict(conv=6 * 3 * 3 * 4 * 9,
-                         aggregation=4 * kernel + 4 * kernel, scaling=0)
+                         aggregation=4 * kernel + 4 * kernel)
     with pytest.raises(ValueError, match='convention'):
-        dynamic_conv_macs((4, 6, 4, 3, 3), False, x, y, attentions, 'MACs')
+        count_complexity(nn.Conv2d(1, 1, 1), (1, 2, 2), convention='MACs')
