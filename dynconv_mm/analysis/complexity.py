@@ -39,9 +39,10 @@ How: forward hooks keep a stack of the modules running; a
 ``TorchDispatchMode`` sees every ATen operator and charges it to the
 innermost module, unless that module has a formula of its own (a dynamic
 convolution under ``'paper'``, a deformable convolution), which then
-accounts for everything it runs directly. Counting is at inference: the model is put in ``eval()``
-and run under ``torch.no_grad()`` (its mode is restored afterwards). Count
-at batch 1 for the per-image cost the papers report.
+accounts for everything it runs directly. Counting is at inference: the
+model is put in ``eval()`` and run under ``torch.no_grad()`` (its mode is
+restored afterwards). Count at batch 1 for the per-image cost the papers
+report.
 """
 import contextlib
 import math
