@@ -171,6 +171,10 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+CLOCKS = dict(wall=time.perf_counter, cpu=time.process_time)
+CLOCK = CLOCKS['wall']
+
+
 def alternate(fns: Dict[str, Callable[[], None]], rounds: int, warmup: int,
               device: torch.device) -> Dict[str, List[float]]:
     """Seconds per call of each function, called in turn each round."""
@@ -178,11 +182,11 @@ def alternate(fns: Dict[str, Callable[[], None]], rounds: int, warmup: int,
     for i in range(warmup + rounds):
         for name, fn in fns.items():
             synchronize(device)
-            start = time.perf_counter()
+            start = CLOCK()
             fn()
             synchronize(device)
             if i >= warmup:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(CLOCK() - start)
     return times
 
 
@@ -342,6 +346,8 @@ def fmt(row: dict) -> str:
 
 
 def worker(args) -> dict:
+    global CLOCK
+    CLOCK = CLOCKS[args.clock]
     device = torch.device(args.device)
     if device.type == 'cpu':
         torch.set_num_threads(args.threads)
@@ -409,7 +415,8 @@ def markdown(result: dict) -> str:
     lines = [
         f'Device: {result["device"]} ({device}), '
         f'{result["threads"]} threads, torch {m["torch"]}, amp '
-        f'{result["amp"]}; medians over {result["processes"]} processes '
+        f'{result["amp"]}, {result["clock"]} clock; medians over '
+        f'{result["processes"]} processes '
         f'(min-max in brackets); command: `{result["command"]}`', ''
     ]
 
@@ -478,6 +485,12 @@ def main() -> None:
     parser.add_argument('--infer-rounds', type=int)
     parser.add_argument('--train-batch', type=int)
     parser.add_argument('--image-size', type=int, default=224)
+    parser.add_argument(
+        '--clock', choices=['wall', 'cpu'], default='wall',
+        help='wall time (default), or the process CPU time: steadier on a '
+        'machine shared with other jobs (run with OMP_WAIT_POLICY=PASSIVE '
+        'so that idle threads do not burn it); img/s then count CPU '
+        'seconds')
     parser.add_argument('--out', default='work_dirs/benchmark')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -503,6 +516,7 @@ def main() -> None:
             runs.append(json.load(f))
         os.remove(path)
     result = dict(device=args.device, command=command, machine=machine(),
+                  clock=args.clock,
                   processes=len(runs), amp=runs[0]['amp'],
                   threads=runs[0]['threads'], rows=aggregate(runs))
     with open(os.path.join(args.out, 'benchmark.json'), 'w') as f:

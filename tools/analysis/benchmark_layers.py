@@ -1,88 +1,138 @@
-"""Time one dynamic conv layer against a static nn.Conv2d of the same shape.
+"""Time every execution formulation of each dynamic layer against a static
+``nn.Conv2d`` of the same shape: the measurements that set ``'auto'``.
 
-Forward + backward per iteration, both measured in the same run; prints the
-time of each and the ratio to the static conv.
+For each ResNet-50 shape (224x224 input) and layer type, prints the static
+conv's time and, as ratios to it, each formulation forced through the
+layer's ``execution`` option, what ``'auto'`` runs, and the materialised
+``[B, K, ...]`` form of public implementations. Calls alternate between
+candidates round by round; the figure is each candidate's fastest round
+(the least disturbed on a shared machine). ``--clock cpu`` counts the
+process's CPU time instead of wall time: on a machine shared with other
+jobs it is far steadier, and with ``OMP_WAIT_POLICY=PASSIVE`` idle
+threads do not burn it.
 
-    python tools/analysis/benchmark_layers.py [--device cpu|cuda]
-        [--batch 8] [--iters 20] [--amp bf16|fp16]
+    python tools/analysis/benchmark_layers.py [--mode train|infer]
+        [--batch 8] [--rounds 5] [--device cpu|cuda] [--amp bf16|fp16]
+        [--clock wall|cpu] [--layers ODConv1x,...]
 """
 import argparse
+import os
+import sys
 import time
 from contextlib import nullcontext
-from typing import Callable
 
 import torch
 import torch.nn as nn
-from mmcv.cnn import build_conv_layer
 
-import dynconv_mm  # noqa: F401
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmark import (LAYER_TYPES, build_layer,  # noqa: E402
+                       use_materialised_form)
 
-# (C_in, C_out, kernel, stride, groups, H=W): ResNet-18/50 and MobileNetV2
-# layer shapes at 224x224 input
+from dynconv_mm.execution import FORMULATIONS  # noqa: E402
+
+# (C_in, C_out, kernel, stride, H, W): ResNet-50's block convs at 224x224
 SHAPES = [
-    (64, 64, 3, 1, 1, 56),
-    (128, 128, 3, 1, 1, 28),
-    (256, 256, 3, 1, 1, 14),
-    (512, 512, 3, 1, 1, 7),
-    (256, 64, 1, 1, 1, 56),
-    (144, 144, 3, 1, 144, 56),
+    (64, 64, 3, 1, 56, 56),
+    (256, 64, 1, 1, 56, 56),
+    (64, 256, 1, 1, 56, 56),
+    (128, 128, 3, 1, 28, 28),
+    (512, 128, 1, 1, 28, 28),
+    (128, 512, 1, 1, 28, 28),
+    (256, 256, 3, 1, 14, 14),
+    (1024, 256, 1, 1, 14, 14),
+    (256, 1024, 1, 1, 14, 14),
+    (512, 512, 3, 1, 7, 7),
+    (2048, 512, 1, 1, 7, 7),
+    (512, 2048, 1, 1, 7, 7),
 ]
-LAYERS = [('DynamicConv', {}), ('ODConv', dict(num_kernels=1)),
-          ('ODConv', {}), ('DyNetConv', {})]
-
-
-def time_step(module: nn.Module, x: torch.Tensor, iters: int,
-              autocast: Callable) -> float:
-    """Median seconds of one forward + backward."""
-    times = []
-    for i in range(iters + 3):
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        with autocast():
-            out = module(x)
-        out.float().sum().backward()
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        if i >= 3:  # warm-up
-            times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split('\n', 1)[1])
+    parser.add_argument('--mode', choices=['train', 'infer'], default='train',
+                        help='forward+backward, or forward without grad')
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--batch', type=int, default=8)
-    parser.add_argument('--iters', type=int, default=20)
+    parser.add_argument('--rounds', type=int, default=5)
     parser.add_argument('--amp', choices=['bf16', 'fp16'])
+    parser.add_argument('--clock', choices=['wall', 'cpu'], default='wall')
+    parser.add_argument('--layers', help='comma list of ' +
+                        ', '.join(LAYER_TYPES) + ' (default all)')
     args = parser.parse_args()
+    device = torch.device(args.device)
     dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(args.amp)
-    device_type = torch.device(args.device).type
+    clock = time.process_time if args.clock == 'cpu' else time.perf_counter
+    train = args.mode == 'train'
+    layer_types = LAYER_TYPES if not args.layers else {
+        name: LAYER_TYPES[name]
+        for name in args.layers.split(',')
+    }
 
     def autocast():
-        return torch.autocast(device_type, dtype=dtype) if dtype else \
+        return torch.autocast(device.type, dtype=dtype) if dtype else \
             nullcontext()
 
-    print(f'device={args.device} batch={args.batch} amp={args.amp} '
-          f'torch={torch.__version__} threads={torch.get_num_threads()}')
-    print(f'{"shape":<28}{"layer":<16}{"ms":>9}{"x static":>10}')
-    for c_in, c_out, k, stride, groups, hw in SHAPES:
-        x = torch.randn(args.batch, c_in, hw, hw, device=args.device,
-                        requires_grad=True)
-        conv_args = (c_in, c_out, k)
-        kwargs = dict(stride=stride, padding=k // 2, groups=groups,
-                      bias=False)
-        shape = f'{c_in}->{c_out} k{k} g{groups} {hw}x{hw}'
-        static = nn.Conv2d(*conv_args, **kwargs).to(args.device)
-        base = time_step(static, x, args.iters, autocast)
-        print(f'{shape:<28}{"Conv2d":<16}{base * 1e3:9.2f}{1.0:10.2f}')
-        for layer_type, options in LAYERS:
-            layer = build_conv_layer(dict(type=layer_type, **options),
-                                     *conv_args, **kwargs).to(args.device)
-            t = time_step(layer, x, args.iters, autocast)
-            name = layer_type + (f' K={options["num_kernels"]}'
-                                 if options else '')
-            print(f'{"":<28}{name:<16}{t * 1e3:9.2f}{t / base:10.2f}')
+    def step(module, x, execution=None):
+        def run():
+            if execution is not None:
+                module.execution = execution
+            with torch.set_grad_enabled(train), autocast():
+                out = module(x)
+            if train:
+                out.float().sum().backward()
+        return run
+
+    print(f'device={device} mode={args.mode} batch={args.batch} '
+          f'amp={args.amp} clock={args.clock} torch={torch.__version__} '
+          f'threads={torch.get_num_threads()}')
+    columns = list(FORMULATIONS) + ['auto', 'materialised']
+    print(f'{"shape":<22}{"layer":<17}{"static ms":>10}' +
+          ''.join(f'{c[:13]:>14}' for c in columns) + '  auto ran')
+    for c_in, c_out, k, stride, h, w in SHAPES:
+        shape = (c_in, c_out, k, stride)
+        x = torch.randn(args.batch, c_in, h, w, device=device,
+                        requires_grad=train)
+        static = build_layer(None, shape).to(device).train(train)
+        for name, cfg in layer_types.items():
+            layer = build_layer(cfg, shape).to(device).train(train)
+            reference = use_materialised_form(
+                build_layer(cfg, shape).to(device).train(train))
+            has_spatial = layer.attention(x[:1]).spatial is not None
+            fns = {'static': step(static, x)}
+            for method in columns[:-1]:
+                if not (method == 'kernel_branches' and has_spatial):
+                    fns[method] = step(layer, x, method)
+            fns['materialised'] = step(reference, x)
+            best = {n: float('inf') for n in fns}
+            for i in range(args.rounds + 1):
+                for n, fn in fns.items():
+                    if device.type == 'cuda':
+                        torch.cuda.synchronize()
+                    start = clock()
+                    fn()
+                    if device.type == 'cuda':
+                        torch.cuda.synchronize()
+                    if i:  # the first round warms up
+                        best[n] = min(best[n], clock() - start)
+            layer.execution = 'auto'
+            with torch.set_grad_enabled(train):
+                ran = _auto_choice(layer, x)
+            cells = ''.join(
+                f'{best[c] / best["static"]:>14.2f}' if c in best else
+                f'{"-":>14}' for c in columns)
+            print(f'{f"{c_in}->{c_out} k{k} {h}x{w}":<22}{name:<17}'
+                  f'{best["static"] * 1e3:>10.2f}{cells}  {ran}', flush=True)
+
+
+def _auto_choice(layer: nn.Module, x: torch.Tensor) -> str:
+    """The formulation ``'auto'`` picks for this layer and input."""
+    from dynconv_mm.execution import select_method
+    attentions = layer.attention(x)
+    return select_method(x, layer.weight, attentions, stride=layer.stride,
+                         padding=layer.padding, dilation=layer.dilation)
 
 
 if __name__ == '__main__':
