@@ -67,6 +67,20 @@ def test_faster_rcnn_config():
     assert not report.uncounted
 
 
+def test_mmpose_config_at_its_pipeline_size():
+    result = count_config_complexity(
+        'mmpose::body_2d_keypoint/topdown_heatmap/coco/'
+        'td-hm_res50_8xb64-210e_coco-256x192.py')
+    assert result.input_shape == (256, 192)  # TopdownAffine input_size
+    assert result.model_type == 'TopdownPoseEstimator'
+    # SimpleBaseline: ResNet-50 (no FC), then three 4x4 stride-2 deconvs to
+    # 256 channels (each input element meets 256 * 4 * 4 weights) on 8x6,
+    # 16x12 and 32x24 maps, and a 1x1 conv to 17 heatmaps at 64x48.
+    assert result.report.params == 33_999_697
+    deconvs = (2048 * 8 * 6 + 256 * 16 * 12 + 256 * 32 * 24) * 256 * 4 * 4
+    assert result.report.macs_of('head') == deconvs + 17 * 64 * 48 * 256
+
+
 def test_proposals_are_cut_or_padded_to_the_budget():
     from mmengine.structures import InstanceData
     from dynconv_mm.analysis.config_complexity import _exactly

@@ -25,7 +25,8 @@ from dynconv_mm.analysis.config_complexity import count_config_complexity
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0].replace('\n', ' '))
     parser.add_argument('config', help='config file, or mmdet::/mmpose::'
                         'path of a config the toolbox ships')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
