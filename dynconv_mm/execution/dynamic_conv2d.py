@@ -17,7 +17,6 @@ FUNCTIONS = {
     'kernel_branches': kernel_branches_conv2d,
     'im2col': im2col_conv2d,
 }
-assert set(FUNCTIONS) == set(FORMULATIONS)
 METHODS = ('auto', ) + FORMULATIONS
 Method = Union[str, Sequence[str]]
 
@@ -73,5 +72,10 @@ def dynamic_conv2d(x: Tensor,
         allowed = FORMULATIONS if method == 'auto' else method
         method = select_method(x, weight, attentions, allowed, stride,
                                padding, dilation)
-    return FUNCTIONS[method](x, weight, attentions, bias, stride, padding,
-                             dilation, groups)
+    if method == 'triton':  # imported on use: it needs triton
+        from .triton_conv2d import triton_conv2d
+        run = triton_conv2d
+    else:
+        run = FUNCTIONS[method]
+    return run(x, weight, attentions, bias, stride, padding, dilation,
+               groups)

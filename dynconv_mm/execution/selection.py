@@ -21,7 +21,10 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
   single kernel, the static bank (``kernel_branches``/``im2col``) where
   the output map is at most 28x28; ``batch_folded`` otherwise (our
   ``im2col`` is ``K`` times wider for ``K > 1``).
+* ``triton`` (the fused kernel, CUDA only) is never picked by ``'auto'``
+  until it has been measured on a GPU; force it with ``execution``.
 """
+import os
 from typing import Sequence
 
 import torch
@@ -29,7 +32,8 @@ from torch import Tensor
 
 from .attentions import ConvAttentions, IntPair, Padding, output_size
 
-FORMULATIONS = ('batch_folded', 'aggregated', 'kernel_branches', 'im2col')
+FORMULATIONS = ('batch_folded', 'aggregated', 'kernel_branches', 'im2col',
+                'triton')
 
 # Output pixels from which the per-sample kernel forms beat the static-bank
 # forms on the CPU: 14x14 maps do (1.5-2x a static conv against 2.7-10x),
@@ -39,11 +43,26 @@ PER_SAMPLE_MIN_PIXELS = 100
 GPU_IM2COL_MAX_PIXELS = 28 * 28
 
 
-def valid_methods(attentions: ConvAttentions,
+def triton_runnable(x: Tensor) -> bool:
+    """Whether the fused Triton kernel can run on ``x``: a CUDA tensor with
+    Triton installed, or any CPU tensor under ``TRITON_INTERPRET=1``."""
+    if not (x.is_cuda or os.environ.get('TRITON_INTERPRET') == '1'):
+        return False
+    try:
+        from .triton_conv2d import runnable
+    except ImportError:  # no triton
+        return False
+    return runnable(x)
+
+
+def valid_methods(x: Tensor,
+                  attentions: ConvAttentions,
                   allowed: Sequence[str] = FORMULATIONS) -> tuple:
-    """The formulations in ``allowed`` that can compute these attentions."""
-    return tuple(m for m in allowed if not (
-        m == 'kernel_branches' and attentions.spatial is not None))
+    """The formulations in ``allowed`` that can run this call."""
+    return tuple(
+        m for m in allowed
+        if not (m == 'kernel_branches' and attentions.spatial is not None)
+        and not (m == 'triton' and not triton_runnable(x)))
 
 
 def select_method(x: Tensor,
@@ -54,11 +73,12 @@ def select_method(x: Tensor,
                   padding: Padding = 0,
                   dilation: IntPair = 1) -> str:
     """The fastest valid formulation in ``allowed`` for this call."""
-    candidates = valid_methods(attentions, allowed)
+    candidates = valid_methods(x, attentions, allowed)
     if not candidates:
         raise ValueError(
             f'dynamic_conv2d: none of the allowed methods {tuple(allowed)} '
-            'can apply a spatial attention')
+            'can run this call (kernel_branches cannot apply a spatial '
+            'attention; triton needs a CUDA tensor)')
     pixels = _pixels(x, weight, stride, padding, dilation)
     for method in preference(x, weight, attentions, pixels):
         if method in candidates:

@@ -9,6 +9,8 @@ from mmcv.cnn import build_conv_layer
 
 import dynconv_mm  # noqa: F401  (registers the conv types)
 from dynconv_mm.execution import FORMULATIONS
+
+CPU_FORMULATIONS = tuple(m for m in FORMULATIONS if m != 'triton')
 from oracle import reference_layer_forward
 
 LAYERS = {
@@ -31,7 +33,7 @@ def has_spatial(name):
 
 
 @pytest.mark.parametrize('name,method', [
-    (n, m) for n, m in itertools.product(LAYERS, FORMULATIONS)
+    (n, m) for n, m in itertools.product(LAYERS, CPU_FORMULATIONS)
     if not (m == 'kernel_branches' and has_spatial(n))
 ])
 @pytest.mark.parametrize('train', [True, False])
@@ -50,7 +52,7 @@ def test_forced_formulation_matches_oracle(name, method, train):
 
 
 @pytest.mark.parametrize('name', LAYERS)
-@pytest.mark.parametrize('execution', ['auto'] + list(FORMULATIONS))
+@pytest.mark.parametrize('execution', ['auto'] + list(CPU_FORMULATIONS))
 def test_empty_batch_through_layer(name, execution):
     if execution == 'kernel_branches' and has_spatial(name):
         execution = ['kernel_branches', 'im2col']  # auto among those

@@ -1,0 +1,73 @@
+"""The ``triton`` formulation (fused kernel, forward in Triton, backward
+through batch_folded): on the CPU in Triton's interpreter against the
+oracle (in a subprocess, since the interpreter is chosen when the kernel
+module is imported); on a GPU, where there is one, against batch_folded."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dynconv_mm.execution import ConvAttentions, dynamic_conv2d
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+triton = pytest.importorskip('triton')
+
+
+def test_interpreted_kernel_matches_oracle():
+    env = dict(os.environ, TRITON_INTERPRET='1', OMP_NUM_THREADS='1')
+    result = subprocess.run(
+        [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
+         os.path.join(HERE, 'triton_interpreted_cases.py')],
+        cwd=os.path.dirname(os.path.dirname(HERE)), env=env,
+        capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+    assert ' passed' in result.stdout and 'failed' not in result.stdout
+
+
+def test_refused_on_cpu_without_interpreter():
+    if os.environ.get('TRITON_INTERPRET') == '1':
+        pytest.skip('the interpreter runs it on the CPU')
+    x = torch.randn(2, 4, 5, 5)
+    weight = torch.randn(1, 4, 4, 3, 3)
+    with pytest.raises(ValueError, match="'triton' runs on CUDA"):
+        dynamic_conv2d(x, weight, ConvAttentions(), method='triton',
+                       padding=1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
+@pytest.mark.parametrize('amp', [None, torch.bfloat16])
+@pytest.mark.parametrize('groups,kernel', [(1, 'bk'), (2, 'bok')])
+def test_cuda_matches_batch_folded(amp, groups, kernel):
+    torch.manual_seed(0)
+    dev = 'cuda'
+    b, c, o, k = 3, 32, 48, 4
+    x = torch.randn(b, c, 17, 15, device=dev, requires_grad=True)
+    weight = torch.randn(k, o, c // groups, 3, 3, device=dev,
+                         requires_grad=True)
+    att = dict(
+        kernel=torch.rand(b, k, device=dev) if kernel == 'bk' else
+        torch.rand(b, o, k, device=dev),
+        spatial=torch.rand(b, 3, 3, device=dev),
+        input=torch.rand(b, c, device=dev),
+        output=torch.rand(b, o, device=dev))
+    att = {n: t.requires_grad_() for n, t in att.items()}
+    bias = torch.randn(k, o, device=dev, requires_grad=True)
+    tensors = [x, weight, bias, *att.values()]
+    outs = []
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        for method in ('triton', 'batch_folded'):
+            with torch.autocast('cuda', dtype=amp, enabled=amp is not None):
+                y = dynamic_conv2d(x, weight, ConvAttentions(**att), bias,
+                                   stride=2, padding=1, groups=groups,
+                                   method=method)
+            outs.append((y, torch.autograd.grad(y.float().sum(), tensors)))
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+    tol = dict(atol=5e-2, rtol=2e-2) if amp else dict(atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(outs[0][0].float(), outs[1][0].float(), **tol)
+    for got, want in zip(outs[0][1], outs[1][1]):
+        torch.testing.assert_close(got, want, **tol)
