@@ -12,6 +12,7 @@ kernel window and cannot be moved onto the outputs, so it is refused here
 """
 from typing import Optional
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -39,18 +40,19 @@ def mix_branches(y: Tensor, kernel_attention: Optional[Tensor],
         return y
     batch, channels, height, width = y.shape
     group_out = channels // (groups * num_kernels)
-    y = y.view(batch, groups, num_kernels, group_out, height, width)
-    mixing = kernel_attention
-    if mixing.dim() == 2:  # [B, K] -> [B, 1, K, 1]
-        mixing = mixing[:, None, :, None]
-    else:  # [B, O, K] -> [B, g, K, O/g]
-        mixing = mixing.reshape(batch, groups, group_out,
-                                num_kernels).transpose(2, 3)
-    y = (y * mixing[..., None, None].to(y.dtype)).sum(2)
-    return y.flatten(1, 2)
+    mixing = kernel_attention.to(y.dtype)
+    # Matrix products rather than a broadcast product summed over K: no
+    # K-times larger temporary, and a cheap backward.
+    if mixing.dim() == 2:  # [B, 1, 1, K] @ [B, g, K, O/g*H*W]
+        y = torch.matmul(mixing[:, None, None, :],
+                         y.view(batch, groups, num_kernels, -1))
+    else:  # DyNet's [B, O, K]: one K-vector per output channel
+        y = torch.einsum('bgkop,bgok->bgop',
+                         y.view(batch, groups, num_kernels, group_out, -1),
+                         mixing.view(batch, groups, group_out, num_kernels))
+    return y.reshape(batch, groups * group_out, height, width)
 
 
-@accepts_empty_batch
 def kernel_branches_conv2d(x: Tensor, weight: Tensor,
                            attentions: ConvAttentions, bias: Optional[Tensor],
                            stride: IntPair, padding: Padding,
