@@ -168,7 +168,9 @@ def two_process_results(tmp_path_factory):
     env = {**os.environ, 'DDP_EQUALITY_RUN_ID': uuid.uuid4().hex[:8],
            'MASTER_ADDR': '127.0.0.1',
            'MASTER_PORT': str(free_port()), 'WORLD_SIZE': '2',
-           'OMP_NUM_THREADS': '1'}
+           'OMP_NUM_THREADS': '1',
+           # gloo processes on the CPU, also on a machine with a GPU
+           'CUDA_VISIBLE_DEVICES': ''}
     code = (f'import sys; sys.path[:0] = [{HERE!r}]; '
             f'import test_ddp_equality as t; t.worker({out_dir!r})')
     procs = [
@@ -198,7 +200,10 @@ def assert_same_states(single, ranks):
 
 @pytest.mark.slow
 def test_two_processes_equal_one_with_the_double_batch(two_process_results,
-                                                        tmp_path):
+                                                        tmp_path,
+                                                        monkeypatch):
+    # the Runner puts the model on mmengine's device, a GPU where one is
+    monkeypatch.setattr('mmengine.device.utils.DEVICE', 'cpu')
     initial, single, anneal_iters, iters = train_through_the_runner(
         str(tmp_path), 2 * PER_PROCESS, 'none')
     assert iters == SIZE // (2 * PER_PROCESS)

@@ -16,6 +16,12 @@ N = 3  # iterations before the stop
 START, END, ANNEAL = 10.0, 1.0, 4 * N  # still annealing at 2N
 
 
+@pytest.fixture(autouse=True)
+def on_the_cpu(monkeypatch):
+    # the Runner puts the model on mmengine's device, a GPU where one is
+    monkeypatch.setattr('mmengine.device.utils.DEVICE', 'cpu')
+
+
 def make_runner(work_dir, max_iters, resume=False, load_from=None):
     torch.manual_seed(0)  # the same initial weights for every run
     return Runner(

@@ -80,10 +80,15 @@ def test_train_test_resume(tiny_config, tmp_path):
     assert osp.isfile(osp.join(work_dir, 'epoch_2.pth'))
 
 
+# Hides the GPUs of a GPU machine: what runs is the machine without one.
+NO_GPU = dict(CUDA_VISIBLE_DEVICES='')
+
+
 def test_amp_without_gpu_is_a_clear_error(tiny_config, tmp_path):
     proc = subprocess.run([sys.executable, 'tools/train.py', tiny_config,
                            '--amp', '--work-dir', str(tmp_path)], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **NO_GPU})
     assert proc.returncode != 0
     assert '--amp needs a GPU' in proc.stderr
 
@@ -145,7 +150,8 @@ def run_probing_exit_threads(args, tmp_path, env):
 @pytest.mark.skipif(not osp.isdir('/proc/self/task'),
                     reason='reads thread names from /proc')
 def test_dist_train_two_cpu_processes(tiny_config, tmp_path):
-    env = dict(PYTHON=sys.executable, PORT=str(free_port()))
+    # gloo processes on the CPU, also on a machine with one GPU
+    env = dict(PYTHON=sys.executable, PORT=str(free_port()), **NO_GPU)
     out, threads = run_probing_exit_threads(
         ['bash', 'tools/dist_train.sh', tiny_config, '2', '--work-dir',
          str(tmp_path / 'work')], tmp_path / 'train', env)
