@@ -6,7 +6,11 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
 * **Batch 1 without autograd** (inference): ``aggregated``. One sample's
   kernel is one plain convolution; each attention goes into that kernel or
   onto the activations, whichever is smaller. Fastest on the CPU at every
-  ResNet-50 shape measured.
+  ResNet-50 shape measured but one: a single kernel with a spatial
+  attention on a small map (ODConv 1x, 512 channels at 7x7), where
+  ``im2col`` keeps the large kernel static (1.0x against 1.35x a static
+  conv); so below ``PER_SAMPLE_MIN_PIXELS`` a single kernel runs from the
+  static bank.
 * **Otherwise, on the CPU**, per-sample kernels (``batch_folded`` /
   ``aggregated``) cost about one static convolution where the output map is
   large, but where it is small the batch-folded grouped convolution runs
@@ -99,14 +103,16 @@ def preference(x: Tensor, weight: Tensor, attentions: ConvAttentions,
     ``pixels`` pixels per channel."""
     batch, num_kernels = x.shape[0], weight.shape[0]
     static_bank = ('kernel_branches', 'im2col')
+    per_sample = ('aggregated', 'batch_folded')
+    small_map = pixels < PER_SAMPLE_MIN_PIXELS
     if batch == 1 and not (torch.is_grad_enabled() and any(
             t is not None and t.requires_grad
             for t in (x, weight, *attentions))):
-        return ('aggregated', 'batch_folded') + static_bank
+        if small_map and num_kernels == 1 and x.device.type == 'cpu':
+            return static_bank + per_sample
+        return per_sample + static_bank
     if x.device.type == 'cuda':
         if pixels <= GPU_IM2COL_MAX_PIXELS and num_kernels == 1:
             return static_bank + ('batch_folded', 'aggregated')
         return ('batch_folded', 'aggregated') + static_bank
-    if pixels >= PER_SAMPLE_MIN_PIXELS:
-        return ('aggregated', 'batch_folded') + static_bank
-    return static_bank + ('aggregated', 'batch_folded')
+    return static_bank + per_sample if small_map else per_sample + static_bank

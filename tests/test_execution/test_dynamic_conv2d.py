@@ -230,8 +230,10 @@ def test_select_method_picks_a_valid_formulation(attention, batch, grad):
 
 
 @pytest.mark.parametrize('attention,batch,hw,grad,expected', [
-    ('odconv_1x', 1, 7, False, 'aggregated'),  # batch-1 inference
-    ('odconv_4x', 1, 56, False, 'aggregated'),
+    ('odconv_1x', 1, 14, False, 'aggregated'),  # batch-1 inference
+    ('odconv_4x', 1, 7, False, 'aggregated'),
+    ('odconv_1x', 1, 7, False, 'im2col'),  # ... but a large static kernel
+    ('odconv_1x', 1, 7, True, 'im2col'),  # batch-1 training: small map
     ('odconv_1x', 8, 56, True, 'aggregated'),  # large maps: per-sample
     ('dynet', 8, 14, True, 'aggregated'),
     ('odconv_1x', 8, 7, True, 'im2col'),  # small maps: static bank

@@ -175,12 +175,19 @@ CLOCKS = dict(wall=time.perf_counter, cpu=time.process_time)
 CLOCK = CLOCKS['wall']
 
 
-def alternate(fns: Dict[str, Callable[[], None]], rounds: int, warmup: int,
-              device: torch.device) -> Dict[str, List[float]]:
-    """Seconds per call of each function, called in turn each round."""
+def alternate(fns: Dict[str, Callable[[], None]],
+              rounds: int,
+              warmup: int,
+              device: torch.device,
+              warm_each: bool = False) -> Dict[str, List[float]]:
+    """Seconds per call of each function, called in turn each round;
+    with ``warm_each``, each timed call follows an untimed one of the same
+    function, so that none is timed in the caches another left."""
     times = {name: [] for name in fns}
     for i in range(warmup + rounds):
         for name, fn in fns.items():
+            if warm_each and i >= warmup:
+                fn()
             synchronize(device)
             start = CLOCK()
             fn()
@@ -250,7 +257,8 @@ def layer_figures(args, device, autocast) -> List[dict]:
 
             times = alternate(
                 dict(static=step(static), dynamic=step(dynamic),
-                     reference=step(reference)), args.rounds, 2, device)
+                     reference=step(reference)), args.rounds, 2, device,
+                warm_each=True)
             rows.append(dict(
                 figure='layer', layer=name, batch=batch,
                 shape=f'{c_in}->{c_out} k{k} {h}x{w}', **summarise(times)))
@@ -332,7 +340,7 @@ def network_figures(args, device, autocast) -> List[dict]:
         for model in models.values():
             model.eval()
         times = alternate({k: infer(k) for k in models}, args.infer_rounds,
-                          3, device)
+                          3, device, warm_each=True)
         rows.append(dict(figure='infer', network=name, batch=1, size=224,
                          **summarise(times)))
         print(f'  infer {name} b1 224px: {fmt(rows[-1])}', flush=True)

@@ -6,7 +6,8 @@ conv's time and, as ratios to it, each formulation forced through the
 layer's ``execution`` option, what ``'auto'`` runs, and the materialised
 ``[B, K, ...]`` form of public implementations. Calls alternate between
 candidates round by round; the figure is each candidate's fastest round
-(the least disturbed on a shared machine). ``--clock cpu`` counts the
+(the least disturbed on a shared machine), each timed call right after an
+untimed one of the same candidate. ``--clock cpu`` counts the
 process's CPU time instead of wall time: on a machine shared with other
 jobs it is far steadier, and with ``OMP_WAIT_POLICY=PASSIVE`` idle
 threads do not burn it.
@@ -29,6 +30,7 @@ from benchmark import (LAYER_TYPES, build_layer,  # noqa: E402
                        use_materialised_form)
 
 from dynconv_mm.execution import FORMULATIONS  # noqa: E402
+from dynconv_mm.execution.selection import valid_methods  # noqa: E402
 
 # (C_in, C_out, kernel, stride, H, W): ResNet-50's block convs at 224x224
 SHAPES = [
@@ -100,15 +102,16 @@ def main() -> None:
             layer = build_layer(cfg, shape).to(device).train(train)
             reference = use_materialised_form(
                 build_layer(cfg, shape).to(device).train(train))
-            has_spatial = layer.attention(x[:1]).spatial is not None
+            runnable = valid_methods(x, layer.attention(x[:1]))
             fns = {'static': step(static, x)}
             for method in columns[:-1]:
-                if not (method == 'kernel_branches' and has_spatial):
+                if method in runnable or method == 'auto':
                     fns[method] = step(layer, x, method)
             fns['materialised'] = step(reference, x)
             best = {n: float('inf') for n in fns}
             for i in range(args.rounds + 1):
                 for n, fn in fns.items():
+                    fn()  # untimed: do not time the caches another left
                     if device.type == 'cuda':
                         torch.cuda.synchronize()
                     start = clock()
