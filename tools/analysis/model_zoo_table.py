@@ -74,25 +74,23 @@ IMAGENET_REASONS = {
     'per extra 1x1 kernel element where its R18 and MobileNetV2 steps '
     'imply 7; params match',
     'od_mobilenetv2_075_1x': 'MAdds: ours - paper is about the same at 1x '
-    'and 4x (and at width 1.0 and 0.5), so it does not come from the '
-    'kernels; it lies on the attention side, which the authors\' counter '
-    'evidently counts differently (not pinned down)',
+    'and 4x (also at widths 1.0 and 0.5): not the kernels but the attention '
+    'side, which the authors\' tool counts differently (not pinned down)',
     'od_mobilenetv2_075_4x': 'as 1x',
     'od_mobilenetv2_050_1x': 'as 0.75 1x',
     'od_mobilenetv2_050_4x': 'as 0.75 1x',
     'dy_resnet18': 'params: the paper\'s static ResNet-18 is 11.1M, '
     'torchvision\'s 11.69M (ours); the dynamic/static ratio matches (3.844 '
     'vs 3.847). MAdds: 1.86G vs a 3-digit 1.85G',
-    'mobilenetv3_small': 'params 2.95M round to the paper\'s 2.9M (with a '
-    '576->1280->1000 head; torchvision\'s 1024-wide one gives 2.54M). '
-    'MAdds: the paper\'s baseline is 9M above conv+FC MAdds; MobileNetV3\'s '
-    'own paper says 56M',
+    'mobilenetv3_small': 'params: with a 576->1280->1000 head, rounding to '
+    'the paper\'s 2.9M (torchvision\'s 1024-wide head: 2.54M). MAdds: the '
+    'paper\'s 66.0M is 9M above conv+FC; MobileNetV3\'s own paper says 56M',
     'dy_mobilenetv3_small': 'MAdds: on the same scale as the paper\'s '
     'static baseline (see the row above); params within 0.5%',
-    'dynet_resnet18': 'DyNet\'s MFLOPs are on another scale (its static '
-    'ResNet-18 is 1730M): the FLOP cut is compared. The table\'s cut '
-    'matches the fused convs alone (tests); ours also counts the '
-    'coefficient FCs and the kernel fusion, and equals the abstract\'s',
+    'dynet_resnet18': 'DyNet\'s MFLOPs are on another scale (static '
+    '1730M): the FLOP cut is compared; ours (coefficient FCs and kernel '
+    'fusion included) equals the abstract\'s, the table\'s matches the '
+    'fused convs alone (tests)',
     'dynet_resnet50': 'as Dy-ResNet18 (stride in the 3x3, mmdet\'s '
     'default, on both sides)',
 }
