@@ -1,15 +1,18 @@
 """End to end through the real Runner: our tools/train.py and test.py,
 resume, AMP, MMDetection's own train/test tools, and dist_train.sh with two
 CPU processes, on a tiny generated COCO-format dataset."""
+import math
 import os
 import os.path as osp
 import pickle
+import re
 import socket
 import subprocess
 import sys
 
 import mmdet
 import pytest
+import torch
 
 from dynconv_mm.datasets import generate_synthetic_coco
 
@@ -91,6 +94,19 @@ def test_amp_without_gpu_is_a_clear_error(tiny_config, tmp_path):
                           env={**os.environ, **NO_GPU})
     assert proc.returncode != 0
     assert '--amp needs a GPU' in proc.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
+def test_amp_training_on_gpu(tiny_config, tmp_path):
+    """The demo detector, every backbone conv ODConv, trains a few
+    iterations under mmengine's AmpOptimWrapper (fp16 with loss scaling)
+    and evaluates, with finite losses."""
+    out = run([sys.executable, 'tools/train.py', tiny_config, '--amp',
+               '--work-dir', str(tmp_path)])
+    assert 'AmpOptimWrapper' in out or 'loss_scale' in out
+    losses = re.findall(r' loss: ([0-9.einf-]+)', out)
+    assert losses and all(math.isfinite(float(v)) for v in losses), losses
+    assert 'coco/bbox_mAP' in out
 
 
 def test_mmdetection_own_tools_run_the_config(tiny_config, tmp_path):
