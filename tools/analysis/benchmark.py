@@ -21,9 +21,10 @@ process, and the ratio is taken per round, so that a noisy machine slows
 all three alike; the figures are medians over several processes (``--
 processes``). Writes ``benchmark.json`` and ``benchmark.md`` to ``--out``.
 
-    python tools/analysis/benchmark.py               # CPU, full (~30 min)
+    python tools/analysis/benchmark.py               # CPU, full (~1 h)
     python tools/analysis/benchmark.py --quick       # CPU, a few minutes
     python tools/analysis/benchmark.py --device cuda # GPU, bf16 autocast
+    python tools/analysis/benchmark.py --quick --figures network --compile
 """
 import argparse
 import json
@@ -240,7 +241,8 @@ def layer_figures(args, device, autocast) -> List[dict]:
                         requires_grad=True)
         static = build_layer(None, shape).to(device)
         for name, cfg in LAYER_TYPES.items():
-            dynamic = build_layer(cfg, shape).to(device)
+            dynamic = build_layer(dict(cfg, execution=args.execution),
+                                  shape).to(device)
             reference = use_materialised_form(
                 build_layer(cfg, shape).to(device))
             reference.load_state_dict(dynamic.state_dict())
@@ -275,7 +277,8 @@ def network_figures(args, device, autocast) -> List[dict]:
     torch.manual_seed(0)
     static = build_resnet50(None).to(device)
     for name, cfg in NETWORKS.items():
-        dynamic = build_resnet50(cfg).to(device)
+        dynamic = build_resnet50(dict(cfg, execution=args.execution)).to(
+            device)
         reference = use_materialised_form(build_resnet50(cfg).to(device))
         reference.load_state_dict(dynamic.state_dict())
         models = dict(static=static, dynamic=dynamic, reference=reference)
@@ -344,6 +347,16 @@ def network_figures(args, device, autocast) -> List[dict]:
         rows.append(dict(figure='infer', network=name, batch=1, size=224,
                          **summarise(times)))
         print(f'  infer {name} b1 224px: {fmt(rows[-1])}', flush=True)
+        if args.compile:  # static and ours, both through torch.compile
+            models = {k: torch.compile(models[k])
+                      for k in ('static', 'dynamic')}
+            times = alternate({k: infer(k) for k in models},
+                              args.infer_rounds, 3, device, warm_each=True)
+            rows.append(dict(figure='infer', network=f'{name} (compiled)',
+                             batch=1, size=224, **summarise(times)))
+            print(f'  infer {name} b1 224px, torch.compile: static '
+                  f'{rows[-1]["static"]["ms"]:.1f} ms, dynamic '
+                  f'{rows[-1]["dynamic"]["x_static"]:.2f}x', flush=True)
     return rows
 
 
@@ -392,6 +405,8 @@ def aggregate(runs: List[dict]) -> List[dict]:
     for rows in merged.values():
         first = dict(rows[0])
         for key in ('static', 'dynamic', 'reference'):
+            if key not in rows[0]:
+                continue
             first[key] = {}
             for metric in rows[0][key]:
                 values = [r[key][metric] for r in rows]
@@ -463,9 +478,10 @@ def markdown(result: dict) -> str:
         lines += ['| batch-1 inference, 224² | static ms | ours | '
                   'materialised |', '|---|---|---|---|']
         for r in infer:
+            ref = rng(r['reference'], 'x_static') if 'reference' in r \
+                else '-'
             lines.append(f'| {r["network"]} | {r["static"]["ms"]:.1f} | '
-                         f'{rng(r["dynamic"], "x_static")} | '
-                         f'{rng(r["reference"], "x_static")} |')
+                         f'{rng(r["dynamic"], "x_static")} | {ref} |')
     return '\n'.join(lines) + '\n'
 
 
@@ -499,6 +515,14 @@ def main() -> None:
         'machine shared with other jobs (run with OMP_WAIT_POLICY=PASSIVE '
         'so that idle threads do not burn it); img/s then count CPU '
         'seconds')
+    parser.add_argument(
+        '--execution', default='auto',
+        help="our layers' execution option, e.g. triton on a GPU (default "
+        'auto)')
+    parser.add_argument(
+        '--compile', action='store_true',
+        help='also time batch-1 inference with the static network and ours '
+        'both through torch.compile (minutes of compilation per network)')
     parser.add_argument('--out', default='work_dirs/benchmark')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args()
