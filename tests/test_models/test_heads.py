@@ -18,7 +18,16 @@ from oracle import per_sample_kernel, reference_attentions
 
 mmpose = pytest.importorskip('mmpose')
 from mmpose.models.heads import HeatmapHead  # noqa: E402
+from mmengine.registry import DefaultScope  # noqa: E402
 from mmpose.registry import MODELS  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def mmpose_scope():
+    """mmpose's heads build their losses through the default scope, which
+    an earlier test (a Runner) may have left at mmdet."""
+    with DefaultScope.overwrite_default_scope('mmpose'):
+        yield
 
 REPO = Path(__file__).resolve().parents[2]
 DYNAMIC = {'DynamicConv': DynamicConv2d, 'ODConv': ODConv2d,
