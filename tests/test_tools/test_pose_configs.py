@@ -31,6 +31,8 @@ STUDY = {(b, s): POSE / 'dynamic_conv' / f'td-hm_{b}_{s}{SUFFIX}'
 OD_MV2 = POSE / 'odconv' / f'td-hm_od-mobilenetv2-x1.0-4x{SUFFIX}'
 OD_R50 = POSE / 'odconv' / f'td-hm_od-resnet50-4x{SUFFIX}'
 DYNET = POSE / 'dynet' / f'td-hm_dynet-resnet50{SUFFIX}'
+DEMO = (POSE / 'demo' /
+        'td-hm_mobilenetv2-x0.5_dy-both_synthetic-coco-128x96.py')
 ALL = sorted(STUDY.values()) + [OD_MV2, OD_R50, DYNET]
 DYNAMIC_TYPES = (DynamicConv2d, ODConv2d, DyNetConv2d)
 # One representative per family for the Runner runs.
@@ -71,10 +73,11 @@ def hook_types(cfg: Config) -> list:
 
 # ------------------------------------------------------------ the files
 def test_the_config_set():
-    """The 16 study configs, ODConv MobileNetV2 and ResNet-50, DyNet; no
-    other config under configs/pose (so the documented list is complete)."""
+    """The 16 study configs, ODConv MobileNetV2 and ResNet-50, DyNet, the
+    demo; no other config under configs/pose (so the documented list is
+    complete)."""
     found = sorted(p for p in POSE.rglob('*.py') if '_base_' not in p.parts)
-    assert found == sorted(ALL)
+    assert found == sorted(ALL + [DEMO])
     assert len(STUDY) == 16
 
 
@@ -186,6 +189,27 @@ def test_odconv_and_dynet_configs(monkeypatch):
     assert not dynamic_convs(dynet.head)
     assert 'TemperatureAnnealingHook' not in hook_types(dynet_cfg)
     assert dynet.head.in_channels == 1024
+
+
+def test_demo_config_is_the_dynamic_study_config_on_synthetic_data(
+        monkeypatch):
+    """`bash tools/demo.sh pose` trains the MobileNetV2 x0.5 dy-both model
+    on the synthetic set with ground-truth boxes, without the switch."""
+    demo = load(DEMO, monkeypatch)
+    study = load(STUDY['mobilenetv2-x0.5', 'dy-both'], monkeypatch)
+    root = 'data/synthetic_coco_keypoints/'
+    assert demo.train_dataloader.dataset.data_root == root
+    assert demo.val_dataloader.dataset.bbox_file is None
+    assert demo.test_dataloader.dataset.bbox_file is None
+    assert demo.val_evaluator.ann_file.startswith(root)
+    assert demo.model.head.decoder == demo.codec
+    assert demo.codec.input_size == (96, 128)
+    for key in ('backbone', 'data_preprocessor', 'test_cfg'):
+        assert demo.model[key] == study.model[key], key
+    head = {k: v for k, v in demo.model.head.items() if k != 'decoder'}
+    assert head == {k: v for k, v in study.model.head.items()
+                    if k != 'decoder'}
+    assert 'TemperatureAnnealingHook' in hook_types(demo)
 
 
 # ------------------------------------------------- through the Runner
