@@ -42,7 +42,9 @@ import sys
 
 from dynconv_mm.engine import build_runner, load_run_config
 
-runner = build_runner(load_run_config(sys.argv[1], sys.argv[2]))
+cfg = load_run_config(sys.argv[1], sys.argv[2])
+cfg.default_hooks.checkpoint.save_best = None  # nothing trained to keep
+runner = build_runner(cfg)
 runner.model.init_weights()
 ap = runner.val()['coco/AP']
 print(f'keypoint AP of the untrained model: {ap:.4f}')
@@ -54,8 +56,9 @@ PYTHON
     --work-dir "$WORK_DIR" 2>&1 | tee "$WORK_DIR/test.log"
   trained=$(grep -o 'coco/AP: [0-9.]*' "$WORK_DIR/test.log" | tail -1 |
     cut -d' ' -f2)
-  echo "keypoint AP: untrained $(cat "$WORK_DIR/untrained/coco_AP.txt")," \
-    "trained $trained (64 held-out synthetic images, ground-truth boxes)"
+  printf 'keypoint AP (COCO OKS, 64 held-out synthetic images, ground-truth'
+  printf ' boxes): untrained %s, trained %.4f\n' \
+    "$(cat "$WORK_DIR/untrained/coco_AP.txt")" "$trained"
 fi
 echo "demo finished in $(( $(date +%s) - start )) s (after install);" \
   "logs and checkpoints in $WORK_DIR"
