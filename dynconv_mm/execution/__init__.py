@@ -8,6 +8,7 @@ when used, since it needs Triton and a GPU (or Triton's interpreter).
 """
 from .attentions import (ConvAttentions, empty_batch_conv2d, mix_bias,
                          mix_kernels)
+from .cpu_memory import cpu_memory_state, keep_freed_cpu_memory
 from .dynamic_conv2d import METHODS, check_method, dynamic_conv2d
 from .im2col_conv2d import im2col_conv2d
 from .kernel_branches import kernel_branches_conv2d
@@ -16,7 +17,8 @@ from .selection import FORMULATIONS, select_method
 
 __all__ = [
     'METHODS', 'FORMULATIONS', 'ConvAttentions', 'aggregated_conv2d',
-    'batch_folded_conv2d', 'check_method', 'dynamic_conv2d',
-    'empty_batch_conv2d', 'im2col_conv2d', 'kernel_branches_conv2d',
-    'mix_bias', 'mix_kernels', 'select_method'
+    'batch_folded_conv2d', 'check_method', 'cpu_memory_state',
+    'dynamic_conv2d', 'empty_batch_conv2d', 'im2col_conv2d',
+    'keep_freed_cpu_memory', 'kernel_branches_conv2d', 'mix_bias',
+    'mix_kernels', 'select_method'
 ]

@@ -11,15 +11,19 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
   ``im2col`` keeps the large kernel static (1.0x against 1.35x a static
   conv); so below ``PER_SAMPLE_MIN_PIXELS`` a single kernel runs from the
   static bank.
-* **Otherwise, on the CPU**, per-sample kernels (``batch_folded`` /
-  ``aggregated``) cost about one static convolution where the output map is
-  large, but where it is small the batch-folded grouped convolution runs
-  far slower than a static one (512 channels at 7x7, batch 8: 7-12x in
-  forward + backward) while the ``K``-wide static forms cost ``K`` times
-  the multiply-adds (4-6x for K = 4). Per-sample kernels are used when
-  ``H_out * W_out >= PER_SAMPLE_MIN_PIXELS``; below it the static bank
-  runs as ``kernel_branches`` (no spatial attention) or ``im2col`` (spatial
-  attention applied to the unfolded input).
+* **Otherwise, on the CPU** (training, or batches), measured at batch 8
+  with freed memory kept in the process (:mod:`.cpu_memory`; without it
+  every per-sample kernel page-faults anew): per-sample kernels
+  (``aggregated`` / ``batch_folded``) cost 1.2-2x a static convolution
+  from 14x14 maps up and 3.7-4.6x at 7x7 with ``K > 1``, where the
+  ``K``-wide static forms cost 4.2-6.8x (``K`` times the multiply-adds).
+  With a single kernel the static bank costs only the attentions: below
+  ``PER_SAMPLE_MIN_PIXELS`` output pixels it runs as ``im2col`` (1.5x
+  against 3.4x at 512 channels 7x7) or ``kernel_branches``, and a 1x1
+  kernel (no spatial attention) runs as ``kernel_branches`` up to
+  ``STATIC_1X1_MAX_PIXELS`` (28x28: 1.4-1.5x against 1.5-1.7x). Where
+  freed memory is not kept, per-sample kernels at 7x7 cost 9-13x, so
+  below ``PER_SAMPLE_MIN_PIXELS`` the static bank runs whatever ``K``.
 * **On a GPU** (not measured with these layers; the split follows the
   H100 profile of the ODConv authors' network in ``PERF-NOTES``): with a
   single kernel, the static bank (``kernel_branches``/``im2col``) where
@@ -35,14 +39,16 @@ import torch
 from torch import Tensor
 
 from .attentions import ConvAttentions, IntPair, Padding, output_size
+from .cpu_memory import cpu_memory_state
 
 FORMULATIONS = ('batch_folded', 'aggregated', 'kernel_branches', 'im2col',
                 'triton')
 
-# Output pixels from which the per-sample kernel forms beat the static-bank
-# forms on the CPU: 14x14 maps do (1.5-2x a static conv against 2.7-10x),
-# 7x7 maps do not (7-13x against 2.4-11x; DyNet's g = 6: a tie).
+# Output pixels from which per-sample kernels beat the static bank with a
+# single kernel on the CPU: 14x14 maps do, 7x7 maps do not.
 PER_SAMPLE_MIN_PIXELS = 100
+# A single 1x1 kernel stays static (kernel_branches) up to 28x28 outputs.
+STATIC_1X1_MAX_PIXELS = 28 * 28
 # GPU: im2col up to this many output pixels (28x28), per-sample above.
 GPU_IM2COL_MAX_PIXELS = 28 * 28
 
@@ -115,4 +121,10 @@ def preference(x: Tensor, weight: Tensor, attentions: ConvAttentions,
         if pixels <= GPU_IM2COL_MAX_PIXELS and num_kernels == 1:
             return static_bank + ('batch_folded', 'aggregated')
         return ('batch_folded', 'aggregated') + static_bank
-    return static_bank + per_sample if small_map else per_sample + static_bank
+    if num_kernels == 1:
+        one_by_one = attentions.spatial is None and weight.shape[3:] == (1, 1)
+        if small_map or (one_by_one and pixels <= STATIC_1X1_MAX_PIXELS):
+            return static_bank + per_sample
+    elif small_map and not cpu_memory_state()['applied']:
+        return static_bank + per_sample
+    return per_sample + static_bank

@@ -229,6 +229,23 @@ def test_select_method_picks_a_valid_formulation(attention, batch, grad):
     assert method in CPU_FORMULATIONS and runs(method, attention)
 
 
+def rule_case(attention, batch, hw, grad, kernel_size=3):
+    kinds, _ = ATTENTIONS[attention]
+    num_kernels = 4 if 'kernel' in kinds else 1
+    channels = 8
+    x = torch.randn(batch, channels, hw, hw, requires_grad=grad)
+    weight = torch.randn(num_kernels, channels, channels, kernel_size,
+                         kernel_size)
+    shapes = dict(kernel=(num_kernels, ) if kinds.get('kernel') == 'bk' else
+                  (channels, num_kernels),
+                  spatial=(kernel_size, kernel_size),
+                  input=(channels, ), output=(channels, ))
+    att = ConvAttentions(**{k: torch.rand(batch, *shapes[k])
+                            for k in kinds if kernel_size > 1
+                            or k != 'spatial'})
+    return x, weight, att
+
+
 @pytest.mark.parametrize('attention,batch,hw,grad,expected', [
     ('odconv_1x', 1, 14, False, 'aggregated'),  # batch-1 inference
     ('odconv_4x', 1, 7, False, 'aggregated'),
@@ -236,26 +253,42 @@ def test_select_method_picks_a_valid_formulation(attention, batch, grad):
     ('odconv_1x', 1, 7, True, 'im2col'),  # batch-1 training: small map
     ('odconv_1x', 8, 56, True, 'aggregated'),  # large maps: per-sample
     ('dynet', 8, 14, True, 'aggregated'),
-    ('odconv_1x', 8, 7, True, 'im2col'),  # small maps: static bank
-    ('odconv_4x', 8, 7, False, 'im2col'),
-    ('dynamic_conv', 8, 7, True, 'kernel_branches'),
+    ('odconv_1x', 8, 7, True, 'im2col'),  # one kernel, small map: static
     ('channels_only', 8, 7, True, 'kernel_branches'),
+    ('odconv_4x', 8, 7, False, 'aggregated'),  # K > 1: per-sample always
+    ('dynamic_conv', 8, 7, True, 'aggregated'),
+    ('dynet', 8, 7, True, 'aggregated'),
 ])
 def test_cpu_rule(attention, batch, hw, grad, expected):
-    """The measured CPU rule of selection.py (docs/benchmarks.md)."""
-    kinds, _ = ATTENTIONS[attention]
-    num_kernels = 4 if 'kernel' in kinds else 1
-    channels = 8
-    x = torch.randn(batch, channels, hw, hw, requires_grad=grad)
-    weight = torch.randn(num_kernels, channels, channels, 3, 3)
-    shapes = dict(kernel=(num_kernels, ) if kinds.get('kernel') == 'bk' else
-                  (channels, num_kernels), spatial=(3, 3),
-                  input=(channels, ), output=(channels, ))
-    att = ConvAttentions(**{k: torch.rand(batch, *shapes[k])
-                            for k in kinds})
+    """The measured CPU rule of selection.py (docs/benchmarks.md), with
+    freed memory kept (what importing dynconv_mm sets up on glibc)."""
+    x, weight, att = rule_case(attention, batch, hw, grad)
     with torch.set_grad_enabled(grad):
         assert select_method(x, weight, att, stride=1,
                              padding=1) == expected
+
+
+@pytest.mark.parametrize('hw,expected', [(7, 'kernel_branches'),
+                                         (28, 'kernel_branches'),
+                                         (56, 'aggregated')])
+def test_cpu_rule_single_1x1_kernel(hw, expected):
+    """A single 1x1 kernel stays static up to 28x28 outputs."""
+    x, weight, att = rule_case('odconv_1x', 8, hw, True, kernel_size=1)
+    assert select_method(x, weight, att) == expected
+
+
+@pytest.mark.parametrize('attention,expected', [
+    ('odconv_4x', 'im2col'), ('dynamic_conv', 'kernel_branches'),
+    ('odconv_1x', 'im2col')])
+def test_cpu_rule_without_kept_memory(attention, expected, monkeypatch):
+    """Where malloc returns freed memory (opted out, or not glibc),
+    per-sample kernels page-fault on every call: small maps use the static
+    bank whatever K."""
+    from dynconv_mm.execution import selection
+    monkeypatch.setattr(selection, 'cpu_memory_state',
+                        lambda: dict(applied=False, reason='test'))
+    x, weight, att = rule_case(attention, 8, 7, True)
+    assert select_method(x, weight, att, stride=1, padding=1) == expected
 
 
 def test_allowed_methods_restrict_auto():
