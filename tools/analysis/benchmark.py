@@ -425,8 +425,14 @@ def machine() -> dict:
                        if line.startswith('model name'))
     except (OSError, StopIteration):
         pass
+    # Both change CPU timings a lot: with OMP_WAIT_POLICY=PASSIVE every
+    # small op pays a thread wake-up (a 2048x7x7 mean: 10 -> 55 us), and
+    # without kept memory large tensors page-fault anew on every call.
+    from dynconv_mm.execution import cpu_memory_state
     info = dict(cpu=cpu, cores=os.cpu_count(), torch=torch.__version__,
-                python=platform.python_version())
+                python=platform.python_version(),
+                omp_wait_policy=os.environ.get('OMP_WAIT_POLICY', 'default'),
+                freed_memory_kept=cpu_memory_state()['applied'])
     if torch.cuda.is_available():
         info['gpu'] = torch.cuda.get_device_name(0)
     return info
@@ -438,7 +444,9 @@ def markdown(result: dict) -> str:
     lines = [
         f'Device: {result["device"]} ({device}), '
         f'{result["threads"]} threads, torch {m["torch"]}, amp '
-        f'{result["amp"]}, {result["clock"]} clock; medians over '
+        f'{result["amp"]}, {result["clock"]} clock, OMP_WAIT_POLICY '
+        f'{m.get("omp_wait_policy", "?")}, freed CPU memory kept: '
+        f'{m.get("freed_memory_kept", "?")}; medians over '
         f'{result["processes"]} processes '
         f'(min-max in brackets); command: `{result["command"]}`', ''
     ]
@@ -514,7 +522,8 @@ def main() -> None:
         help='wall time (default), or the process CPU time: steadier on a '
         'machine shared with other jobs (run with OMP_WAIT_POLICY=PASSIVE '
         'so that idle threads do not burn it); img/s then count CPU '
-        'seconds')
+        'seconds. For wall time keep the default OMP_WAIT_POLICY: PASSIVE '
+        'makes every small op wait for sleeping threads')
     parser.add_argument(
         '--execution', default='auto',
         help="our layers' execution option, e.g. triton on a GPU (default "
