@@ -33,8 +33,9 @@ the paper's Eq. (2); it reproduces the ODConv authors' ResNet-18 1x / 4x
 MAdds to 0.07 % / 0.01 % (``docs/model_zoo.md``).
 
 ``'executed'`` -- what the layer really runs, whichever formulation of
-:mod:`dynconv_mm.execution` it picks (at batch-1 inference ``aggregated``:
-each attention on the kernel or on the activation, whichever is smaller):
+:mod:`dynconv_mm.execution` it picks (at batch-1 inference mostly
+``aggregated``, each attention on the kernel or on the activation,
+whichever is smaller; a single kernel on a small CPU map stays static):
 the counter charges the layer the ATen operators it executes, convolutions
 and matrix products (the mixing) as multiply-accumulates and, unlike
 elsewhere, every elementwise multiplication (an attention scaling a kernel

@@ -8,7 +8,7 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
   onto the activations, whichever is smaller. Fastest on the CPU at every
   ResNet-50 shape measured but one: a single kernel with a spatial
   attention on a small map (ODConv 1x, 512 channels at 7x7), where
-  ``im2col`` keeps the large kernel static (1.0x against 1.35x a static
+  ``im2col`` keeps the large kernel static (1.1x against 1.34x a static
   conv); so below ``PER_SAMPLE_MIN_PIXELS`` a single kernel runs from the
   static bank.
 * **Otherwise, on the CPU** (training, or batches), measured at batch 8
