@@ -1,12 +1,12 @@
 """End to end through the real Runner: our tools/train.py and test.py,
 resume, AMP, MMDetection's own train/test tools, and dist_train.sh with two
 CPU processes, on a tiny generated COCO-format dataset."""
+import importlib.util
 import math
 import os
 import os.path as osp
 import pickle
 import re
-import socket
 import subprocess
 import sys
 
@@ -19,25 +19,23 @@ from dynconv_mm.datasets import generate_synthetic_coco
 pytestmark = pytest.mark.slow
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-DEMO_CONFIG = osp.join(
-    REPO, 'configs/odconv/faster-rcnn_r18-slim-odconv_fpn_synthetic-coco.py')
 MMDET_TOOLS = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools')
 
-TINY_CONFIG = """
-_base_ = {base!r}
-data_root = {data_root!r}
-loader = dict(batch_size=2, num_workers=0, persistent_workers=False)
-train_dataloader = dict(**loader, dataset=dict(data_root=data_root))
-val_dataloader = dict(**loader, dataset=dict(data_root=data_root))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
-test_evaluator = val_evaluator
-train_cfg = dict(max_epochs=1, val_interval=1)
-param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=True)]
-custom_hooks = [dict(type='TemperatureAnnealingHook', start=30., end=1.,
-                     epochs=1)]
-default_hooks = dict(checkpoint=dict(interval=1), logger=dict(interval=1))
-"""
+
+def _load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(
+        name, osp.join(REPO, 'tools', 'analysis', name + '.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# The tiny two-iteration config of the demo detector, and a free port: the
+# same as tools/analysis/repeat_dist_runs.py repeats.
+_dist_runs = _load_tool('repeat_dist_runs')
+DEMO_CONFIG = _dist_runs.DEMO_CONFIG
+TINY_CONFIG = _dist_runs.TINY_CONFIG
+free_port = _dist_runs.free_port
 
 
 @pytest.fixture(scope='module')
@@ -116,12 +114,6 @@ def test_mmdetection_own_tools_run_the_config(tiny_config, tmp_path):
     out = run([sys.executable, osp.join(MMDET_TOOLS, 'test.py'), tiny_config,
                checkpoint, '--work-dir', str(tmp_path)])
     assert 'coco/bbox_mAP' in out
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 # Imported by every Python process of a run (as sitecustomize): its atexit
