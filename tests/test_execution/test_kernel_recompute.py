@@ -1,0 +1,98 @@
+"""Per-sample kernels are formed again in backward instead of kept
+(per_sample_kernels.KernelsRecomputedInBackward): what autograd keeps,
+higher derivatives, and refusal after an in-place change. First
+derivatives of every formulation against the oracle are in
+test_dynamic_conv2d.py (they run through the same path)."""
+import pytest
+import torch
+
+from dynconv_mm.execution import ConvAttentions, dynamic_conv2d
+from oracle import reference_dynamic_conv2d
+from test_dynamic_conv2d import make_case
+
+PER_SAMPLE = ('aggregated', 'batch_folded')
+
+
+def saved_bytes(run) -> int:
+    """Bytes of the distinct storages autograd keeps for backward."""
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = run()
+    return out, sum(storages.values())
+
+
+def large_kernel_case(attention):
+    """Kernels far larger than the activations: 4 samples of a 32 -> 32
+    3x3 bank on 3x3 maps (one batch of kernels: 295 KB in float64)."""
+    torch.manual_seed(0)
+    kernel_attention = 'kernel' in attention
+    num_kernels = 4 if kernel_attention else 1
+    x = torch.randn(4, 32, 3, 3, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(num_kernels, 32, 32, 3, 3, dtype=torch.float64,
+                         requires_grad=True)
+    att = dict(spatial=torch.rand(4, 3, 3, dtype=torch.float64),
+               input=torch.rand(4, 32, dtype=torch.float64),
+               output=torch.rand(4, 32, dtype=torch.float64))
+    if kernel_attention:
+        att['kernel'] = torch.rand(4, num_kernels, dtype=torch.float64)
+    att = {k: v.requires_grad_() for k, v in att.items()}
+    return x, weight, ConvAttentions(**att)
+
+
+@pytest.mark.parametrize('method', PER_SAMPLE)
+@pytest.mark.parametrize('attention', ['odconv_4x_kernel', 'odconv_1x'])
+def test_no_kernel_sized_tensor_is_kept(method, attention):
+    x, weight, att = large_kernel_case(attention)
+    one_batch_of_kernels = 4 * weight[0].numel() * 8
+    out, kept = saved_bytes(lambda: dynamic_conv2d(
+        x, weight, att, padding=1, method=method))
+    # Kept: the bank (a parameter), the input, the small attentions and
+    # activation-sized products; not the per-sample kernels.
+    bank_and_activations = weight.numel() * 8 + 6 * x.numel() * 8 + 4096
+    assert kept < bank_and_activations < one_batch_of_kernels + \
+        weight.numel() * 8, (kept, one_batch_of_kernels)
+    # and backward still gives the oracle's gradients
+    ref = reference_dynamic_conv2d(x, weight, padding=1,
+                                   **{k: v for k, v in att._asdict().items()
+                                      if v is not None})
+    inputs = [x, weight] + [t for t in att if t is not None]
+    got = torch.autograd.grad(out.square().sum(), inputs)
+    want = torch.autograd.grad(ref.square().sum(), inputs)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+
+
+@pytest.mark.parametrize('method', PER_SAMPLE)
+@pytest.mark.parametrize('attention', ['odconv_4x', 'dynet', 'odconv_1x'])
+def test_second_derivatives_match_the_oracle(method, attention):
+    """create_graph=True through re-formed kernels."""
+    x, weight, _, att, conv = make_case('plain3x3', attention, False)
+    inputs = [x, weight] + list(att.values())
+
+    def gradient_penalty(out):
+        grad_x, = torch.autograd.grad(out.square().sum(), x,
+                                      create_graph=True)
+        return torch.autograd.grad(grad_x.square().sum(), inputs[1:])
+
+    out = dynamic_conv2d(x, weight, ConvAttentions(**att), method=method,
+                         **conv)
+    ref = reference_dynamic_conv2d(x, weight, **att, **conv)
+    for got, want in zip(gradient_penalty(out), gradient_penalty(ref)):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize('method', PER_SAMPLE)
+def test_a_bank_changed_before_backward_is_refused(method):
+    x, weight, _, att, conv = make_case('plain3x3', 'odconv_4x', False)
+    out = dynamic_conv2d(x, weight, ConvAttentions(**att), method=method,
+                         **conv)
+    with torch.no_grad():
+        weight.mul_(2)  # e.g. an optimizer step before this backward
+    with pytest.raises(RuntimeError, match='modified in place'):
+        out.sum().backward()
