@@ -13,17 +13,19 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
   static bank.
 * **Otherwise, on the CPU** (training, or batches), measured at batch 8
   with freed memory kept in the process (:mod:`.cpu_memory`; without it
-  every per-sample kernel page-faults anew): per-sample kernels
-  (``aggregated`` / ``batch_folded``) cost 1.2-2x a static convolution
-  from 14x14 maps up and 3.7-4.6x at 7x7 with ``K > 1``, where the
-  ``K``-wide static forms cost 4.2-6.8x (``K`` times the multiply-adds).
-  With a single kernel the static bank costs only the attentions: below
-  ``PER_SAMPLE_MIN_PIXELS`` output pixels it runs as ``im2col`` (1.5x
-  against 3.4x at 512 channels 7x7) or ``kernel_branches``, and a 1x1
-  kernel (no spatial attention) runs as ``kernel_branches`` up to
-  ``STATIC_1X1_MAX_PIXELS`` (28x28: 1.4-1.5x against 1.5-1.7x). Where
-  freed memory is not kept, per-sample kernels at 7x7 cost 9-13x, so
-  below ``PER_SAMPLE_MIN_PIXELS`` the static bank runs whatever ``K``.
+  every per-sample kernel page-faults anew) and the kernels formed again
+  in backward: per-sample kernels (``aggregated`` / ``batch_folded``) cost
+  1.2-2.5x a static convolution from 14x14 maps up, where the ``K``-wide
+  static forms cost about ``K`` times (they do ``K`` times the
+  multiply-adds). On 7x7 maps (below ``PER_SAMPLE_MIN_PIXELS`` output
+  pixels) per-sample kernels cost 3.2-3.7x with a single kernel, 4.2-5.1x
+  with four and 3.9-4.6x with DyNet's six, the static bank 1.2-1.4x,
+  4.2-4.7x and 6.9-8.1x: so there the static bank runs up to
+  ``STATIC_BANK_MAX_KERNELS`` kernels, per-sample kernels beyond. A
+  single 1x1 kernel (no spatial attention) runs as ``kernel_branches`` up
+  to ``STATIC_1X1_MAX_PIXELS`` (28x28: 1.3-1.5x against 1.5-1.7x).
+  Without kept memory per-sample kernels on 7x7 maps cost 9-13x, so there
+  the static bank runs whatever ``K``.
 * **On a GPU** (not measured with these layers; the split follows the
   H100 profile of the ODConv authors' network in ``PERF-NOTES``): with a
   single kernel, the static bank (``kernel_branches``/``im2col``) where
@@ -49,6 +51,8 @@ FORMULATIONS = ('batch_folded', 'aggregated', 'kernel_branches', 'im2col',
 PER_SAMPLE_MIN_PIXELS = 100
 # A single 1x1 kernel stays static (kernel_branches) up to 28x28 outputs.
 STATIC_1X1_MAX_PIXELS = 28 * 28
+# Below PER_SAMPLE_MIN_PIXELS, the K-times-wider static bank up to this K.
+STATIC_BANK_MAX_KERNELS = 4
 # GPU: im2col up to this many output pixels (28x28), per-sample above.
 GPU_IM2COL_MAX_PIXELS = 28 * 28
 
@@ -125,6 +129,7 @@ def preference(x: Tensor, weight: Tensor, attentions: ConvAttentions,
         one_by_one = attentions.spatial is None and weight.shape[3:] == (1, 1)
         if small_map or (one_by_one and pixels <= STATIC_1X1_MAX_PIXELS):
             return static_bank + per_sample
-    elif small_map and not cpu_memory_state()['applied']:
+    elif small_map and (num_kernels <= STATIC_BANK_MAX_KERNELS
+                        or not cpu_memory_state()['applied']):
         return static_bank + per_sample
     return per_sample + static_bank

@@ -229,9 +229,9 @@ def test_select_method_picks_a_valid_formulation(attention, batch, grad):
     assert method in CPU_FORMULATIONS and runs(method, attention)
 
 
-def rule_case(attention, batch, hw, grad, kernel_size=3):
+def rule_case(attention, batch, hw, grad, kernel_size=3, num_kernels=4):
     kinds, _ = ATTENTIONS[attention]
-    num_kernels = 4 if 'kernel' in kinds else 1
+    num_kernels = num_kernels if 'kernel' in kinds else 1
     channels = 8
     x = torch.randn(batch, channels, hw, hw, requires_grad=grad)
     weight = torch.randn(num_kernels, channels, channels, kernel_size,
@@ -246,23 +246,27 @@ def rule_case(attention, batch, hw, grad, kernel_size=3):
     return x, weight, att
 
 
-@pytest.mark.parametrize('attention,batch,hw,grad,expected', [
-    ('odconv_1x', 1, 14, False, 'aggregated'),  # batch-1 inference
-    ('odconv_4x', 1, 7, False, 'aggregated'),
-    ('odconv_1x', 1, 7, False, 'im2col'),  # ... but a large static kernel
-    ('odconv_1x', 1, 7, True, 'im2col'),  # batch-1 training: small map
-    ('odconv_1x', 8, 56, True, 'aggregated'),  # large maps: per-sample
-    ('dynet', 8, 14, True, 'aggregated'),
-    ('odconv_1x', 8, 7, True, 'im2col'),  # one kernel, small map: static
-    ('channels_only', 8, 7, True, 'kernel_branches'),
-    ('odconv_4x', 8, 7, False, 'aggregated'),  # K > 1: per-sample always
-    ('dynamic_conv', 8, 7, True, 'aggregated'),
-    ('dynet', 8, 7, True, 'aggregated'),
+@pytest.mark.parametrize('attention,batch,hw,grad,expected,num_kernels', [
+    ('odconv_1x', 1, 14, False, 'aggregated', 4),  # batch-1 inference
+    ('odconv_4x', 1, 7, False, 'aggregated', 4),
+    ('odconv_1x', 1, 7, False, 'im2col', 1),  # ... but a large static kernel
+    ('odconv_1x', 1, 7, True, 'im2col', 1),  # batch-1 training: small map
+    ('odconv_1x', 8, 56, True, 'aggregated', 4),  # large maps: per-sample
+    ('dynet', 8, 14, True, 'aggregated', 4),
+    ('odconv_1x', 8, 7, True, 'im2col', 1),  # one kernel, small map: static
+    ('channels_only', 8, 7, True, 'kernel_branches', 4),
+    ('odconv_4x', 8, 7, False, 'im2col', 4),  # four kernels: static bank
+    ('dynamic_conv', 8, 7, True, 'kernel_branches', 4),
+    ('dynet', 8, 7, True, 'kernel_branches', 4),
+    ('dynet', 8, 7, True, 'aggregated', 6),  # DyNet's six: per-sample
+    ('dynamic_conv', 8, 7, True, 'aggregated', 8),
+    ('odconv_4x', 8, 14, True, 'aggregated', 8),
 ])
-def test_cpu_rule(attention, batch, hw, grad, expected):
+def test_cpu_rule(attention, batch, hw, grad, expected, num_kernels):
     """The measured CPU rule of selection.py (docs/benchmarks.md), with
     freed memory kept (what importing dynconv_mm sets up on glibc)."""
-    x, weight, att = rule_case(attention, batch, hw, grad)
+    x, weight, att = rule_case(attention, batch, hw, grad,
+                               num_kernels=num_kernels)
     with torch.set_grad_enabled(grad):
         assert select_method(x, weight, att, stride=1,
                              padding=1) == expected
@@ -279,7 +283,7 @@ def test_cpu_rule_single_1x1_kernel(hw, expected):
 
 @pytest.mark.parametrize('attention,expected', [
     ('odconv_4x', 'im2col'), ('dynamic_conv', 'kernel_branches'),
-    ('odconv_1x', 'im2col')])
+    ('odconv_1x', 'im2col'), ('dynet', 'kernel_branches')])
 def test_cpu_rule_without_kept_memory(attention, expected, monkeypatch):
     """Where malloc returns freed memory (opted out, or not glibc),
     per-sample kernels page-fault on every call: small maps use the static
@@ -287,7 +291,7 @@ def test_cpu_rule_without_kept_memory(attention, expected, monkeypatch):
     from dynconv_mm.execution import selection
     monkeypatch.setattr(selection, 'cpu_memory_state',
                         lambda: dict(applied=False, reason='test'))
-    x, weight, att = rule_case(attention, 8, 7, True)
+    x, weight, att = rule_case(attention, 8, 7, True, num_kernels=6)
     assert select_method(x, weight, att, stride=1, padding=1) == expected
 
 
