@@ -168,6 +168,13 @@ def empty_batch_conv2d(x: Tensor, weight: Tensor, attentions: ConvAttentions,
     return y
 
 
+def records_autograd(*tensors: Optional[Tensor]) -> bool:
+    """Whether autograd records an op on these tensors (``None`` ignored):
+    grad mode is on and one of them requires grad."""
+    return torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in tensors)
+
+
 def pair(value: IntPair) -> Tuple[int, int]:
     """``(v, v)`` for an int, the pair itself otherwise."""
     return (value, value) if isinstance(value, int) else tuple(value)

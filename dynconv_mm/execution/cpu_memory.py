@@ -60,20 +60,19 @@ def _glibc_mallopt() -> Optional[ctypes._CFuncPtr]:
     return mallopt
 
 
-def keep_freed_cpu_memory(force: bool = False) -> bool:
+def keep_freed_cpu_memory() -> bool:
     """Raise glibc's mmap and trim thresholds for this process (see the
     module docstring). Returns whether they are raised.
 
-    Unless ``force``, leaves malloc alone when ``DYNCONV_MM_KEEP_FREED_MEMORY``
-    is ``0`` or the user set ``MALLOC_MMAP_THRESHOLD_`` or
-    ``MALLOC_TRIM_THRESHOLD_``. :func:`cpu_memory_state` says why not.
+    Leaves malloc alone when ``DYNCONV_MM_KEEP_FREED_MEMORY`` is ``0`` or
+    the user set ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_``.
+    :func:`cpu_memory_state` says why not.
     """
-    if not force:
-        if os.environ.get(OPT_OUT_VARIABLE, '1') == '0':
-            return _record(False, f'{OPT_OUT_VARIABLE}=0')
-        chosen = [name for name in GLIBC_VARIABLES if name in os.environ]
-        if chosen:
-            return _record(False, f'{chosen[0]} set by the user')
+    if os.environ.get(OPT_OUT_VARIABLE, '1') == '0':
+        return _record(False, f'{OPT_OUT_VARIABLE}=0')
+    chosen = [name for name in GLIBC_VARIABLES if name in os.environ]
+    if chosen:
+        return _record(False, f'{chosen[0]} set by the user')
     mallopt = _glibc_mallopt()
     if mallopt is None:
         return _record(False, 'the C library is not glibc')

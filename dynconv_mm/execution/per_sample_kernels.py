@@ -27,7 +27,7 @@ from torch import Tensor
 
 from .attentions import (ConvAttentions, IntPair, Padding, accepts_empty_batch,
                          finish, mix_bias, mix_kernels, output_size,
-                         scale_channels)
+                         records_autograd, scale_channels)
 
 
 class AggregationPlan(NamedTuple):
@@ -175,9 +175,7 @@ def _sample_kernels_conv(x: Tensor, weight: Tensor,
                                   stages)
 
     sources = tuple(t for t in (weight, *attentions) if t is not None)
-    if not (torch.is_grad_enabled() and any(t.requires_grad
-                                            for t in sources)) \
-            or torch.compiler.is_compiling():
+    if not records_autograd(*sources) or torch.compiler.is_compiling():
         return _grouped_conv(x, form(), bias, stride, padding, dilation,
                              groups)
     recompute = KernelsRecomputedInBackward(form, sources)

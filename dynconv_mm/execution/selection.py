@@ -37,10 +37,10 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
 import os
 from typing import Sequence
 
-import torch
 from torch import Tensor
 
-from .attentions import ConvAttentions, IntPair, Padding, output_size
+from .attentions import (ConvAttentions, IntPair, Padding, output_size,
+                         records_autograd)
 from .cpu_memory import cpu_memory_state
 
 FORMULATIONS = ('batch_folded', 'aggregated', 'kernel_branches', 'im2col',
@@ -115,9 +115,7 @@ def preference(x: Tensor, weight: Tensor, attentions: ConvAttentions,
     static_bank = ('kernel_branches', 'im2col')
     per_sample = ('aggregated', 'batch_folded')
     small_map = pixels < PER_SAMPLE_MIN_PIXELS
-    if batch == 1 and not (torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad
-            for t in (x, weight, *attentions))):
+    if batch == 1 and not records_autograd(x, weight, *attentions):
         if small_map and num_kernels == 1 and x.device.type == 'cpu':
             return static_bank + per_sample
         return per_sample + static_bank
