@@ -1,5 +1,5 @@
-"""The ``triton`` formulation (fused kernel, forward in Triton, backward
-through batch_folded): on the CPU in Triton's interpreter against the
+"""The ``triton`` formulation (fused kernels, forward and backward): on
+the CPU in Triton's interpreter against the
 oracle (in a subprocess, since the interpreter is chosen when the kernel
 module is imported); on a GPU, where there is one, against batch_folded."""
 import os
