@@ -72,9 +72,6 @@ def per_sample_kernels(weight: Tensor,
             stages.append(tensor)
         return tensor
 
-    kernels = mix_kernels(weight, attentions.kernel, batch)
-    if attentions.kernel is not None:  # otherwise a view of the bank
-        kernels = stage(kernels)
     # Build the small outer product of the factors first, then touch the
     # large kernel tensor once per factor group.
     factor: Optional[Tensor] = None  # broadcasts to [B, g, O/g, I/g, kh, kw]
@@ -84,12 +81,44 @@ def per_sample_kernels(weight: Tensor,
         channel = attentions.input.reshape(batch, groups, 1, group_in, 1, 1)
         factor = channel if factor is None else channel * factor
     shape6 = (batch, groups, out_channels // groups, group_in, kh, kw)
-    if factor is not None:
-        kernels = stage(kernels.reshape(shape6) * factor.to(kernels.dtype))
+    # Inference at batch 1 only; kernels being formed for (or again in)
+    # backward keep the staged path that the saved-tensor hooks follow.
+    if (batch == 1 and attentions.kernel is not None and stages is None
+            and not records_autograd(weight, *attentions)):
+        kernels = _mix_one_sample(weight, attentions.kernel, factor, shape6)
+    else:
+        kernels = mix_kernels(weight, attentions.kernel, batch)
+        if attentions.kernel is not None:  # otherwise a view of the bank
+            kernels = stage(kernels)
+        if factor is not None:
+            kernels = stage(
+                kernels.reshape(shape6) * factor.to(kernels.dtype))
     if plan.output and attentions.output is not None:
         kernels = stage(kernels.reshape(shape6) * attentions.output.reshape(
             batch, groups, -1, 1, 1, 1).to(kernels.dtype))
     return kernels.reshape(batch, out_channels, group_in, kh, kw)
+
+
+def _mix_one_sample(weight: Tensor, kernel_attention: Tensor,
+                    factor: Optional[Tensor], shape6: Tuple[int, ...]) -> Tensor:
+    """One sample's kernel ``sum_k W_k * (a_k * factor)``, accumulated in
+    place kernel by kernel: the kernel-sized sum stays in cache while the
+    bank streams through once, and the factor rides along (inference at
+    batch 1, where a ``[1, K] x [K, N]`` matrix product runs at a fraction
+    of the memory bandwidth and the factor would cost another pass)."""
+    num_kernels = weight.shape[0]
+    bank = weight.reshape(num_kernels, *shape6[1:])
+    mixing = kernel_attention.to(weight.dtype)
+    if mixing.dim() == 2:  # [1, K]
+        mixing = mixing.reshape(num_kernels, 1, 1, 1, 1, 1)
+    else:  # DyNet's [1, O, K]: per output channel
+        mixing = mixing[0].t().reshape(num_kernels, *shape6[1:3], 1, 1, 1)
+    if factor is not None:
+        mixing = mixing * factor.to(weight.dtype)
+    kernel = bank[0] * mixing[0]
+    for k in range(1, num_kernels):
+        kernel.addcmul_(bank[k], mixing[k])
+    return kernel.unsqueeze(0)
 
 
 class KernelsRecomputedInBackward:

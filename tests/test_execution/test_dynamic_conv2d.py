@@ -133,6 +133,24 @@ def test_matches_oracle(geometry, attention, method, with_bias):
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.filterwarnings('ignore:Using padding=.same. with even kernel')
+@pytest.mark.parametrize('geometry', list(GEOMETRIES))
+@pytest.mark.parametrize('attention', [
+    'dynamic_conv', 'dynet', 'odconv_4x', 'single_kernel_attention'
+])
+@pytest.mark.parametrize('method', ['aggregated', 'batch_folded'])
+def test_one_sample_inference_matches_oracle(geometry, attention, method):
+    # Batch-1 inference mixes the kernel in place, kernel by kernel, with
+    # the spatial and channel factors riding along; training does not.
+    x, weight, bias, att, conv = make_case(geometry, attention, True,
+                                           batch=1)
+    with torch.no_grad():
+        out = dynamic_conv2d(x, weight, ConvAttentions(**att), bias,
+                             method=method, **conv)
+        ref = reference_dynamic_conv2d(x, weight, bias=bias, **att, **conv)
+    torch.testing.assert_close(out, ref)
+
+
 @pytest.mark.parametrize('method,attention', [
     (m, a) for m, a in itertools.product(
         METHODS, ['odconv_4x', 'dynet', 'odconv_1x']) if runs(m, a)
