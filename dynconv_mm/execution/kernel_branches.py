@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .attentions import (ConvAttentions, IntPair, Padding, accepts_empty_batch,
-                         finish, scale_channels)
+from .attentions import (ConvAttentions, IntPair, Padding, finish,
+                         scale_channels)
 
 
 def branch_bank(weight: Tensor, groups: int) -> Tensor:
