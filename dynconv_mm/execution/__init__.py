@@ -3,8 +3,9 @@
 Plain functions on tensors; no ``nn.Module``, registry or OpenMMLab import.
 Every formulation computes the same function (see :mod:`.attentions`);
 :func:`dynamic_conv2d` runs the one :func:`select_method` picks, or the one
-asked for. The fused Triton kernel (``triton_conv2d``) is imported only
-when used, since it needs Triton and a GPU (or Triton's interpreter).
+asked for. The fused Triton kernels (``triton_conv2d``, and the attention
+MLP in ``triton_attention``) are imported only when used, since they need
+Triton and a GPU (or Triton's interpreter).
 """
 from .attentions import (ConvAttentions, empty_batch_conv2d, mix_bias,
                          mix_kernels)

@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..execution import ConvAttentions
+from ..execution.selection import triton_runnable
 from .options import check_int, check_positive
 
 
@@ -195,11 +196,43 @@ class DynamicAttention(nn.Module):
                 for name, head in self.heads.items()
             }
 
-    def forward(self, x: Tensor) -> ConvAttentions:
-        """``[B, C_in, H, W]`` -> the paper's attentions."""
+    def forward(self, x: Tensor, fused: bool = False) -> ConvAttentions:
+        """``[B, C_in, H, W]`` -> the paper's attentions.
+
+        With ``fused`` (a layer forced to ``execution='triton'``), the MLP
+        from the pooled input to the activated heads runs as one Triton
+        kernel where it can: no trunk norm, and a CUDA tensor (or the
+        interpreter); the same function either way.
+        """
         with full_precision(x):
+            if fused and self.trunk.norm is None and triton_runnable(x):
+                return self.arrange(self._fused_heads(x))
             return self.activate(self.logits(x))
+
+    def _fused_heads(self, x: Tensor) -> Dict[str, Tensor]:
+        from ..execution.triton_attention import Head, fused_attention_mlp
+        fc = self.trunk.fc
+        outputs = fused_attention_mlp(
+            x.mean(dim=(2, 3), dtype=fc.weight.dtype), fc.weight, fc.bias,
+            self.temperature, [
+                Head(head.weight, head.bias, self.head_activation(name))
+                for name, head in self.heads.items()
+            ])
+        return dict(zip(self.heads, outputs))
 
     def activate(self, logits: Dict[str, Tensor]) -> ConvAttentions:
         """The paper's softmax/sigmoid of each head's logits."""
+        return self.arrange({
+            name: value.softmax(-1)
+            if self.head_activation(name) == 'softmax' else value.sigmoid()
+            for name, value in logits.items()
+        })
+
+    def head_activation(self, name: str) -> str:
+        """``'softmax'`` (over the head's outputs) or ``'sigmoid'``: the
+        paper's activation of head ``name``."""
+        raise NotImplementedError
+
+    def arrange(self, activated: Dict[str, Tensor]) -> ConvAttentions:
+        """The activated heads ``[B, size]`` as :class:`ConvAttentions`."""
         raise NotImplementedError

@@ -27,8 +27,11 @@ class KernelAttention(DynamicAttention):
         super().__init__(owner, in_channels, hidden_channels,
                          dict(kernel=num_kernels), temperature, norm_cfg)
 
-    def activate(self, logits: Dict[str, Tensor]) -> ConvAttentions:
-        return ConvAttentions(kernel=logits['kernel'].softmax(-1))
+    def head_activation(self, name: str) -> str:
+        return 'softmax'
+
+    def arrange(self, activated: Dict[str, Tensor]) -> ConvAttentions:
+        return ConvAttentions(kernel=activated['kernel'])
 
 
 @MODELS.register_module('DynamicConv')

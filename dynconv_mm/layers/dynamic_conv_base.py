@@ -39,8 +39,10 @@ class DynamicConv2dBase(BaseModule):
     :func:`~dynconv_mm.execution.select_method` pick the fastest
     formulation per call by shape, device and grad mode; a formulation name
     (``'batch_folded'``, ``'aggregated'``, ``'kernel_branches'``,
-    ``'im2col'``) forces it; a list of names lets ``'auto'`` choose among
-    those only, i.e. disables the others. All compute the same function.
+    ``'im2col'``, ``'triton'``) forces it; a list of names lets ``'auto'``
+    choose among those only, i.e. disables the others. All compute the same
+    function. Forced ``'triton'`` also runs the attention MLP as one fused
+    Triton kernel when the attention has no trunk norm.
 
     Shapes: ``weight`` ``[K, C_out, C_in/groups, kh, kw]``; ``bias``
     ``[K, C_out]`` (mixed like the kernels) or ``None``.
@@ -186,7 +188,7 @@ class DynamicConv2dBase(BaseModule):
         """
         self._check_input(x)
         if attentions is None:
-            attentions = self.attention(x)
+            attentions = self.attention(x, fused=self.execution == 'triton')
         return dynamic_conv2d(x, self.weight, attentions, self.bias,
                               self.stride, self.padding, self.dilation,
                               self.groups, self.execution_method())

@@ -33,10 +33,12 @@ class KernelFusionCoefficients(DynamicAttention):
         self.out_channels = out_channels
         self.num_kernels = num_kernels
 
-    def activate(self, logits: Dict[str, Tensor]) -> ConvAttentions:
-        coefficients = logits['kernel'].sigmoid()
-        return ConvAttentions(
-            kernel=coefficients.view(-1, self.out_channels, self.num_kernels))
+    def head_activation(self, name: str) -> str:
+        return 'sigmoid'
+
+    def arrange(self, activated: Dict[str, Tensor]) -> ConvAttentions:
+        return ConvAttentions(kernel=activated['kernel'].view(
+            -1, self.out_channels, self.num_kernels))
 
 
 @MODELS.register_module('DyNetConv')

@@ -43,16 +43,17 @@ class OmniDimensionalAttention(DynamicAttention):
                          temperature, norm_cfg)
         self.kernel_size = kernel_size
 
-    def activate(self, logits: Dict[str, Tensor]) -> ConvAttentions:
-        spatial = logits.get('spatial')
-        kernel = logits.get('kernel')
-        output = logits.get('output')
+    def head_activation(self, name: str) -> str:
+        return 'softmax' if name == 'kernel' else 'sigmoid'
+
+    def arrange(self, activated: Dict[str, Tensor]) -> ConvAttentions:
+        spatial = activated.get('spatial')
         return ConvAttentions(
-            kernel=None if kernel is None else kernel.softmax(-1),
-            spatial=None if spatial is None else spatial.sigmoid().view(
+            kernel=activated.get('kernel'),
+            spatial=None if spatial is None else spatial.view(
                 -1, *self.kernel_size),
-            input=logits['input'].sigmoid(),
-            output=None if output is None else output.sigmoid())
+            input=activated['input'],
+            output=activated.get('output'))
 
 
 @MODELS.register_module('ODConv')

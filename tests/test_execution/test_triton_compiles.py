@@ -1,6 +1,6 @@
-"""The fused Triton kernels compile for an H100 (sm_90) without one: Triton
-ships ``ptxas``, so each kernel is compiled ahead of time to a cubin on the
-CPU machine. The interpreter (``test_triton_conv2d.py``) checks what the
+"""The fused Triton kernels (convolution and attention MLP) compile for an
+H100 (sm_90) without one: Triton ships ``ptxas``, so each kernel is
+compiled ahead of time to a cubin on the CPU machine. The interpreter (``test_triton_conv2d.py``) checks what the
 kernels compute; this checks that the GPU compiler accepts them, for the
 dtypes and attention combinations the layers launch."""
 import pytest
@@ -43,18 +43,23 @@ KERNELS = {
 }
 
 
-def compile_for_h100(kernel, constexprs: dict, tensor: str, other: str):
+def compile_for_h100(kernel, constexprs: dict, pointer_type) -> object:
+    """Compile ``kernel`` to an sm_90 cubin; ``pointer_type(name)`` is the
+    Triton type of an argument that is not a constexpr (``'*fp32'``,
+    ``'i32'``...)."""
     names = kernel.arg_names
     signature = {
-        name: 'constexpr' if name in constexprs else
-        '*' + (tensor if name in ACTIVATIONS else other)
-        if name.endswith('_ptr') else 'i32'
+        name: 'constexpr' if name in constexprs else pointer_type(name)
         for name in names
     }
     source = ASTSource(
         fn=kernel, signature=signature,
         constexprs={(names.index(k), ): v for k, v in constexprs.items()})
-    return triton.compile(source, target=H100)
+    compiled = triton.compile(source, target=H100)
+    assert compiled.asm['cubin']  # machine code for sm_90
+    # an H100 SM has 228 KiB of shared memory
+    assert compiled.metadata.shared <= 228 * 1024
+    return compiled
 
 
 @pytest.mark.parametrize('case', CASES, ids=lambda c: '-'.join(map(str, c)))
@@ -67,7 +72,34 @@ def test_kernel_compiles_for_h100(name, case):
         KH=kh, KW=kh, NUM_KERNELS=num_kernels, KERNEL_MODE=mode,
         HAS_SPATIAL=spatial, HAS_INPUT=channel, HAS_OUTPUT=output, ACC=acc,
         DOT_IN_INPUT_DTYPE=dot_in_input, PRECISION=precision, **blocks)
-    compiled = compile_for_h100(kernel, constexprs, tensor, other)
-    assert compiled.asm['cubin']  # machine code for sm_90
-    # an H100 SM has 228 KiB of shared memory
-    assert compiled.metadata.shared <= 228 * 1024
+    compile_for_h100(
+        kernel, constexprs, lambda name: '*' + (
+            tensor if name in ACTIVATIONS else other)
+        if name.endswith('_ptr') else 'i32')
+
+
+# The fused attention MLP: ODConv's four heads (a softmax over K among
+# sigmoids), DyNet's single wide sigmoid head with a hidden layer of 512.
+ATTENTION_CASES = {
+    'odconv': (128, [(64, False), (64, False), (9, False), (4, True)]),
+    'dynet': (512, [(3072, False)]),
+}
+
+
+@pytest.mark.parametrize('case', list(ATTENTION_CASES))
+@pytest.mark.parametrize('direction', ['forward', 'backward'])
+def test_attention_kernel_compiles_for_h100(direction, case):
+    import torch
+
+    from dynconv_mm.execution import triton_attention
+    hidden, heads = ATTENTION_CASES[case]
+    pooled = torch.empty(2, 2048)
+    settings = triton_attention._settings(pooled, hidden, heads)
+    if direction == 'forward':
+        kernel = triton_attention._attention_mlp_fwd
+        settings['HAS_B1'] = True
+    else:
+        kernel = triton_attention._attention_mlp_bwd
+    compile_for_h100(
+        kernel, settings, lambda name: 'i32'
+        if name in ('B', 'C', 'HIDDEN') else '*fp32')

@@ -71,3 +71,36 @@ def test_cuda_matches_batch_folded(amp, groups, kernel):
     torch.testing.assert_close(outs[0][0].float(), outs[1][0].float(), **tol)
     for got, want in zip(outs[0][1], outs[1][1]):
         torch.testing.assert_close(got, want, **tol)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
+@pytest.mark.parametrize('cfg', [
+    dict(type='ODConv', num_kernels=4),
+    dict(type='DyNetConv', num_kernels=6),
+    dict(type='DynamicConv', num_kernels=4),
+])
+def test_cuda_triton_layer_matches_batch_folded(cfg):
+    # a layer forced to 'triton' (fused attention MLP and convolution)
+    # against the same layer's plain per-sample form, on the GPU
+    from mmcv.cnn import build_conv_layer
+    layers = []
+    for execution in ('triton', 'batch_folded'):
+        torch.manual_seed(0)
+        layers.append(
+            build_conv_layer(dict(cfg, execution=execution), 96, 64, 3,
+                             stride=2, padding=1, bias=True).cuda())
+    x = torch.randn(20, 96, 15, 17, device='cuda', requires_grad=True)
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        results = []
+        for layer in layers:
+            y = layer(x)
+            results.append((y, torch.autograd.grad(
+                y.square().sum(), [x] + list(layer.parameters()))))
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+    (y0, g0), (y1, g1) = results
+    torch.testing.assert_close(y0, y1, atol=1e-4, rtol=1e-4)
+    for a, b in zip(g0, g1):
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)

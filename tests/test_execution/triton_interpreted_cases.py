@@ -89,3 +89,80 @@ def test_triton_empty_batch():
     assert out.shape == (0, 6, 5, 4)
     out.sum().backward()
     assert not weight.grad.any()
+
+
+# The attention MLP as one fused kernel (execution='triton'): every paper's
+# heads, against the attentions computed by hand. 150 input channels (three
+# blocks of the trunk's reduction), a hidden layer of 40, DyNet's head of
+# 144 (three blocks), 20 samples (two programs), a temperature != 1.
+FUSED_LAYERS = {
+    'DynamicConv': (dict(type='DynamicConv', num_kernels=3), 3, 1),
+    'ODConv_4x': (dict(type='ODConv', num_kernels=3), 3, 1),
+    'ODConv_1x_1x1': (dict(type='ODConv', num_kernels=1), 1, 1),
+    'ODConv_depthwise': (dict(type='ODConv', num_kernels=2), 3, 150),
+    'DyNetConv': (dict(type='DyNetConv', num_kernels=6), 3, 1),
+}
+
+
+def build_fused(name, execution='triton'):
+    from mmcv.cnn import build_conv_layer
+    cfg, kernel_size, groups = FUSED_LAYERS[name]
+    torch.manual_seed(0)
+    out_channels = 150 if groups > 1 else 24
+    layer = build_conv_layer(
+        dict(cfg, execution=execution, reduction=3.75), 150, out_channels,
+        kernel_size, padding=kernel_size // 2, groups=groups,
+        bias=True).double()
+    layer.temperature = 0.7
+    return layer
+
+
+@pytest.mark.parametrize('name', list(FUSED_LAYERS))
+def test_fused_attention_matches_oracle(name):
+    from oracle import reference_attentions
+    layer = build_fused(name)
+    assert layer.attention.trunk.fc.out_features == 40
+    x = torch.randn(20, 150, 5, 5, dtype=torch.float64, requires_grad=True)
+    got = layer.attention(x, fused=True)._asdict()
+    want = reference_attentions(layer, x)
+    assert {k for k, v in got.items() if v is not None} == set(want)
+    params = [x] + list(layer.attention.parameters())
+    loss_got = loss_want = 0
+    for key, value in want.items():
+        torch.testing.assert_close(got[key], value)
+        cot = torch.randn_like(value)
+        loss_got = loss_got + (got[key] * cot).sum()
+        loss_want = loss_want + (value * cot).sum()
+    for g, w in zip(torch.autograd.grad(loss_got, params),
+                    torch.autograd.grad(loss_want, params)):
+        torch.testing.assert_close(g, w)
+
+
+@pytest.mark.parametrize('name', ['ODConv_4x', 'DyNetConv', 'DynamicConv'])
+def test_triton_layer_matches_oracle(name):
+    # the layer forced to 'triton': fused attention, fused conv, both ways
+    from oracle import reference_layer_forward
+    layer = build_fused(name)
+    x = torch.randn(3, 150, 5, 5, dtype=torch.float64, requires_grad=True)
+    out = layer(x)
+    ref = reference_layer_forward(layer, x)
+    torch.testing.assert_close(out, ref)
+    params = [x] + list(layer.parameters())
+    cot = torch.randn_like(out)
+    for g, w in zip(torch.autograd.grad(out, params, cot),
+                    torch.autograd.grad(ref, params, cot)):
+        torch.testing.assert_close(g, w)
+
+
+def test_fused_attention_refuses_what_it_cannot_run():
+    from dynconv_mm.execution.triton_attention import (Head,
+                                                       fused_attention_mlp)
+    pooled = torch.randn(2, 8, dtype=torch.float64)
+    trunk = torch.randn(4, 8, dtype=torch.float64)
+    tau = torch.tensor(1.0)
+    head = Head(torch.randn(3, 4, dtype=torch.float64),
+                torch.zeros(3, dtype=torch.float64), 'tanh')
+    with pytest.raises(ValueError, match="activation 'tanh'"):
+        fused_attention_mlp(pooled, trunk, None, tau, [head])
+    with pytest.raises(ValueError, match='1 to 4 heads, got 0'):
+        fused_attention_mlp(pooled, trunk, None, tau, [])
