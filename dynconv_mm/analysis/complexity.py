@@ -15,7 +15,7 @@ One multiply-accumulate counts 1. What is counted, per forward call:
   convolution with the aggregated kernel plus the kernel aggregation, under
   the ``'paper'`` (default: the papers' equations, on the kernel) or
   ``'executed'`` (the operators the layer runs, elementwise multiplications
-  included) convention of :mod:`.dynamic_layer_cost`; their attention
+  and multiply-adds included) convention of :mod:`.dynamic_layer_cost`; their attention
   modules are counted by the rules above (pooling + FCs);
 * **zero by convention**, and listed by name with their call counts in the
   report: elementwise arithmetic and activations (residual additions,
@@ -193,8 +193,11 @@ def _module_formulas() -> List[Tuple[type, str]]:
 # Frame kinds whose formula covers the operators they run directly.
 _FORMULAS = ('dynamic_conv', 'deform_conv')
 # Under 'executed', a dynamic layer's elementwise products are its
-# attentions scaling a kernel or an activation: one MAC per output element.
+# attentions scaling a kernel or an activation: one MAC per output element;
+# a fused multiply-add accumulates one sample's kernel from the bank
+# (inference at batch 1): one MAC per output element of aggregation.
 _ELEMENTWISE_PRODUCTS = frozenset({'aten.mul', 'aten.mul_'})
+_ELEMENTWISE_MULTIPLY_ADDS = frozenset({'aten.addcmul', 'aten.addcmul_'})
 
 
 class _Frame:
@@ -307,6 +310,8 @@ class _Counting(TorchDispatchMode):
         executed = frame.formula == 'executed'
         if executed and name in _ELEMENTWISE_PRODUCTS:
             self._charge(frame, 'scaling', output.numel())
+        elif executed and name in _ELEMENTWISE_MULTIPLY_ADDS:
+            self._charge(frame, 'aggregation', output.numel())
         elif formula is not None:
             macs = int(formula(args, output))
             if executed:

@@ -72,9 +72,10 @@ def _odconv(**options):
 
 @pytest.mark.parametrize('convention', ['paper', 'executed'])
 def test_dynamic_conv(convention):
-    # At batch-1 inference the layer runs the mixed kernel (one matrix
-    # product for the kernels, one for the biases) and one convolution,
-    # which is also the paper's count.
+    # At batch-1 inference the layer runs the mixed kernel and one
+    # convolution, which is also the paper's count. Executed, the kernel
+    # is the first bank kernel scaled by its coefficient (a product), the
+    # two others added by multiply-adds, the biases mixed by a product.
     report = count_complexity(_dynamic_conv(), (8, 5, 5),
                               convention=convention)
     conv = 6 * 5 * 5 * (8 * 9)
@@ -82,7 +83,12 @@ def test_dynamic_conv(convention):
     mixing = 3 * kernel + 3 * 6  # three kernels and three biases
     heads = 4 * 3
     assert report.macs == conv + mixing + POOL + TRUNK + heads == 12358
-    assert report.dynamic_macs['aggregation'] == mixing
+    if convention == 'paper':
+        assert report.dynamic_macs['aggregation'] == mixing
+    else:
+        assert report.dynamic_macs == {'conv': conv,
+                                       'aggregation': 2 * kernel + 3 * 6,
+                                       'scaling': kernel}
     assert report.params == (3 * kernel + 3 * 6) + (TRUNK + 4) + (heads + 3)
 
 
@@ -116,17 +122,20 @@ def test_odconv_executed_convention(execution):
     report = count_complexity(_odconv(execution=execution), (8, 5, 5),
                               convention='executed')
     kernel = 6 * 8 * 9
+    # One sample's kernel: the first bank kernel times its coefficient
+    # (a product, with the factor riding on the coefficient), the second
+    # added by a multiply-add.
     if execution == 'batch_folded':
-        # spatial onto the mixed kernel; channel and filter attentions on
-        # the input and the output
-        scaling = kernel + 8 * 5 * 5 + 6 * 5 * 5
+        # the spatial factor on both coefficients; channel and filter
+        # attentions on the input and the output
+        scaling = 2 * 9 + kernel + 8 * 5 * 5 + 6 * 5 * 5
     else:
-        # channel x spatial (a [C_in, 3, 3] factor) onto the kernel in one
-        # pass; the filter attention on the output, which is smaller than
-        # the kernel (6*5*5 < 432)
-        scaling = 8 * 9 + kernel + 6 * 5 * 5
+        # channel x spatial (a [C_in, 3, 3] factor) on both coefficients;
+        # the filter attention on the output, which is smaller than the
+        # kernel (6*5*5 < 432)
+        scaling = 8 * 9 + 2 * 8 * 9 + kernel + 6 * 5 * 5
     assert report.dynamic_macs == {'conv': 6 * 5 * 5 * (8 * 9),
-                                   'aggregation': 2 * kernel,
+                                   'aggregation': kernel,
                                    'scaling': scaling}
     heads = 4 * (8 + 6 + 9 + 2)
     assert report.macs == sum(report.dynamic_macs.values()) + POOL + TRUNK \
