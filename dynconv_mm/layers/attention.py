@@ -51,7 +51,10 @@ def full_precision(x: Tensor) -> Iterator[None]:
     sigmoid run in its parameters' dtype. Under fp16 autocast a logit over
     65504 (e.g. 700 at temperature 0.01) would be inf and the softmax NaN."""
     device = x.device.type
-    if torch.amp.is_autocast_available(device):
+    # Only where autocast is on: entering the context costs more than the
+    # small ops it wraps (batch-1 inference runs ~100 of them per network).
+    if (torch.amp.is_autocast_available(device)
+            and torch.is_autocast_enabled(device)):
         with torch.autocast(device_type=device, enabled=False):
             yield
     else:
