@@ -28,6 +28,8 @@ import triton.language as tl
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .triton_conv2d import _block
+
 MAX_HEADS = 4
 ACTIVATIONS = ('sigmoid', 'softmax')
 
@@ -193,11 +195,6 @@ def _attention_mlp_bwd(
                  mask=b_ok[:, None] & c_ok[None, :])
 
 
-def _block(size: int, cap: int) -> int:
-    """A power of two >= 16 (``tl.dot``'s minimum), at most ``cap``."""
-    return max(16, min(cap, triton.next_power_of_2(size)))
-
-
 def _settings(pooled: Tensor, hidden_channels: int,
               heads: Sequence[Tuple[int, bool]]) -> dict:
     """Compile-time settings of both kernels for heads given as
@@ -266,7 +263,6 @@ class _FusedAttentionMLP(torch.autograd.Function):
         settings = _settings(pooled, hidden_channels,
                              [(w.shape[0], s) for w, s in zip(weights,
                                                                ctx.softmax)])
-        settings.pop('BLOCK_B')
         logit_grads = [torch.empty_like(y) for y in outputs]
         slots = []
         for i in range(MAX_HEADS):
@@ -277,10 +273,10 @@ class _FusedAttentionMLP(torch.autograd.Function):
                 slots += [pooled] * 4  # never read: size 0
         pre_grad = torch.empty_like(hidden)
         pooled_grad = torch.empty_like(pooled)
-        _attention_mlp_bwd[(triton.cdiv(batch, 16), )](
+        _attention_mlp_bwd[(triton.cdiv(batch, settings['BLOCK_B']), )](
             trunk_weight.contiguous(), temperature, hidden, pre_grad,
             pooled_grad, *slots, batch, channels, hidden_channels,
-            BLOCK_B=16, **settings)
+            **settings)
         head_grads: List[Optional[Tensor]] = []
         for gz in logit_grads:  # reductions over the batch
             head_grads += [gz.t() @ hidden, gz.sum(0)]

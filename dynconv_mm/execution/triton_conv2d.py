@@ -53,6 +53,30 @@ INTERPRETED = os.environ.get('TRITON_INTERPRET', '0') == '1'
 
 
 @triton.jit
+def _mixed_weight_tile(w_ptr, w_off, w_ok, a_ptr, b, o, o_ok, O, red,
+                       NUM_KERNELS: tl.constexpr, KERNEL_MODE: tl.constexpr,
+                       O_AXIS: tl.constexpr, ACC: tl.constexpr):
+    """Sample ``b``'s kernel over a tile of the bank (offsets ``w_off``
+    into one kernel, output channels ``o`` along axis ``O_AXIS``): the
+    ``K`` kernels' tiles mixed by the kernel attention, in registers."""
+    wt = tl.zeros(w_off.shape, dtype=ACC)
+    for kk in tl.static_range(NUM_KERNELS):
+        wk = tl.load(w_ptr + kk * O * red + w_off, mask=w_ok,
+                     other=0.0).to(ACC)
+        if KERNEL_MODE == 1:  # [B, K]
+            wk = wk * tl.load(a_ptr + b * NUM_KERNELS + kk).to(ACC)
+        if KERNEL_MODE == 2:  # DyNet's [B, O, K]: per output channel
+            ak = tl.load(a_ptr + (b * O + o) * NUM_KERNELS + kk, mask=o_ok,
+                         other=0.0).to(ACC)
+            if O_AXIS == 0:
+                wk = wk * ak[:, None]
+            else:
+                wk = wk * ak[None, :]
+        wt += wk
+    return wt
+
+
+@triton.jit
 def _dynamic_conv2d_fwd(
         x_ptr, w_ptr, a_ptr, s_ptr, c_ptr, f_ptr, bias_ptr, y_ptr,
         C, H, W, O, HO, WO, GROUPS, GROUP_IN, GROUP_OUT,
@@ -104,19 +128,10 @@ def _dynamic_conv2d_fwd(
             xt = xt * tl.load(s_ptr + b * KH * KW + pq, mask=k_ok,
                               other=0.0).to(ACC)[None, :]
         # the weight tile, mixed from the K kernels in registers
-        w_ok = k_ok[:, None] & n_ok[None, :]
-        w_off = o[None, :] * red + rk[:, None]
-        wt = tl.zeros((BLOCK_K, BLOCK_N), dtype=ACC)
-        for kk in tl.static_range(NUM_KERNELS):
-            wk = tl.load(w_ptr + kk * O * red + w_off, mask=w_ok,
-                         other=0.0).to(ACC)
-            if KERNEL_MODE == 1:
-                wk = wk * tl.load(a_ptr + b * NUM_KERNELS + kk).to(ACC)
-            if KERNEL_MODE == 2:
-                wk = wk * tl.load(
-                    a_ptr + (b * O + o) * NUM_KERNELS + kk, mask=n_ok,
-                    other=0.0).to(ACC)[None, :]
-            wt += wk
+        wt = _mixed_weight_tile(w_ptr, o[None, :] * red + rk[:, None],
+                                k_ok[:, None] & n_ok[None, :], a_ptr, b, o,
+                                n_ok, O, red, NUM_KERNELS, KERNEL_MODE, 1,
+                                ACC)
         if DOT_IN_INPUT_DTYPE:
             acc += tl.dot(xt.to(x_ptr.dtype.element_ty),
                           wt.to(x_ptr.dtype.element_ty), out_dtype=ACC)
@@ -187,19 +202,10 @@ def _dynamic_conv2d_bwd_input(
             if HAS_OUTPUT:
                 gt = gt * tl.load(f_ptr + b * O + o, mask=o_ok,
                                   other=0.0).to(ACC)[None, :]
-            w_ok = o_ok[:, None] & n_ok[None, :]
-            w_off = o[:, None] * red + rn[None, :] * (KH * KW) + pq
-            wt = tl.zeros((BLOCK_O, BLOCK_N), dtype=ACC)
-            for kk in tl.static_range(NUM_KERNELS):
-                wk = tl.load(w_ptr + kk * O * red + w_off, mask=w_ok,
-                             other=0.0).to(ACC)
-                if KERNEL_MODE == 1:
-                    wk = wk * tl.load(a_ptr + b * NUM_KERNELS + kk).to(ACC)
-                if KERNEL_MODE == 2:
-                    wk = wk * tl.load(
-                        a_ptr + (b * O + o) * NUM_KERNELS + kk, mask=o_ok,
-                        other=0.0).to(ACC)[:, None]
-                wt += wk
+            wt = _mixed_weight_tile(
+                w_ptr, o[:, None] * red + rn[None, :] * (KH * KW) + pq,
+                o_ok[:, None] & n_ok[None, :], a_ptr, b, o, o_ok, O, red,
+                NUM_KERNELS, KERNEL_MODE, 0, ACC)
             if HAS_SPATIAL:
                 wt = wt * tl.load(s_ptr + b * KH * KW + pq).to(ACC)
             if DOT_IN_INPUT_DTYPE:
@@ -351,7 +357,10 @@ class _Geometry(NamedTuple):
     sizes: Tuple[int, ...]  # C, H, W, O, HO, WO, GROUPS, GROUP_IN, GROUP_OUT
     conv: Tuple[int, ...]  # stride, padding, dilation (h and w each)
     flags: dict
-    out_size: Tuple[int, int]
+
+    @property
+    def out_size(self) -> Tuple[int, int]:
+        return self.sizes[4], self.sizes[5]
 
 
 def _geometry(x: Tensor, weight: Tensor, attentions: ConvAttentions,
@@ -376,7 +385,7 @@ def _geometry(x: Tensor, weight: Tensor, attentions: ConvAttentions,
     return _Geometry(
         (in_channels, height, width, out_channels, out_h, out_w, groups,
          group_in, out_channels // groups), (sh, sw, top, left, dh, dw),
-        flags, (out_h, out_w))
+        flags)
 
 
 def _attention_pointers(x: Tensor, attentions: ConvAttentions) -> list:
