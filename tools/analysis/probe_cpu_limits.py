@@ -1,0 +1,160 @@
+"""The CPU probes behind "what limits the rest" in docs/benchmarks.md:
+memory bandwidth, how fast a kernel is mixed from the bank at batch 1,
+MKL's matrix product against oneDNN's convolution for the same GEMM, the
+per-sample forward at 7x7 with kernels already formed, and what the
+attentions cost in a batch-1 OD-ResNet-50. Medians of repeated calls in
+one process, milliseconds; a probe, not a benchmark with a baseline run
+alongside (see benchmark.py for those).
+
+    python tools/analysis/probe_cpu_limits.py [--threads 2]
+"""
+import argparse
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmark import build_resnet50  # noqa: E402
+
+import dynconv_mm  # noqa: E402,F401  (keeps freed CPU memory)
+from dynconv_mm.execution.per_sample_kernels import \
+    _mix_one_sample  # noqa: E402
+from dynconv_mm.layers.dynamic_conv_base import DynamicConv2dBase  # noqa
+
+
+def median_ms(fn, calls: int = 20) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[calls // 2] * 1e3
+
+
+def bandwidth() -> None:
+    data = torch.randn(90_000_000)  # 360 MB
+    ms = median_ms(data.sum, 5)
+    print(f'read 360 MB: {ms:.1f} ms, {0.36 / ms * 1e3:.1f} GB/s')
+
+
+def batch1_mixing() -> None:
+    for out_c, in_c, k in [(512, 512, 3), (512, 2048, 1)]:
+        bank = torch.randn(4, out_c, in_c, k, k)
+        coeff = torch.softmax(torch.randn(1, 4), 1)
+        factor = torch.rand(1, 1, 1, in_c, k, k)
+        shape6 = (1, 1, out_c, in_c, k, k)
+        flat = bank.reshape(4, -1)
+        print(f'mix 4 kernels {out_c}x{in_c}x{k}x{k}: [1,K]x[K,N] product '
+              f'{median_ms(lambda: coeff @ flat):.2f} ms, in place with the '
+              'factor '
+              f'{median_ms(lambda: _mix_one_sample(bank, coeff, factor, shape6)):.2f}'  # noqa: E501
+              f' ms, reading the bank {median_ms(bank.sum):.2f} ms')
+
+
+def per_sample_forward_7x7() -> None:
+    batch, channels, size = 8, 512, 7
+    x = torch.randn(batch, channels, size, size)
+    weight = torch.randn(channels, channels, 3, 3) * 0.01
+    kernels = torch.randn(batch * channels, channels, 3, 3) * 0.01
+    cols = F.unfold(x, 3, padding=1)  # [B, C*9, 49]
+    gemm_cols = cols.permute(1, 0, 2).reshape(channels * 9, -1).contiguous()
+    folded = x.reshape(1, batch * channels, size, size)
+    bank = torch.randn(4, channels, channels * 9) * 0.01
+    coeff = torch.softmax(torch.randn(batch, 4), 1)
+
+    def mixed_then_grouped():
+        mixed = coeff @ bank.reshape(4, -1)
+        return F.conv2d(folded, mixed.view(-1, channels, 3, 3), padding=1,
+                        groups=batch)
+
+    def mixed_in_blocks(block: int = 128):
+        # each block of output channels mixed and used while in cache
+        out = torch.empty(batch, channels, size, size)
+        for start in range(0, channels, block):
+            part = bank[:, start:start + block].reshape(4, -1)
+            for i in range(batch):
+                out[i:i + 1, start:start + block] = F.conv2d(
+                    x[i:i + 1], (coeff[i] @ part).view(block, channels, 3,
+                                                      3), padding=1)
+        return out
+
+    rows = {
+        'static 3x3 conv, batch 8':
+        lambda: F.conv2d(x, weight, padding=1),
+        'same GEMM as a 1x1 oneDNN conv over the columns':
+        lambda: F.conv2d(cols.view(batch, -1, size, size),
+                         weight.view(channels, -1, 1, 1)),
+        'same GEMM as one MKL matrix product':
+        lambda: weight.view(channels, -1) @ gemm_cols,
+        'per-sample kernels kept, 8 batch-1 convs':
+        lambda: [F.conv2d(x[i:i + 1], kernels[i * channels:(i + 1) *
+                                             channels], padding=1)
+                 for i in range(batch)],
+        'per-sample kernels kept, one grouped conv':
+        lambda: F.conv2d(folded, kernels, padding=1, groups=batch),
+        'four kernels mixed per sample, then one grouped conv':
+        mixed_then_grouped,
+        'the same mixed per block of 128 output channels':
+        mixed_in_blocks,
+    }
+    for name, fn in rows.items():
+        print(f'512 ch 3x3 at 7x7, forward: {name}: {median_ms(fn):.2f} ms')
+
+
+def attention_cost() -> None:
+    """OD-ResNet-50 1x at batch 1: the network as it runs, with each
+    layer's attentions computed once and reused, and with the attentions
+    computed but a static conv run instead."""
+    torch.manual_seed(0)
+    static = build_resnet50(None).eval()
+    model = build_resnet50(dict(type='ODConv', num_kernels=1)).eval()
+    x = torch.randn(1, 3, 224, 224)
+    forward = DynamicConv2dBase.forward
+    cache = {}
+
+    def cached(self, inputs, attentions=None):
+        if id(self) not in cache:
+            cache[id(self)] = self.attention(inputs)
+        return forward(self, inputs, cache[id(self)])
+
+    def static_conv(self, inputs, attentions=None):
+        return F.conv2d(inputs, self.weight[0], None, self.stride,
+                        self.padding, self.dilation, self.groups)
+
+    def attention_only(self, inputs, attentions=None):
+        self.attention(inputs)
+        return static_conv(self, inputs)
+
+    variants = dict(as_run=forward, attentions_cached=cached,
+                    attentions_then_static_conv=attention_only,
+                    static_conv_only=static_conv)
+    with torch.no_grad():
+        print(f'OD-ResNet-50 1x batch 1: static network '
+              f'{median_ms(lambda: static(x)):.1f} ms')
+        try:
+            for name, variant in variants.items():
+                DynamicConv2dBase.forward = variant
+                print(f'OD-ResNet-50 1x batch 1: {name} '
+                      f'{median_ms(lambda: model(x)):.1f} ms')
+        finally:
+            DynamicConv2dBase.forward = forward
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--threads', type=int, default=2)
+    torch.set_num_threads(parser.parse_args().threads)
+    torch.set_grad_enabled(False)
+    bandwidth()
+    batch1_mixing()
+    per_sample_forward_7x7()
+    attention_cost()
+
+
+if __name__ == '__main__':
+    main()
