@@ -9,6 +9,8 @@
 #   DYNCONV_MM_CACHE      compiled-wheel cache (default: ~/.cache/dynconv_mm)
 #   DYNCONV_MM_MMCV_OPS   auto | cpu | cuda: which mmcv ops to compile
 #                         (auto: CUDA ops when torch sees a GPU, else CPU)
+#   DYNCONV_MM_MMCV_SDIST a local mmcv-2.1.0.tar.gz to build from instead of
+#                         downloading it (checked against the same sha256)
 #   PYTHON                the Python the venv is made from (default: python3)
 #   CXX                   the C++ compiler torch's extension builder uses (c++)
 #
@@ -324,6 +326,10 @@ check_cuda_toolkit() {  # TORCH_CUDA: nvcc present and of torch's major version
 # a proxy) is the one used; its sha256 is pinned all the same.
 fetch_mmcv_sdist() {  # DEST_DIR -> path of the verified sdist
   local dest=$1 files
+  if [[ -n ${DYNCONV_MM_MMCV_SDIST:-} ]]; then  # offline: a copy at hand
+    [[ -f $DYNCONV_MM_MMCV_SDIST ]] || die "DYNCONV_MM_MMCV_SDIST=$DYNCONV_MM_MMCV_SDIST is not a file"
+    cp "$DYNCONV_MM_MMCV_SDIST" "$dest/mmcv-$MMCV_VERSION.tar.gz"
+  else
   # pip prepares the sdist's metadata, i.e. runs its setup.py, which needs
   # pkg_resources and torch: hence the venv's pip without build isolation.
   # Hiding GPUs keeps that setup.py on its CPU path (its CUDA path would
@@ -331,6 +337,7 @@ fetch_mmcv_sdist() {  # DEST_DIR -> path of the verified sdist
   (cd "$dest" && env -u FORCE_CUDA CUDA_VISIBLE_DEVICES= MMCV_WITH_OPS=1 \
     "${PIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation \
     "mmcv==$MMCV_VERSION" -d "$dest" >&2) || die "pip could not download the mmcv $MMCV_VERSION sdist"
+  fi
   files=("$dest"/mmcv-"$MMCV_VERSION".tar.gz)
   [[ -f ${files[0]} ]] || die "pip download left no mmcv-$MMCV_VERSION.tar.gz in $dest"
   echo "$MMCV_SDIST_SHA256  ${files[0]}" | sha256sum -c --quiet - >/dev/null 2>&1 ||

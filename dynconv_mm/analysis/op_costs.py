@@ -129,6 +129,8 @@ ZERO_COST_OPS = frozenset({
     'aten.layer_norm', 'aten.instance_norm', 'aten._softmax',
     'aten._log_softmax', 'aten.softmax', 'aten.log_softmax',
     'aten._safe_softmax', 'aten.hardswish', 'aten.hardsigmoid',
+    # ReLU6 (MobileNetV2); torch < 2.14 does not tag it pointwise
+    'aten.hardtanh',
     'aten.prelu', 'aten._prelu_kernel', 'aten.glu',
     # max-type and other reductions, sorting, selection
     'aten.max_pool1d', 'aten.max_pool2d', 'aten.max_pool3d',
