@@ -90,14 +90,14 @@ def _mlp(layer, x: Tensor) -> Tensor:
 
 
 def _head(layer, h: Tensor, name: str) -> Tensor:
-    head = layer.attention.heads[name]
-    return (h @ head.weight.t() + head.bias) / layer.attention.temperature
+    weight, bias = layer.attention.head_parameters(name)
+    return (h @ weight.t() + bias) / layer.attention.temperature
 
 
 def reference_attentions(layer, x: Tensor) -> dict:
     """The paper's attentions of ``layer`` for input ``x``, by hand."""
     h = _mlp(layer, x)
-    heads = layer.attention.heads
+    heads = layer.attention.head_slices
     kind = type(layer).__name__
     if kind == 'DynamicConv2d':
         return dict(kernel=torch.softmax(_head(layer, h, 'kernel'), -1))

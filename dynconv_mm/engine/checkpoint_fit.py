@@ -22,6 +22,8 @@ from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner.checkpoint import _load_checkpoint
 from torch import nn
 
+from ..layers import concat_head_shapes, merge_model_per_head_entries
+
 # Runner.load_checkpoint's default revise_keys
 _REVISE_KEYS = [(r'^module.', '')]
 Shape = Optional[Tuple[int, ...]]
@@ -145,8 +147,13 @@ def state_dict_mismatch(model: nn.Module,
     """Compare checkpoint ``shapes`` (from :func:`read_checkpoint_shapes`)
     with ``model``'s state dict. Like mmengine, a missing BN
     ``num_batches_tracked`` is not counted (old checkpoints lack it)."""
+    model = _unwrap(model)
     expected = {key: _shape(value)
-                for key, value in _unwrap(model).state_dict().items()}
+                for key, value in model.state_dict().items()}
+    # per-head attention tensors load into the joined heads (see
+    # DynamicAttention.merge_per_head_entries); compare what will load
+    shapes = dict(shapes)
+    merge_model_per_head_entries(model, shapes, concat_head_shapes)
     mismatch = StateDictMismatch()
     for key, shape in expected.items():
         if key not in shapes:

@@ -1,7 +1,7 @@
 """Pieces every attention of the three papers shares: the temperature, the
 pooled-MLP trunk, and running both in full precision under autocast."""
 import contextlib
-from typing import Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -132,9 +132,18 @@ class AttentionTrunk(nn.Module):
 
 
 class DynamicAttention(nn.Module):
-    """Base of the attention modules: a trunk, named linear heads on it, and
-    the temperature ``tau`` that divides every head's logits before its
+    """Base of the attention modules: a trunk, linear heads on it, and the
+    temperature ``tau`` that divides every head's logits before its
     softmax/sigmoid.
+
+    The heads are one ``nn.Linear`` (``heads``) whose output rows are the
+    heads side by side, the sigmoid heads first (:attr:`head_slices` says
+    where each is): one matrix product, one division by ``tau`` and one
+    sigmoid for all of them, and a softmax per softmax head. At batch-1
+    inference a layer's attention is a handful of small ops, so their
+    number, not their arithmetic, is the cost (on a GPU, one launch each).
+    Checkpoints written when each head was a ``Linear`` of its own
+    (``heads.<name>.weight``) load unchanged (:meth:`merge_per_head_entries`).
 
     Everything from the pooling to the softmax/sigmoid runs with autocast
     off, in the dtype of the attention's parameters (float32 in a model
@@ -169,35 +178,78 @@ class DynamicAttention(nn.Module):
             torch.tensor(check_positive(owner, 'temperature', temperature)))
         self.trunk = AttentionTrunk(owner, in_channels, hidden_channels,
                                     norm_cfg)
-        self.heads = nn.ModuleDict({
-            name: nn.Linear(hidden_channels, size)
-            for name, size in head_sizes.items()
-        })
+        self.head_sizes = dict(head_sizes)
+        # sigmoid heads first: one sigmoid call covers them all
+        order = sorted(head_sizes,
+                       key=lambda name: self.head_activation(name) != 'sigmoid')
+        self.head_slices: Dict[str, slice] = {}
+        start = 0
+        for name in order:
+            self.head_slices[name] = slice(start, start + head_sizes[name])
+            start += head_sizes[name]
+        self.num_sigmoid_outputs = sum(
+            size for name, size in head_sizes.items()
+            if self.head_activation(name) == 'sigmoid')
+        self.heads = nn.Linear(hidden_channels, start)
+        self._register_load_state_dict_pre_hook(_merge_per_head_tensors,
+                                                with_module=True)
         self.reset_parameters()
 
     def set_temperature(self, value: float) -> None:
         self.temperature.fill_(check_positive(self.owner, 'temperature',
                                               value))
 
+    def head_parameters(self, name: str) -> Tuple[Tensor, Tensor]:
+        """Head ``name``'s ``weight [size, hidden]`` and ``bias [size]``:
+        views of :attr:`heads`' parameters."""
+        rows = self.head_slices[name]
+        return self.heads.weight[rows], self.heads.bias[rows]
+
     def reset_parameters(self) -> None:
-        """Kaiming normal (fan_out) heads with zero bias, as the ODConv
-        authors initialise theirs."""
+        """Kaiming normal (fan_out, i.e. each head's own width) heads with
+        zero bias, as the ODConv authors initialise theirs."""
         self.trunk.reset_parameters()
-        for head in self.heads.values():
-            nn.init.kaiming_normal_(
-                head.weight, mode='fan_out', nonlinearity='relu')
-            nn.init.zeros_(head.bias)
+        with torch.no_grad():
+            for name in self.head_sizes:  # the papers' order of the heads
+                weight, bias = self.head_parameters(name)
+                nn.init.kaiming_normal_(
+                    weight, mode='fan_out', nonlinearity='relu')
+                bias.zero_()
+
+    def merge_per_head_entries(self, entries: Dict[str, Any], prefix: str,
+                               merge: Callable[[List[Any]], Any]) -> None:
+        """Replace, in ``entries`` (a state dict, or a map of its keys to
+        shapes), the per-head ``{prefix}heads.<name>.weight`` / ``.bias``
+        of checkpoints written when each head was a ``Linear`` of its own
+        by the one ``{prefix}heads.weight`` / ``.bias``. ``merge`` joins a
+        list of entries in :attr:`head_slices`' order, or returns ``None``
+        when they cannot be joined (then they are left as they are, and
+        loading reports them)."""
+        for kind in ('weight', 'bias'):
+            merged_key = f'{prefix}heads.{kind}'
+            keys = [f'{prefix}heads.{name}.{kind}' for name in self.head_slices]
+            if merged_key in entries or not all(k in entries for k in keys):
+                continue
+            merged = merge([entries[k] for k in keys])
+            if merged is not None:
+                for key in keys:
+                    del entries[key]
+                entries[merged_key] = merged
 
     def logits(self, x: Tensor) -> Dict[str, Tensor]:
         """Every head's output divided by the temperature, ``[B, size]``,
         in the parameters' dtype (see the class docstring)."""
         with full_precision(x):
-            hidden = self.trunk(x)
-            temperature = self.temperature.to(hidden.dtype)
-            return {
-                name: head(hidden) / temperature
-                for name, head in self.heads.items()
-            }
+            return self._split(self._logits(x))
+
+    def _logits(self, x: Tensor) -> Tensor:
+        """All heads' logits over ``tau``, side by side: ``[B, total]``."""
+        hidden = self.trunk(x)
+        return self.heads(hidden).div_(self.temperature.to(hidden.dtype))
+
+    def _split(self, outputs: Tensor) -> Dict[str, Tensor]:
+        return {name: outputs[:, rows]
+                for name, rows in self.head_slices.items()}
 
     def forward(self, x: Tensor, fused: bool = False) -> ConvAttentions:
         """``[B, C_in, H, W]`` -> the paper's attentions.
@@ -210,7 +262,7 @@ class DynamicAttention(nn.Module):
         with full_precision(x):
             if fused and self.trunk.norm is None and triton_runnable(x):
                 return self.arrange(self._fused_heads(x))
-            return self.activate(self.logits(x))
+            return self.arrange(self.activate(self._logits(x)))
 
     def _fused_heads(self, x: Tensor) -> Dict[str, Tensor]:
         from ..execution.triton_attention import Head, fused_attention_mlp
@@ -218,18 +270,22 @@ class DynamicAttention(nn.Module):
         outputs = fused_attention_mlp(
             x.mean(dim=(2, 3), dtype=fc.weight.dtype), fc.weight, fc.bias,
             self.temperature, [
-                Head(head.weight, head.bias, self.head_activation(name))
-                for name, head in self.heads.items()
+                Head(*self.head_parameters(name), self.head_activation(name))
+                for name in self.head_slices
             ])
-        return dict(zip(self.heads, outputs))
+        return dict(zip(self.head_slices, outputs))
 
-    def activate(self, logits: Dict[str, Tensor]) -> ConvAttentions:
-        """The paper's softmax/sigmoid of each head's logits."""
-        return self.arrange({
-            name: value.softmax(-1)
-            if self.head_activation(name) == 'softmax' else value.sigmoid()
-            for name, value in logits.items()
-        })
+    def activate(self, logits: Tensor) -> Dict[str, Tensor]:
+        """The paper's activation of each head, from all heads' logits
+        ``[B, total]``: one sigmoid over the sigmoid heads, a softmax over
+        each softmax head."""
+        sigmoid = self.num_sigmoid_outputs
+        activated = logits[:, :sigmoid].sigmoid() if sigmoid else None
+        return {
+            name: activated[:, rows] if rows.stop <= sigmoid else
+            logits[:, rows].softmax(-1)
+            for name, rows in self.head_slices.items()
+        }
 
     def head_activation(self, name: str) -> str:
         """``'softmax'`` (over the head's outputs) or ``'sigmoid'``: the
@@ -239,3 +295,36 @@ class DynamicAttention(nn.Module):
     def arrange(self, activated: Dict[str, Tensor]) -> ConvAttentions:
         """The activated heads ``[B, size]`` as :class:`ConvAttentions`."""
         raise NotImplementedError
+
+
+def concat_head_tensors(tensors: List[Any]) -> Optional[Tensor]:
+    """Per-head tensors joined along the output rows, or ``None`` if they
+    do not line up (see :meth:`DynamicAttention.merge_per_head_entries`)."""
+    if not all(isinstance(t, Tensor) and t.dim() >= 1 for t in tensors) or \
+            len({tuple(t.shape[1:]) for t in tensors}) != 1:
+        return None
+    return torch.cat(tensors)
+
+
+def concat_head_shapes(shapes: List[Any]) -> Optional[Tuple[int, ...]]:
+    """The shape :func:`concat_head_tensors` would give, from shapes."""
+    if not all(isinstance(s, tuple) and len(s) >= 1 for s in shapes) or \
+            len({s[1:] for s in shapes}) != 1:
+        return None
+    return (sum(s[0] for s in shapes), *shapes[0][1:])
+
+
+def merge_model_per_head_entries(model: nn.Module, entries: Dict[str, Any],
+                                 merge: Callable[[List[Any]], Any]) -> None:
+    """:meth:`DynamicAttention.merge_per_head_entries` for every attention
+    of ``model``, ``entries`` keyed by the model's state-dict names."""
+    for name, module in model.named_modules():
+        if isinstance(module, DynamicAttention):
+            module.merge_per_head_entries(entries,
+                                          f'{name}.' if name else '', merge)
+
+
+def _merge_per_head_tensors(module: DynamicAttention, state_dict: dict,
+                            prefix: str, *args: Any) -> None:
+    """Load-state-dict pre-hook: per-head checkpoint tensors -> ``heads``."""
+    module.merge_per_head_entries(state_dict, prefix, concat_head_tensors)

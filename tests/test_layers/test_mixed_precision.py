@@ -106,10 +106,10 @@ def test_small_temperature_does_not_overflow_in_fp16(layer_type_sm, device):
     """Logits of +-700 at tau = 0.01 are +-70000: beyond fp16's 65504, so
     fp16 logits become +-inf and the kernel softmax NaN. Ours stay finite."""
     layer = nontrivial(layer_type_sm, device, temperature=0.01)
-    head = layer.attention.heads['kernel']
+    weight, bias = layer.attention.head_parameters('kernel')
     with torch.no_grad():
-        head.weight.zero_()
-        head.bias.copy_(torch.tensor([700.0, 0.0, -700.0, 300.0]))
+        weight.zero_()
+        bias.copy_(torch.tensor([700.0, 0.0, -700.0, 300.0]))
     x = image(device)
     with torch.no_grad():
         want = layer.attention(x).kernel
@@ -117,7 +117,8 @@ def test_small_temperature_does_not_overflow_in_fp16(layer_type_sm, device):
         hidden = layer.attention.trunk(x)
         with torch.autocast(device, dtype=torch.float16):
             # the premise: the same head run under autocast overflows
-            naive = head(hidden) / layer.attention.temperature
+            naive = torch.nn.functional.linear(
+                hidden, weight, bias) / layer.attention.temperature
             assert naive.dtype == torch.float16
             assert torch.isinf(naive).any()
             assert torch.isnan(naive.softmax(-1)).all()

@@ -49,10 +49,10 @@ def test_paper_defaults():
 def test_odconv_skip_rules(in_c, out_c, k, groups, heads):
     layer = build_conv_layer(dict(type='ODConv'), in_c, out_c, k,
                              groups=groups)
-    assert set(layer.attention.heads) == heads
+    assert set(layer.attention.head_slices) == heads
     single = build_conv_layer(dict(type='ODConv', num_kernels=1), in_c,
                               out_c, k, groups=groups)
-    assert set(single.attention.heads) == heads - {'kernel'}
+    assert set(single.attention.head_slices) == heads - {'kernel'}
 
 
 def test_odconv_1x1_single_kernel_conv_is_static():

@@ -80,7 +80,8 @@ def test_ddp_prefix_and_detector_prefix(tmp_path):
      r'(?s)not in the checkpoint:.*layer1\.0\.conv1\.attention\.trunk\.norm'
      r'.*name nothing in the model:.*trunk\.fc\.bias'),
     (dict(conv_cfg=dict(type='DynamicConv', num_kernels=4)),
-     r'heads\.input\.weight'),
+     r'conv1\.attention\.heads\.weight: checkpoint \[29, 16\], '
+     r'model \[4, 4\]'),
     (dict(base_channels=16), r'conv1\.weight: checkpoint \[8, 3, 7, 7\]'),
 ])
 def test_mismatched_checkpoint_is_refused_naming_keys(tmp_path, other, match):

@@ -108,8 +108,8 @@ def test_dynet_block_coefficients_from_block_input(depth):
     coefficients = block.coefficients
     hidden = F.relu(x.mean((2, 3)) @ coefficients.trunk.fc.weight.t()
                     + coefficients.trunk.fc.bias)
-    head = coefficients.heads['kernel']
-    eta = torch.sigmoid((hidden @ head.weight.t() + head.bias) / 2.0)
+    weight, bias = coefficients.head_parameters('kernel')
+    eta = torch.sigmoid((hidden @ weight.t() + bias) / 2.0)
     assert hidden.shape[1] == max(in_channels // 4, 4)
     etas, start = [], 0
     for conv in convs:

@@ -43,7 +43,8 @@ from mmengine.model.weight_init import PretrainedInit, update_init_info
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor
 
-from ...layers import DynamicAttention, DynamicConv2dBase
+from ...layers import (DynamicAttention, DynamicConv2dBase, concat_head_tensors,
+                       merge_model_per_head_entries)
 from .checkpoint_layouts import (CLASSIFIER_PREFIXES, select_model_keys,
                                  to_model_names, unwrap_state_dict)
 from .static_to_dynamic import DEFAULT_PERTURBATION, dynamic_bank_from_static
@@ -139,6 +140,8 @@ def load_pretrained_state_dict(
     state_dict, left_out = select_model_keys(state_dict, model_keys, prefix,
                                              owner)
     layout, state_dict = to_model_names(state_dict, model, model_keys, owner)
+    # checkpoints from when each attention head was a Linear of its own
+    merge_model_per_head_entries(model, state_dict, concat_head_tensors)
     report = PretrainedLoadReport(layout=layout, ignored=list(left_out))
     target: Dict[str, Tensor] = {}
     handled: set = set()  # model keys decided below

@@ -154,11 +154,12 @@ def _convert_odconv(name: str, conv: ODConv2d, theirs: Dict[str, Tensor],
             f'{name}: our attention norm is {type(trunk.norm).__name__}; '
             "their BatchNorm converts into attention_norm_cfg=None (folded) "
             "or dict(type='BN') (copied)")
-    ours_heads = conv.attention.heads
+    ours = conv.attention.head_slices
+    weights, biases = {}, {}
     for their_head, our_head in AUTHORS_HEADS.items():
         key = f'{src}.{their_head}'
         present = f'{key}.weight' in theirs
-        if present != (our_head in ours_heads):
+        if present != (our_head in ours):
             raise ValueError(
                 f'{name}: their checkpoint {"has" if present else "lacks"} '
                 f'{key} but our layer {"lacks" if present else "has"} the '
@@ -166,12 +167,17 @@ def _convert_odconv(name: str, conv: ODConv2d, theirs: Dict[str, Tensor],
                 'or num_kernels)')
         if not present:
             continue
-        head = ours_heads[our_head]
-        out[f'{dst}.heads.{our_head}.weight'] = _one_by_one(
-            _take(theirs, f'{key}.weight', used), f'{key}.weight',
-            head.out_features, head.in_features)
-        out[f'{dst}.heads.{our_head}.bias'] = _take(theirs, f'{key}.bias',
-                                                    used)
+        size = ours[our_head].stop - ours[our_head].start
+        weights[our_head] = _one_by_one(_take(theirs, f'{key}.weight', used),
+                                        f'{key}.weight', size, hidden)
+        biases[our_head] = _take(theirs, f'{key}.bias', used)
+        if tuple(biases[our_head].shape) != (size, ):
+            raise ValueError(f'{key}.bias: shape '
+                             f'{list(biases[our_head].shape)}, expected '
+                             f'[{size}]')
+    # our heads are one Linear, side by side in head_slices' order
+    out[f'{dst}.heads.weight'] = torch.cat([weights[n] for n in ours])
+    out[f'{dst}.heads.bias'] = torch.cat([biases[n] for n in ours])
     out[f'{dst}.temperature'] = torch.full_like(own[f'{dst}.temperature'],
                                                 temperature)
     report.odconv_layers.append(name)

@@ -80,10 +80,8 @@ def zero_attention_heads(attention: DynamicAttention) -> None:
     """Zero every head's weight and bias: all logits are 0 for any input,
     at any temperature (the trunk is left as it is)."""
     with torch.no_grad():
-        for head in attention.heads.values():
-            head.weight.zero_()
-            if head.bias is not None:
-                head.bias.zero_()
+        attention.heads.weight.zero_()
+        attention.heads.bias.zero_()
 
 
 def constant_attention_coefficients(
@@ -93,7 +91,7 @@ def constant_attention_coefficients(
     docstring). Raises for a layer type without a rule."""
     num_kernels = conv.num_kernels
     if isinstance(conv, ODConv2d):
-        sigmoid_heads = sum(name in conv.attention.heads
+        sigmoid_heads = sum(name in conv.attention.head_slices
                             for name in ('input', 'output', 'spatial'))
         # softmax of K zero logits; K == 1 has no kernel head: weight 1
         return 0.5**sigmoid_heads / num_kernels, 1.0 / num_kernels
