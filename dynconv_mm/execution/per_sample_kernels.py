@@ -19,6 +19,7 @@ product. The batch then becomes the groups of a single ``F.conv2d``: input
   output. Plain tensor ops with static shapes, so it traces into
   ``torch.compile`` and CUDA graphs. It is the batch-1 inference path.
 """
+import functools
 from typing import Callable, List, NamedTuple, Optional, Tuple
 
 import torch
@@ -83,9 +84,15 @@ def per_sample_kernels(weight: Tensor,
     shape6 = (batch, groups, out_channels // groups, group_in, kh, kw)
     # Inference at batch 1 only; kernels being formed for (or again in)
     # backward keep the staged path that the saved-tensor hooks follow.
-    if (batch == 1 and attentions.kernel is not None and stages is None
-            and not records_autograd(weight, *attentions)):
+    one_sample = (batch == 1 and attentions.kernel is not None
+                  and stages is None
+                  and not records_autograd(weight, *attentions))
+    if one_sample and mixes_in_place(weight.device):
         kernels = _mix_one_sample(weight, attentions.kernel, factor, shape6)
+    elif one_sample:  # a new tensor: the factor scales it in place
+        kernels = mix_kernels(weight, attentions.kernel, 1).reshape(shape6)
+        if factor is not None:
+            kernels.mul_(factor.to(kernels.dtype))
     else:
         kernels = mix_kernels(weight, attentions.kernel, batch)
         if attentions.kernel is not None:  # otherwise a view of the bank
@@ -99,13 +106,45 @@ def per_sample_kernels(weight: Tensor,
     return kernels.reshape(batch, out_channels, group_in, kh, kw)
 
 
+@functools.lru_cache(maxsize=None)
+def _cpu_vendor() -> str:
+    """``vendor_id`` of ``/proc/cpuinfo`` (``'GenuineIntel'``,
+    ``'AuthenticAMD'``...), or ``''`` where there is none."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('vendor_id'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return ''
+
+
+def mixes_in_place(device: torch.device) -> bool:
+    """Whether batch-1 inference mixes a sample's kernel in place, kernel by
+    kernel (:func:`_mix_one_sample`), rather than by one matrix product
+    (:func:`mix_kernels`) followed by one in-place pass of the factor.
+
+    Measured on the two 2-core CPU VMs this project has run on
+    (``tools/analysis/probe_cpu_limits.py``), mixing four 512-channel 3x3
+    kernels: on an AMD EPYC (Zen 4) MKL's matrix product ran at a fraction
+    of the memory bandwidth (1.1-1.2 ms, in place 0.6-0.9 ms); on an Intel
+    Xeon (Emerald Rapids) the product ran near it (product and factor 1.27
+    ms, in place 1.66 ms), and batch-1 OD-ResNet-50 4x went from 1.78x to
+    1.65x the static network with it. So: in place on a CPU that is not
+    Intel's, where MKL does not take its fast paths; the product on Intel
+    CPUs and on GPUs (one launch instead of ``K``)."""
+    return device.type == 'cpu' and _cpu_vendor() != 'GenuineIntel'
+
+
 def _mix_one_sample(weight: Tensor, kernel_attention: Tensor,
                     factor: Optional[Tensor], shape6: Tuple[int, ...]) -> Tensor:
     """One sample's kernel ``sum_k W_k * (a_k * factor)``, accumulated in
     place kernel by kernel: the kernel-sized sum stays in cache while the
     bank streams through once, and the factor rides along (inference at
-    batch 1, where a ``[1, K] x [K, N]`` matrix product runs at a fraction
-    of the memory bandwidth and the factor would cost another pass)."""
+    batch 1 where :func:`mixes_in_place`: there a ``[1, K] x [K, N]``
+    matrix product runs at a fraction of the memory bandwidth and the
+    factor would cost another pass)."""
     num_kernels = weight.shape[0]
     bank = weight.reshape(num_kernels, *shape6[1:])
     mixing = kernel_attention.to(weight.dtype)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import dynconv_mm  # noqa: F401
 from dynconv_mm.analysis import count_complexity, dynamic_conv_macs
-from dynconv_mm.execution import ConvAttentions
+from dynconv_mm.execution import ConvAttentions, per_sample_kernels
 from dynconv_mm.layers import DynamicConv2d, DyNetConv2d, ODConv2d
 
 # Attention width max(int(8 / 2), 4) = 4 for every layer below.
@@ -70,12 +70,25 @@ def _odconv(**options):
     return ODConv2d(*channels, **geometry, **ATTENTION)
 
 
+@pytest.fixture(params=['in place', 'matrix product'])
+def batch1_mixing(request, monkeypatch):
+    """Both ways batch-1 inference mixes a sample's kernel (which one runs
+    depends on the CPU: ``mixes_in_place``), so that the executed counts
+    below do not depend on the machine."""
+    in_place = request.param == 'in place'
+    monkeypatch.setattr(per_sample_kernels, 'mixes_in_place',
+                        lambda device: in_place)
+    return in_place
+
+
 @pytest.mark.parametrize('convention', ['paper', 'executed'])
-def test_dynamic_conv(convention):
+def test_dynamic_conv(convention, batch1_mixing):
     # At batch-1 inference the layer runs the mixed kernel and one
-    # convolution, which is also the paper's count. Executed, the kernel
-    # is the first bank kernel scaled by its coefficient (a product), the
-    # two others added by multiply-adds, the biases mixed by a product.
+    # convolution, which is also the paper's count. Executed in place, the
+    # kernel is the first bank kernel scaled by its coefficient (a
+    # product), the two others added by multiply-adds; as a matrix
+    # product, three multiply-adds per kernel element. The biases are
+    # mixed by a product.
     report = count_complexity(_dynamic_conv(), (8, 5, 5),
                               convention=convention)
     conv = 6 * 5 * 5 * (8 * 9)
@@ -85,10 +98,12 @@ def test_dynamic_conv(convention):
     assert report.macs == conv + mixing + POOL + TRUNK + heads == 12358
     if convention == 'paper':
         assert report.dynamic_macs['aggregation'] == mixing
-    else:
+    elif batch1_mixing:
         assert report.dynamic_macs == {'conv': conv,
                                        'aggregation': 2 * kernel + 3 * 6,
                                        'scaling': kernel}
+    else:
+        assert report.dynamic_macs == {'conv': conv, 'aggregation': mixing}
     assert report.params == (3 * kernel + 3 * 6) + (TRUNK + 4) + (heads + 3)
 
 
@@ -118,25 +133,28 @@ def test_odconv_paper_convention():
 
 
 @pytest.mark.parametrize('execution', ['batch_folded', 'aggregated'])
-def test_odconv_executed_convention(execution):
+def test_odconv_executed_convention(execution, batch1_mixing):
     report = count_complexity(_odconv(execution=execution), (8, 5, 5),
                               convention='executed')
     kernel = 6 * 8 * 9
-    # One sample's kernel: the first bank kernel times its coefficient
-    # (a product, with the factor riding on the coefficient), the second
-    # added by a multiply-add.
+    # One sample's kernel, in place: the first bank kernel times its
+    # coefficient (a product, with the factor riding on the coefficient),
+    # the second added by a multiply-add. As a matrix product: two
+    # multiply-adds per kernel element, then the factor in one pass.
     if execution == 'batch_folded':
-        # the spatial factor on both coefficients; channel and filter
-        # attentions on the input and the output
-        scaling = 2 * 9 + kernel + 8 * 5 * 5 + 6 * 5 * 5
+        # the spatial factor; channel and filter attentions on the input
+        # and the output
+        factor = 2 * 9 if batch1_mixing else 0
+        scaling = factor + kernel + 8 * 5 * 5 + 6 * 5 * 5
     else:
-        # channel x spatial (a [C_in, 3, 3] factor) on both coefficients;
-        # the filter attention on the output, which is smaller than the
-        # kernel (6*5*5 < 432)
-        scaling = 8 * 9 + 2 * 8 * 9 + kernel + 6 * 5 * 5
-    assert report.dynamic_macs == {'conv': 6 * 5 * 5 * (8 * 9),
-                                   'aggregation': kernel,
-                                   'scaling': scaling}
+        # channel x spatial (a [C_in, 3, 3] factor); the filter attention
+        # on the output, which is smaller than the kernel (6*5*5 < 432)
+        factor = 2 * 8 * 9 if batch1_mixing else 0
+        scaling = 8 * 9 + factor + kernel + 6 * 5 * 5
+    assert report.dynamic_macs == {
+        'conv': 6 * 5 * 5 * (8 * 9),
+        'aggregation': kernel if batch1_mixing else 2 * kernel,
+        'scaling': scaling}
     heads = 4 * (8 + 6 + 9 + 2)
     assert report.macs == sum(report.dynamic_macs.values()) + POOL + TRUNK \
         + heads

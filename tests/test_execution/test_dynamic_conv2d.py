@@ -13,6 +13,7 @@ import torch
 from dynconv_mm.execution import (FORMULATIONS, METHODS, ConvAttentions,
                                   dynamic_conv2d, select_method)
 from dynconv_mm.execution.attentions import output_size
+from dynconv_mm.execution import per_sample_kernels
 from dynconv_mm.execution.per_sample_kernels import aggregation_plan
 from oracle import reference_dynamic_conv2d
 
@@ -139,9 +140,14 @@ def test_matches_oracle(geometry, attention, method, with_bias):
     'dynamic_conv', 'dynet', 'odconv_4x', 'single_kernel_attention'
 ])
 @pytest.mark.parametrize('method', ['aggregated', 'batch_folded'])
-def test_one_sample_inference_matches_oracle(geometry, attention, method):
+@pytest.mark.parametrize('in_place', [True, False])
+def test_one_sample_inference_matches_oracle(geometry, attention, method,
+                                             in_place, monkeypatch):
     # Batch-1 inference mixes the kernel in place, kernel by kernel, with
-    # the spatial and channel factors riding along; training does not.
+    # the spatial and channel factors riding along, or (on Intel CPUs and
+    # GPUs) by a matrix product scaled in place; training does neither.
+    monkeypatch.setattr(per_sample_kernels, 'mixes_in_place',
+                        lambda device: in_place)
     x, weight, bias, att, conv = make_case(geometry, attention, True,
                                            batch=1)
     with torch.no_grad():
@@ -149,6 +155,18 @@ def test_one_sample_inference_matches_oracle(geometry, attention, method):
                              method=method, **conv)
         ref = reference_dynamic_conv2d(x, weight, bias=bias, **att, **conv)
     torch.testing.assert_close(out, ref)
+
+
+def test_batch1_mixing_rule(monkeypatch):
+    """In place on CPUs other than Intel's (MKL's slow paths there), one
+    matrix product on Intel CPUs and on GPUs."""
+    for vendor, in_place in (('AuthenticAMD', True), ('GenuineIntel', False),
+                             ('', True)):
+        monkeypatch.setattr(per_sample_kernels, '_cpu_vendor',
+                            lambda: vendor)
+        assert per_sample_kernels.mixes_in_place(
+            torch.device('cpu')) is in_place
+        assert not per_sample_kernels.mixes_in_place(torch.device('cuda'))
 
 
 @pytest.mark.parametrize('method,attention', [
