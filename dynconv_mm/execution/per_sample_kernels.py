@@ -19,7 +19,6 @@ product. The batch then becomes the groups of a single ``F.conv2d``: input
   output. Plain tensor ops with static shapes, so it traces into
   ``torch.compile`` and CUDA graphs. It is the batch-1 inference path.
 """
-import functools
 from typing import Callable, List, NamedTuple, Optional, Tuple
 
 import torch
@@ -106,7 +105,6 @@ def per_sample_kernels(weight: Tensor,
     return kernels.reshape(batch, out_channels, group_in, kh, kw)
 
 
-@functools.lru_cache(maxsize=None)
 def _cpu_vendor() -> str:
     """``vendor_id`` of ``/proc/cpuinfo`` (``'GenuineIntel'``,
     ``'AuthenticAMD'``...), or ``''`` where there is none."""
@@ -118,6 +116,10 @@ def _cpu_vendor() -> str:
     except OSError:
         pass
     return ''
+
+
+# Read once, at import: torch.compile then sees a constant, not file I/O.
+CPU_VENDOR = _cpu_vendor()
 
 
 def mixes_in_place(device: torch.device) -> bool:
@@ -134,7 +136,7 @@ def mixes_in_place(device: torch.device) -> bool:
     1.65x the static network with it. So: in place on a CPU that is not
     Intel's, where MKL does not take its fast paths; the product on Intel
     CPUs and on GPUs (one launch instead of ``K``)."""
-    return device.type == 'cpu' and _cpu_vendor() != 'GenuineIntel'
+    return device.type == 'cpu' and CPU_VENDOR != 'GenuineIntel'
 
 
 def _mix_one_sample(weight: Tensor, kernel_attention: Tensor,

@@ -162,8 +162,7 @@ def test_batch1_mixing_rule(monkeypatch):
     matrix product on Intel CPUs and on GPUs."""
     for vendor, in_place in (('AuthenticAMD', True), ('GenuineIntel', False),
                              ('', True)):
-        monkeypatch.setattr(per_sample_kernels, '_cpu_vendor',
-                            lambda: vendor)
+        monkeypatch.setattr(per_sample_kernels, 'CPU_VENDOR', vendor)
         assert per_sample_kernels.mixes_in_place(
             torch.device('cpu')) is in_place
         assert not per_sample_kernels.mixes_in_place(torch.device('cuda'))
