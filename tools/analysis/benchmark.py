@@ -5,7 +5,9 @@ Measures, as ratios to a static baseline timed in the same process:
 * ``layer``: one layer's forward + backward at ResNet-50 and detection
   shapes (DynamicConv K=4, ODConv 1x and 4x, DyNet g=6);
 * ``train``: a backbone training step (ResNet-50 body + pooled linear
-  classifier, SGD) in images/s, and its memory: peak allocated memory on a
+  classifier, SGD with momentum at learning rate 0, so that every step
+  and the inference figures run the initial weights) in images/s, and its
+  memory: peak allocated memory on a
   GPU; on the CPU, which has no allocator statistics, the bytes of the
   tensors autograd saves for backward (the activation memory that sets a
   training step's peak);
@@ -285,8 +287,14 @@ def network_figures(args, device, autocast) -> List[dict]:
         # training step
         images = torch.randn(batch, 3, size, size, device=device)
         labels = torch.randint(0, 1000, (batch, ), device=device)
+        # lr 0: each step does all of SGD's work (momentum, update) but
+        # leaves the weights at their init. Even lr 1e-4 on random labels
+        # saturates OD-ResNet-50 4x's sigmoid attentions within three
+        # steps (to 0 and denormals), and denormal kernels then slow
+        # oneDNN's convolutions (by ~10% for that network's batch-1 latency
+        # on an Intel CPU): every figure here is of the initial weights.
         optimizers = {
-            k: torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9)
+            k: torch.optim.SGD(m.parameters(), lr=0.0, momentum=0.9)
             for k, m in models.items()
         }
 
