@@ -159,13 +159,17 @@ def test_one_sample_inference_matches_oracle(geometry, attention, method,
 
 def test_batch1_mixing_rule(monkeypatch):
     """In place on CPUs other than Intel's (MKL's slow paths there), one
-    matrix product on Intel CPUs and on GPUs."""
+    matrix product on Intel CPUs and on GPUs, in place under compile."""
     for vendor, in_place in (('AuthenticAMD', True), ('GenuineIntel', False),
                              ('', True)):
         monkeypatch.setattr(per_sample_kernels, 'CPU_VENDOR', vendor)
         assert per_sample_kernels.mixes_in_place(
             torch.device('cpu')) is in_place
         assert not per_sample_kernels.mixes_in_place(torch.device('cuda'))
+    # compiled: in place everywhere (the compiler fuses it into one pass)
+    monkeypatch.setattr(torch.compiler, 'is_compiling', lambda: True)
+    for device in ('cpu', 'cuda'):
+        assert per_sample_kernels.mixes_in_place(torch.device(device))
 
 
 @pytest.mark.parametrize('method,attention', [
