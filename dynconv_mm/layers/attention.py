@@ -240,16 +240,14 @@ class DynamicAttention(nn.Module):
         """Every head's output divided by the temperature, ``[B, size]``,
         in the parameters' dtype (see the class docstring)."""
         with full_precision(x):
-            return self._split(self._logits(x))
+            outputs = self._logits(x)
+        return {name: outputs[:, rows]
+                for name, rows in self.head_slices.items()}
 
     def _logits(self, x: Tensor) -> Tensor:
         """All heads' logits over ``tau``, side by side: ``[B, total]``."""
         hidden = self.trunk(x)
         return self.heads(hidden).div_(self.temperature.to(hidden.dtype))
-
-    def _split(self, outputs: Tensor) -> Dict[str, Tensor]:
-        return {name: outputs[:, rows]
-                for name, rows in self.head_slices.items()}
 
     def forward(self, x: Tensor, fused: bool = False) -> ConvAttentions:
         """``[B, C_in, H, W]`` -> the paper's attentions.
@@ -297,21 +295,23 @@ class DynamicAttention(nn.Module):
         raise NotImplementedError
 
 
-def concat_head_tensors(tensors: List[Any]) -> Optional[Tensor]:
-    """Per-head tensors joined along the output rows, or ``None`` if they
-    do not line up (see :meth:`DynamicAttention.merge_per_head_entries`)."""
-    if not all(isinstance(t, Tensor) and t.dim() >= 1 for t in tensors) or \
-            len({tuple(t.shape[1:]) for t in tensors}) != 1:
-        return None
-    return torch.cat(tensors)
-
-
 def concat_head_shapes(shapes: List[Any]) -> Optional[Tuple[int, ...]]:
-    """The shape :func:`concat_head_tensors` would give, from shapes."""
+    """The shape of per-head entries joined along the output rows, or
+    ``None`` if they do not line up (see
+    :meth:`DynamicAttention.merge_per_head_entries`)."""
     if not all(isinstance(s, tuple) and len(s) >= 1 for s in shapes) or \
             len({s[1:] for s in shapes}) != 1:
         return None
     return (sum(s[0] for s in shapes), *shapes[0][1:])
+
+
+def concat_head_tensors(tensors: List[Any]) -> Optional[Tensor]:
+    """Per-head tensors joined along the output rows, or ``None`` where
+    :func:`concat_head_shapes` says they do not line up."""
+    if not all(isinstance(t, Tensor) for t in tensors) or concat_head_shapes(
+            [tuple(t.shape) for t in tensors]) is None:
+        return None
+    return torch.cat(tensors)
 
 
 def merge_model_per_head_entries(model: nn.Module, entries: Dict[str, Any],
