@@ -325,23 +325,25 @@ check_cuda_toolkit() {  # TORCH_CUDA: nvcc present and of torch's major version
 # The sdist comes through pip, so the index configured for pip (a mirror,
 # a proxy) is the one used; its sha256 is pinned all the same.
 fetch_mmcv_sdist() {  # DEST_DIR -> path of the verified sdist
-  local dest=$1 files
+  local dest=$1 files origin
   if [[ -n ${DYNCONV_MM_MMCV_SDIST:-} ]]; then  # offline: a copy at hand
+    origin="copied from DYNCONV_MM_MMCV_SDIST=$DYNCONV_MM_MMCV_SDIST"
     [[ -f $DYNCONV_MM_MMCV_SDIST ]] || die "DYNCONV_MM_MMCV_SDIST=$DYNCONV_MM_MMCV_SDIST is not a file"
     cp "$DYNCONV_MM_MMCV_SDIST" "$dest/mmcv-$MMCV_VERSION.tar.gz"
   else
-  # pip prepares the sdist's metadata, i.e. runs its setup.py, which needs
-  # pkg_resources and torch: hence the venv's pip without build isolation.
-  # Hiding GPUs keeps that setup.py on its CPU path (its CUDA path would
-  # demand CUDA_HOME just to print metadata).
-  (cd "$dest" && env -u FORCE_CUDA CUDA_VISIBLE_DEVICES= MMCV_WITH_OPS=1 \
-    "${PIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation \
-    "mmcv==$MMCV_VERSION" -d "$dest" >&2) || die "pip could not download the mmcv $MMCV_VERSION sdist"
+    origin="that pip downloaded; check the index pip is configured with (pip config list)"
+    # pip prepares the sdist's metadata, i.e. runs its setup.py, which needs
+    # pkg_resources and torch: hence the venv's pip without build isolation.
+    # Hiding GPUs keeps that setup.py on its CPU path (its CUDA path would
+    # demand CUDA_HOME just to print metadata).
+    (cd "$dest" && env -u FORCE_CUDA CUDA_VISIBLE_DEVICES= MMCV_WITH_OPS=1 \
+      "${PIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation \
+      "mmcv==$MMCV_VERSION" -d "$dest" >&2) || die "pip could not download the mmcv $MMCV_VERSION sdist"
   fi
   files=("$dest"/mmcv-"$MMCV_VERSION".tar.gz)
   [[ -f ${files[0]} ]] || die "pip download left no mmcv-$MMCV_VERSION.tar.gz in $dest"
   echo "$MMCV_SDIST_SHA256  ${files[0]}" | sha256sum -c --quiet - >/dev/null 2>&1 ||
-    die "the mmcv-$MMCV_VERSION.tar.gz that pip downloaded has sha256 $(sha256sum "${files[0]}" | cut -d' ' -f1), not the pinned $MMCV_SDIST_SHA256; check the index pip is configured with (pip config list)"
+    die "the mmcv-$MMCV_VERSION.tar.gz $origin has sha256 $(sha256sum "${files[0]}" | cut -d' ' -f1), not the pinned $MMCV_SDIST_SHA256"
   printf '%s\n' "${files[0]}"
 }
 
