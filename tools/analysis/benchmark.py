@@ -291,7 +291,7 @@ def network_figures(args, device, autocast) -> List[dict]:
         # leaves the weights at their init. Even lr 1e-4 on random labels
         # saturates OD-ResNet-50 4x's sigmoid attentions within three
         # steps (to 0 and denormals), and denormal kernels then slow
-        # oneDNN's convolutions (by ~10% for that network's batch-1 latency
+        # oneDNN's convolutions (by ~7% for that network's batch-1 latency
         # on an Intel CPU): every figure here is of the initial weights.
         optimizers = {
             k: torch.optim.SGD(m.parameters(), lr=0.0, momentum=0.9)
