@@ -1,0 +1,149 @@
+"""The layers and backbones under ``torch.compile``.
+
+Compiled code takes branches eager code does not (``mixes_in_place`` is
+always true there, and the kernels are not re-formed in backward through
+saved-tensor hooks), so compiled layers are checked against the oracle
+themselves, outputs and gradients, at batch-1 inference and in training.
+Every compile is ``fullgraph=True``: a graph break, which would silently
+send part of a layer back to eager (and cost a round trip per layer in a
+compiled network), fails the test. Most cases use the ``aot_eager``
+backend (Dynamo's trace and AOTAutograd's joint graph, without Inductor's
+minute-long C++ builds); one layer runs through Inductor, the backend the
+benchmark's compiled figures use.
+"""
+import pytest
+import torch
+from mmcv.cnn import build_conv_layer
+from mmengine.registry import MODELS
+from torch._dynamo.testing import CompileCounterWithBackend
+
+import dynconv_mm  # noqa: F401  (registers the types)
+from oracle import reference_layer_forward
+
+LAYERS = {
+    'DynamicConv': dict(type='DynamicConv', num_kernels=3),
+    'ODConv_1x': dict(type='ODConv', num_kernels=1),
+    'ODConv_4x': dict(type='ODConv', num_kernels=3),
+    'DyNetConv': dict(type='DyNetConv', num_kernels=3),
+}
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    """Each test compiles from scratch: a cache shared across tests would
+    hit Dynamo's recompile limit, after which it runs eager silently."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def compiled(module, backend='aot_eager'):
+    """``module`` compiled as one graph, and a counter of its graphs."""
+    counter = CompileCounterWithBackend(backend)
+    return torch.compile(module, backend=counter, fullgraph=True), counter
+
+
+def traced_graphs(counter) -> int:
+    """How many graphs with operations the backend compiled (Dynamo also
+    hands it an empty graph for a frame without any)."""
+    return sum(
+        any(node.op == 'call_function' for node in graph.graph.nodes)
+        for graph in counter.graphs)
+
+
+def build_layer(name):
+    torch.manual_seed(0)
+    return build_conv_layer(LAYERS[name], 5, 6, 3, stride=2, padding=1,
+                            bias=True).double()
+
+
+def check_inference(layer, run):
+    layer.eval()
+    x = torch.randn(1, 5, 9, 8, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(run(x), reference_layer_forward(layer, x))
+
+
+def check_training(layer, run):
+    layer.train()
+    x = torch.randn(3, 5, 9, 8, dtype=torch.float64, requires_grad=True)
+    out = run(x)
+    ref = reference_layer_forward(layer, x)
+    torch.testing.assert_close(out, ref)
+    params = [x, *layer.parameters()]
+    cotangent = torch.randn_like(out)
+    got = torch.autograd.grad(out, params, cotangent)
+    want = torch.autograd.grad(ref, params, cotangent)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+
+
+@pytest.mark.parametrize('name', LAYERS)
+@pytest.mark.parametrize('check', [check_inference, check_training],
+                         ids=['inference_b1', 'training_b3'])
+def test_compiled_layer_matches_oracle(name, check):
+    layer = build_layer(name)
+    run, counter = compiled(layer)
+    check(layer, run)
+    assert traced_graphs(counter) == 1
+
+
+@pytest.mark.slow
+def test_inductor_compiled_layer_matches_oracle():
+    layer = build_layer('ODConv_4x')
+    run, counter = compiled(layer, 'inductor')
+    check_inference(layer, run)
+    check_training(layer, run)
+    assert traced_graphs(counter) == 2  # the eval and the train graph
+
+
+ODCONV = dict(type='ODConv', num_kernels=4)
+BACKBONES = {
+    'resnet18_odconv_attention_bn': dict(
+        type='DynamicResNet', depth=18, base_channels=8,
+        dynamic_conv_cfg=dict(ODCONV, attention_norm_cfg=dict(type='BN'))),
+    'resnet50_dynet_shared': dict(
+        type='DynamicResNet', depth=50, stem_channels=16, base_channels=4,
+        dynamic_conv_cfg=dict(type='DyNetConv', num_kernels=3),
+        dynet_shared_coefficients=True),
+    'mobilenetv2_dyconv': dict(
+        type='DynamicMobileNetV2', widen_factor=0.5,
+        dynamic_conv_cfg=dict(type='DynamicConv', num_kernels=4)),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name,train', [
+    ('resnet18_odconv_attention_bn', False),
+    ('resnet18_odconv_attention_bn', True),
+    ('resnet50_dynet_shared', True),
+    ('mobilenetv2_dyconv', False),
+    ('mobilenetv2_dyconv', True),
+])
+def test_compiled_backbone_is_one_graph_equal_to_eager(name, train):
+    """A whole backbone traces as one graph and computes what it computes
+    eagerly (its layers being checked against the oracle above)."""
+    torch.manual_seed(0)
+    backbone = MODELS.build(BACKBONES[name]).double().train(train)
+    run, counter = compiled(backbone)
+    x = torch.randn(1 if not train else 2, 3, 32, 32, dtype=torch.float64)
+    params = [p for p in backbone.parameters() if p.requires_grad]
+    buffers = {k: v.clone() for k, v in backbone.named_buffers()}
+
+    def outputs_and_gradients(forward):
+        with torch.set_grad_enabled(train):
+            outputs = forward(x)
+        if not train:
+            return outputs, ()
+        loss = sum(o.square().sum() for o in outputs)
+        return outputs, torch.autograd.grad(loss, params)
+
+    got = outputs_and_gradients(run)
+    assert traced_graphs(counter) == 1
+    # the compiled run updated BN running statistics in training: start the
+    # eager run from the same ones
+    for name, buffer in backbone.named_buffers():
+        buffer.copy_(buffers[name])
+    want = outputs_and_gradients(backbone)
+    for g, w in zip([*got[0], *got[1]], [*want[0], *want[1]]):
+        torch.testing.assert_close(g, w)
