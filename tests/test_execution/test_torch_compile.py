@@ -88,6 +88,23 @@ def test_compiled_layer_matches_oracle(name, check):
     assert traced_graphs(counter) == 1
 
 
+@pytest.mark.parametrize('name', ['DynamicConv', 'ODConv_4x'])
+def test_compiled_layer_follows_temperature_changes(name):
+    """TemperatureAnnealingHook changes the temperature every iteration: a
+    compiled layer must use the new value without being traced again (a
+    retrace per value would soon hit Dynamo's recompile limit, after which
+    it runs eager)."""
+    layer = build_layer(name).eval()
+    run, counter = compiled(layer)
+    x = torch.randn(2, 5, 9, 8, dtype=torch.float64)
+    with torch.no_grad():
+        for temperature in (30.0, 0.5):
+            layer.temperature = temperature
+            torch.testing.assert_close(run(x),
+                                       reference_layer_forward(layer, x))
+    assert traced_graphs(counter) == 1
+
+
 @pytest.mark.slow
 def test_inductor_compiled_layer_matches_oracle():
     layer = build_layer('ODConv_4x')
