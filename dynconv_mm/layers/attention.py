@@ -45,6 +45,18 @@ def build_vector_norm(owner: str, norm_cfg: dict,
     return norm
 
 
+def _autocast_enabled(device: str) -> bool:
+    """Whether autocast is on for ``device`` (a device type without
+    autocast, such as ``'meta'``, has it off)."""
+    if torch.compiler.is_compiling():
+        # Dynamo in torch <= 2.11 cannot trace is_autocast_available (a
+        # graph break in every layer); a compiled model's device has
+        # autocast.
+        return torch.is_autocast_enabled(device)
+    return (torch.amp.is_autocast_available(device)
+            and torch.is_autocast_enabled(device))
+
+
 @contextlib.contextmanager
 def full_precision(x: Tensor) -> Iterator[None]:
     """Autocast off on ``x``'s device: the attention's logits, softmax and
@@ -53,8 +65,7 @@ def full_precision(x: Tensor) -> Iterator[None]:
     device = x.device.type
     # Only where autocast is on: entering the context costs more than the
     # small ops it wraps (batch-1 inference runs ~100 of them per network).
-    if (torch.amp.is_autocast_available(device)
-            and torch.is_autocast_enabled(device)):
+    if _autocast_enabled(device):
         with torch.autocast(device_type=device, enabled=False):
             yield
     else:

@@ -105,6 +105,27 @@ def test_compiled_layer_follows_temperature_changes(name):
     assert traced_graphs(counter) == 1
 
 
+@pytest.mark.parametrize('name', LAYERS)
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_compiled_attention_runs_in_fp32_under_autocast(name, dtype):
+    """As eager (tests/test_layers/test_mixed_precision.py): under autocast
+    the attention computes in float32, inside the one graph."""
+    layer = build_layer(name).float()
+    run, counter = compiled(layer.attention)
+    x = torch.randn(2, 5, 9, 8)
+    with torch.no_grad():
+        want = layer.attention(x)
+        with torch.autocast('cpu', dtype=dtype):
+            got = run(x)
+    for field, value in zip(got._fields, got):
+        if value is None:
+            assert getattr(want, field) is None, field
+            continue
+        assert value.dtype == torch.float32, field
+        torch.testing.assert_close(value, getattr(want, field))
+    assert traced_graphs(counter) == 1
+
+
 @pytest.mark.slow
 def test_inductor_compiled_layer_matches_oracle():
     layer = build_layer('ODConv_4x')
