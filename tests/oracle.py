@@ -123,3 +123,23 @@ def reference_layer_forward(layer, x: Tensor) -> Tensor:
         x, layer.weight, bias=layer.bias, stride=layer.stride,
         padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
         **reference_attentions(layer, x))
+
+
+def assert_layer_matches_oracle(layer, x: Tensor, forward=None) -> None:
+    """``forward(x)`` (default ``layer(x)``, e.g. a compiled layer) equals
+    :func:`reference_layer_forward`: output, and the gradients of a random
+    cotangent with respect to ``x`` (if it requires grad) and every
+    parameter of ``layer``."""
+    out = (layer if forward is None else forward)(x)
+    ref = reference_layer_forward(layer, x)
+    torch.testing.assert_close(out, ref)
+    named = [('input', x)] if x.requires_grad else []
+    named += list(layer.named_parameters())
+    if not named:
+        return
+    names, inputs = zip(*named)
+    cotangent = torch.randn_like(out)
+    got = torch.autograd.grad(out, inputs, cotangent)
+    want = torch.autograd.grad(ref, inputs, cotangent)
+    for name, g, w in zip(names, got, want):
+        torch.testing.assert_close(g, w, msg=lambda m: f'grad {name}: {m}')

@@ -11,7 +11,7 @@ import dynconv_mm  # noqa: F401  (registers the conv types)
 from dynconv_mm.execution import FORMULATIONS
 
 CPU_FORMULATIONS = tuple(m for m in FORMULATIONS if m != 'triton')
-from oracle import reference_layer_forward
+from oracle import assert_layer_matches_oracle, reference_layer_forward
 
 LAYERS = {
     'DynamicConv': dict(type='DynamicConv', num_kernels=3),
@@ -40,15 +40,7 @@ def has_spatial(name):
 def test_forced_formulation_matches_oracle(name, method, train):
     layer = build(name, execution=method).train(train)
     x = torch.randn(3, 4, 9, 8, dtype=torch.float64, requires_grad=True)
-    params = [x] + [p for p in layer.parameters()]
-    out = layer(x)
-    ref = reference_layer_forward(layer, x)
-    torch.testing.assert_close(out, ref)
-    cot = torch.randn_like(out)
-    got = torch.autograd.grad(out, params, cot)
-    want = torch.autograd.grad(ref, params, cot)
-    for g, w in zip(got, want):
-        torch.testing.assert_close(g, w)
+    assert_layer_matches_oracle(layer, x)
 
 
 @pytest.mark.parametrize('name', LAYERS)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from conftest import LAYERS
 from dynconv_mm.execution import ConvAttentions
-from oracle import reference_attentions, reference_layer_forward
+from oracle import assert_layer_matches_oracle, reference_attentions
 
 # (batch, c_in, c_out, kernel, stride, padding, dilation, groups, hw)
 GEOMETRIES = {
@@ -41,39 +41,26 @@ def input_for(geometry):
                        dtype=torch.float64).requires_grad_()
 
 
-def check_against_oracle(layer, x):
-    out = layer(x)
-    ref = reference_layer_forward(layer, x)
-    torch.testing.assert_close(out, ref)
-    cot = torch.randn_like(out)
-    params = [p for _, p in layer.named_parameters()]
-    got = torch.autograd.grad(out, [x, *params], cot)
-    want = torch.autograd.grad(ref, [x, *params], cot)
-    names = ['input'] + [n for n, _ in layer.named_parameters()]
-    for name, g, w in zip(names, got, want):
-        torch.testing.assert_close(g, w, msg=lambda m: f'grad {name}: {m}')
-
-
 @pytest.mark.parametrize('geometry', GEOMETRIES)
 @pytest.mark.parametrize('mode', ['train', 'eval'])
 def test_layer_matches_oracle(layer_type, geometry, mode):
     layer = build(layer_type, geometry, num_kernels=3, temperature=2.0)
     layer.train(mode == 'train')
-    check_against_oracle(layer, input_for(geometry))
+    assert_layer_matches_oracle(layer, input_for(geometry))
 
 
 @pytest.mark.parametrize('layer_type_k1', ['DynamicConv', 'ODConv'])
 @pytest.mark.parametrize('geometry', ['stride2', '1x1', 'depthwise'])
 def test_single_kernel_matches_oracle(layer_type_k1, geometry):
-    check_against_oracle(build(layer_type_k1, geometry, num_kernels=1),
-                         input_for(geometry))
+    assert_layer_matches_oracle(
+        build(layer_type_k1, geometry, num_kernels=1), input_for(geometry))
 
 
 def test_odconv_with_authors_batchnorm_matches_oracle():
     layer = build('ODConv', 'stride2', attention_norm_cfg=dict(type='BN'))
-    check_against_oracle(layer, input_for('stride2'))
+    assert_layer_matches_oracle(layer, input_for('stride2'))
     layer.eval()
-    check_against_oracle(layer, input_for('stride2'))
+    assert_layer_matches_oracle(layer, input_for('stride2'))
 
 
 def test_dynet_training_and_eval_paths_agree():

@@ -25,7 +25,8 @@
 # on past a failed step; its exit status is 1 if any step failed. Steps, in
 # the default order:
 #   env       the GPU, driver, torch, triton and stack versions
-#   gpu-tests the tests that need a GPU (triton kernels against the oracle)
+#   gpu-tests the tests that need a GPU (triton kernels and layers compiled
+#             by Inductor for the GPU, against the oracle)
 #   network   benchmark.py --device cuda --figures network: OD-ResNet-50
 #             1x/4x and DY-ResNet-50 training img/s, peak memory, batch-1
 #             latency (bf16 autocast, batch 64, 224x224)
@@ -139,7 +140,8 @@ PYEOF
       ;;
     gpu-tests)
       "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_execution/test_triton_conv2d.py \
-        tests/test_execution/test_triton_compiles.py tests/test_layers/test_mixed_precision.py
+        tests/test_execution/test_triton_compiles.py tests/test_layers/test_mixed_precision.py \
+        tests/test_execution/test_torch_compile.py::test_inductor_compiled_layer_on_gpu_matches_oracle
       ;;
     network) "${benchmark[@]}" --device cuda --figures network "${quick[@]}" --out "$out/network" ;;
     triton)
