@@ -356,16 +356,36 @@ def network_figures(args, device, autocast) -> List[dict]:
                          **summarise(times)))
         print(f'  infer {name} b1 224px: {fmt(rows[-1])}', flush=True)
         if args.compile:  # static and ours, both through torch.compile
+            # Compiled afresh per network: the static ResNet's code would
+            # otherwise reuse its graph (no count), and every network's
+            # entries add up towards Dynamo's recompile limit.
+            torch._dynamo.reset()
             models = {k: torch.compile(models[k])
                       for k in ('static', 'dynamic')}
+            graphs = {k: compiled_graphs(infer(k)) for k in models}
             times = alternate({k: infer(k) for k in models},
                               args.infer_rounds, 3, device, warm_each=True)
-            rows.append(dict(figure='infer', network=f'{name} (compiled)',
-                             batch=1, size=224, **summarise(times)))
+            row = dict(figure='infer', network=f'{name} (compiled)',
+                       batch=1, size=224, **summarise(times))
+            for key, count in graphs.items():
+                row[key]['graphs'] = count
+            rows.append(row)
             print(f'  infer {name} b1 224px, torch.compile: static '
-                  f'{rows[-1]["static"]["ms"]:.1f} ms, dynamic '
-                  f'{rows[-1]["dynamic"]["x_static"]:.2f}x', flush=True)
+                  f'{row["static"]["ms"]:.1f} ms, dynamic '
+                  f'{row["dynamic"]["x_static"]:.2f}x (graphs: static '
+                  f'{graphs["static"]}, dynamic {graphs["dynamic"]})',
+                  flush=True)
     return rows
+
+
+def compiled_graphs(first_call: Callable[[], None]) -> int:
+    """How many graphs Dynamo compiles in ``first_call``: 1 when the whole
+    network is one graph; each graph break adds pieces with eager Python
+    between them, which a compiled figure should be read with."""
+    from torch._dynamo.utils import counters
+    counters['stats'].clear()
+    first_call()
+    return counters['stats']['unique_graphs']
 
 
 def fmt(row: dict) -> str:
@@ -496,7 +516,11 @@ def markdown(result: dict) -> str:
         for r in infer:
             ref = rng(r['reference'], 'x_static') if 'reference' in r \
                 else '-'
-            lines.append(f'| {r["network"]} | {r["static"]["ms"]:.1f} | '
+            graphs = '' if 'graphs' not in r['dynamic'] else (
+                f' ({r["static"]["graphs"]:.0f} / '
+                f'{r["dynamic"]["graphs"]:.0f} graphs)')
+            lines.append(f'| {r["network"]}{graphs} | '
+                         f'{r["static"]["ms"]:.1f} | '
                          f'{rng(r["dynamic"], "x_static")} | {ref} |')
     return '\n'.join(lines) + '\n'
 
