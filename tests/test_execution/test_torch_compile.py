@@ -13,53 +13,39 @@ benchmark's compiled figures use.
 """
 import pytest
 import torch
-from mmcv.cnn import build_conv_layer
 from mmengine.registry import MODELS
-from torch._dynamo.testing import CompileCounterWithBackend
+from torch._dynamo.utils import counters
 
 import dynconv_mm  # noqa: F401  (registers the types)
 from oracle import assert_layer_matches_oracle, reference_layer_forward
-
-LAYERS = {
-    'DynamicConv': dict(type='DynamicConv', num_kernels=3),
-    'ODConv_1x': dict(type='ODConv', num_kernels=1),
-    'ODConv_4x': dict(type='ODConv', num_kernels=3),
-    'DyNetConv': dict(type='DyNetConv', num_kernels=3),
-}
+from test_layer_execution import LAYERS, build
 
 
 @pytest.fixture(autouse=True)
 def fresh_dynamo():
-    """Each test compiles from scratch: a cache shared across tests would
-    hit Dynamo's recompile limit, after which it runs eager silently."""
+    """Each test compiles from scratch, and counts only its own graphs: a
+    cache shared across tests would hit Dynamo's recompile limit, after
+    which it runs eager silently."""
     torch._dynamo.reset()
+    counters['stats'].clear()
     yield
     torch._dynamo.reset()
 
 
 def compiled(module, backend='aot_eager'):
-    """``module`` compiled as one graph, and a counter of its graphs."""
-    counter = CompileCounterWithBackend(backend)
-    return torch.compile(module, backend=counter, fullgraph=True), counter
+    """``module`` compiled as one graph (a graph break raises)."""
+    return torch.compile(module, backend=backend, fullgraph=True)
 
 
-def traced_graphs(counter) -> int:
-    """How many graphs with operations the backend compiled (Dynamo also
-    hands it an empty graph for a frame without any)."""
-    return sum(
-        any(node.op == 'call_function' for node in graph.graph.nodes)
-        for graph in counter.graphs)
-
-
-def build_layer(name):
-    torch.manual_seed(0)
-    return build_conv_layer(LAYERS[name], 5, 6, 3, stride=2, padding=1,
-                            bias=True).double()
+def compiled_graphs() -> int:
+    """How many graphs Dynamo has compiled in this test (as
+    ``benchmark.py --compile`` counts them)."""
+    return counters['stats']['unique_graphs']
 
 
 def check_inference(layer, run):
     layer.eval()
-    x = torch.randn(1, 5, 9, 8, dtype=torch.float64,
+    x = torch.randn(1, 4, 9, 8, dtype=torch.float64,
                     device=layer.weight.device)
     with torch.no_grad():
         torch.testing.assert_close(run(x), reference_layer_forward(layer, x))
@@ -67,7 +53,7 @@ def check_inference(layer, run):
 
 def check_training(layer, run):
     layer.train()
-    x = torch.randn(3, 5, 9, 8, dtype=torch.float64, requires_grad=True,
+    x = torch.randn(3, 4, 9, 8, dtype=torch.float64, requires_grad=True,
                     device=layer.weight.device)
     assert_layer_matches_oracle(layer, x, run)
 
@@ -76,10 +62,9 @@ def check_training(layer, run):
 @pytest.mark.parametrize('check', [check_inference, check_training],
                          ids=['inference_b1', 'training_b3'])
 def test_compiled_layer_matches_oracle(name, check):
-    layer = build_layer(name)
-    run, counter = compiled(layer)
-    check(layer, run)
-    assert traced_graphs(counter) == 1
+    layer = build(name)
+    check(layer, compiled(layer))
+    assert compiled_graphs() == 1
 
 
 @pytest.mark.parametrize('name', ['DynamicConv', 'ODConv_4x'])
@@ -88,15 +73,15 @@ def test_compiled_layer_follows_temperature_changes(name):
     compiled layer must use the new value without being traced again (a
     retrace per value would soon hit Dynamo's recompile limit, after which
     it runs eager)."""
-    layer = build_layer(name).eval()
-    run, counter = compiled(layer)
-    x = torch.randn(2, 5, 9, 8, dtype=torch.float64)
+    layer = build(name).eval()
+    run = compiled(layer)
+    x = torch.randn(2, 4, 9, 8, dtype=torch.float64)
     with torch.no_grad():
         for temperature in (30.0, 0.5):
             layer.temperature = temperature
             torch.testing.assert_close(run(x),
                                        reference_layer_forward(layer, x))
-    assert traced_graphs(counter) == 1
+    assert compiled_graphs() == 1
 
 
 @pytest.mark.parametrize('name', LAYERS)
@@ -104,9 +89,9 @@ def test_compiled_layer_follows_temperature_changes(name):
 def test_compiled_attention_runs_in_fp32_under_autocast(name, dtype):
     """As eager (tests/test_layers/test_mixed_precision.py): under autocast
     the attention computes in float32, inside the one graph."""
-    layer = build_layer(name).float()
-    run, counter = compiled(layer.attention)
-    x = torch.randn(2, 5, 9, 8)
+    layer = build(name).float()
+    run = compiled(layer.attention)
+    x = torch.randn(2, 4, 9, 8)
     with torch.no_grad():
         want = layer.attention(x)
         with torch.autocast('cpu', dtype=dtype):
@@ -117,16 +102,16 @@ def test_compiled_attention_runs_in_fp32_under_autocast(name, dtype):
             continue
         assert value.dtype == torch.float32, field
         torch.testing.assert_close(value, getattr(want, field))
-    assert traced_graphs(counter) == 1
+    assert compiled_graphs() == 1
 
 
 @pytest.mark.slow
 def test_inductor_compiled_layer_matches_oracle():
-    layer = build_layer('ODConv_4x')
-    run, counter = compiled(layer, 'inductor')
+    layer = build('ODConv_4x')
+    run = compiled(layer, 'inductor')
     check_inference(layer, run)
     check_training(layer, run)
-    assert traced_graphs(counter) == 2  # the eval and the train graph
+    assert compiled_graphs() == 2  # the eval and the train graph
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
@@ -134,18 +119,18 @@ def test_inductor_compiled_layer_matches_oracle():
 def test_inductor_compiled_layer_on_gpu_matches_oracle(name):
     """On a GPU Inductor writes Triton kernels for the glue (float64, so
     that neither TF32 nor rounding blurs the comparison)."""
-    layer = build_layer(name).cuda()
-    run, counter = compiled(layer, 'inductor')
+    layer = build(name).cuda()
+    run = compiled(layer, 'inductor')
     check_inference(layer, run)
     check_training(layer, run)
-    assert traced_graphs(counter) == 2
+    assert compiled_graphs() == 2
 
 
-ODCONV = dict(type='ODConv', num_kernels=4)
 BACKBONES = {
     'resnet18_odconv_attention_bn': dict(
         type='DynamicResNet', depth=18, base_channels=8,
-        dynamic_conv_cfg=dict(ODCONV, attention_norm_cfg=dict(type='BN'))),
+        dynamic_conv_cfg=dict(type='ODConv', num_kernels=4,
+                              attention_norm_cfg=dict(type='BN'))),
     'resnet50_dynet_shared': dict(
         type='DynamicResNet', depth=50, stem_channels=16, base_channels=4,
         dynamic_conv_cfg=dict(type='DyNetConv', num_kernels=3),
@@ -168,7 +153,7 @@ def test_compiled_backbone_is_one_graph_equal_to_eager(name, train):
     eagerly (its layers being checked against the oracle above)."""
     torch.manual_seed(0)
     backbone = MODELS.build(BACKBONES[name]).double().train(train)
-    run, counter = compiled(backbone)
+    run = compiled(backbone)
     x = torch.randn(1 if not train else 2, 3, 32, 32, dtype=torch.float64)
     params = [p for p in backbone.parameters() if p.requires_grad]
     buffers = {k: v.clone() for k, v in backbone.named_buffers()}
@@ -182,11 +167,11 @@ def test_compiled_backbone_is_one_graph_equal_to_eager(name, train):
         return outputs, torch.autograd.grad(loss, params)
 
     got = outputs_and_gradients(run)
-    assert traced_graphs(counter) == 1
+    assert compiled_graphs() == 1
     # the compiled run updated BN running statistics in training: start the
     # eager run from the same ones
-    for name, buffer in backbone.named_buffers():
-        buffer.copy_(buffers[name])
+    for key, buffer in backbone.named_buffers():
+        buffer.copy_(buffers[key])
     want = outputs_and_gradients(backbone)
     for g, w in zip([*got[0], *got[1]], [*want[0], *want[1]]):
         torch.testing.assert_close(g, w)
