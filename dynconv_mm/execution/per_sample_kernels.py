@@ -24,6 +24,7 @@ from typing import Callable, List, NamedTuple, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from .attentions import (ConvAttentions, IntPair, Padding, accepts_empty_batch,
                          finish, mix_bias, mix_kernels, output_size,
@@ -181,6 +182,8 @@ class KernelsRecomputedInBackward:
     to run if one of them was modified in place since the forward, as
     autograd does for a saved tensor. Higher derivatives stay exact:
     autograd gives the re-formed tensor the graph of the one it replaces.
+    Eager only: what a ``torch.compile`` graph saves is its partitioner's
+    choice, which a checkpointed region steers instead.
     """
 
     def __init__(self, form: Callable[[List[Tensor]], Tensor],
@@ -243,7 +246,8 @@ def _sample_kernels_conv(x: Tensor, weight: Tensor,
                          dilation: IntPair) -> Tensor:
     """Form the per-sample kernels and convolve each sample with its own;
     when training, the kernels are formed again in backward rather than
-    kept (:class:`KernelsRecomputedInBackward`)."""
+    kept (:class:`KernelsRecomputedInBackward`; compiled, a checkpointed
+    region)."""
     batch = x.shape[0]
 
     def form(stages: Optional[List[Tensor]] = None) -> Tensor:
@@ -251,8 +255,14 @@ def _sample_kernels_conv(x: Tensor, weight: Tensor,
                                   stages)
 
     sources = tuple(t for t in (weight, *attentions) if t is not None)
-    if not records_autograd(*sources) or torch.compiler.is_compiling():
-        return _grouped_conv(x, form(), bias, stride, padding, dilation,
+    training = records_autograd(*sources)
+    if not training or torch.compiler.is_compiling():
+        # Saved-tensor hooks do not reach what a compiled graph saves; a
+        # checkpointed region does: the partitioner then forms the kernels
+        # again in backward instead of saving them.
+        kernels = (checkpoint(form, use_reentrant=False) if training
+                   else form())
+        return _grouped_conv(x, kernels, bias, stride, padding, dilation,
                              groups)
     recompute = KernelsRecomputedInBackward(form, sources)
     with recompute.hooks():

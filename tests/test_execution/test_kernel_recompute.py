@@ -45,13 +45,12 @@ def large_kernel_case(attention):
     return x, weight, ConvAttentions(**att)
 
 
-@pytest.mark.parametrize('method', PER_SAMPLE)
-@pytest.mark.parametrize('attention', ['odconv_4x_kernel', 'odconv_1x'])
-def test_no_kernel_sized_tensor_is_kept(method, attention):
+def check_no_kernel_sized_tensor_is_kept(attention, conv):
+    """``conv(x, weight, attentions)`` keeps neither the per-sample kernels
+    nor their like for backward, and its gradients are the oracle's."""
     x, weight, att = large_kernel_case(attention)
     one_batch_of_kernels = 4 * weight[0].numel() * 8
-    out, kept = saved_bytes(lambda: dynamic_conv2d(
-        x, weight, att, padding=1, method=method))
+    out, kept = saved_bytes(lambda: conv(x, weight, att))
     # Kept: the bank (a parameter), the input, the small attentions and
     # activation-sized products; not the per-sample kernels.
     bank_and_activations = weight.numel() * 8 + 6 * x.numel() * 8 + 4096
@@ -66,6 +65,34 @@ def test_no_kernel_sized_tensor_is_kept(method, attention):
     want = torch.autograd.grad(ref.square().sum(), inputs)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w)
+
+
+@pytest.mark.parametrize('method', PER_SAMPLE)
+@pytest.mark.parametrize('attention', ['odconv_4x_kernel', 'odconv_1x'])
+def test_no_kernel_sized_tensor_is_kept(method, attention):
+    check_no_kernel_sized_tensor_is_kept(
+        attention, lambda x, weight, att: dynamic_conv2d(
+            x, weight, att, padding=1, method=method))
+
+
+@pytest.mark.parametrize('method', PER_SAMPLE)
+@pytest.mark.parametrize('attention', ['odconv_4x_kernel', 'odconv_1x'])
+def test_compiled_training_keeps_no_kernel_sized_tensor(method, attention):
+    """Saved-tensor hooks do not reach the tensors a compiled graph saves
+    (its partitioner decides those); without the checkpointed mixing, the
+    compiled form kept every sample's kernel (a 256-channel 3x3 ODConv 4x
+    layer at 14x14, batch 8: 49.7 MB saved against 13.7 MB eager)."""
+    torch._dynamo.reset()
+
+    def conv(x, weight, att):
+        return dynamic_conv2d(x, weight, att, padding=1, method=method)
+
+    try:
+        check_no_kernel_sized_tensor_is_kept(
+            attention, torch.compile(conv, backend='aot_eager',
+                                     fullgraph=True))
+    finally:
+        torch._dynamo.reset()
 
 
 @pytest.mark.parametrize('method', PER_SAMPLE)

@@ -1,9 +1,11 @@
 """The layers and backbones under ``torch.compile``.
 
 Compiled code takes branches eager code does not (``mixes_in_place`` is
-always true there, and the kernels are not re-formed in backward through
-saved-tensor hooks), so compiled layers are checked against the oracle
-themselves, outputs and gradients, at batch-1 inference and in training.
+always true there, and the kernels are re-formed in backward through a
+checkpointed region, not saved-tensor hooks: what that keeps is checked in
+test_kernel_recompute.py), so compiled layers are checked against the
+oracle themselves, outputs and gradients, at batch-1 inference and in
+training.
 Every compile is ``fullgraph=True``: a graph break, which would silently
 send part of a layer back to eager (and cost a round trip per layer in a
 compiled network), fails the test. Most cases use the ``aot_eager``
