@@ -271,6 +271,68 @@ def layer_figures(args, device, autocast) -> List[dict]:
     return rows
 
 
+def training_row(network: str, models: Dict[str, nn.Module],
+                 loss_of: Callable[[nn.Module], torch.Tensor], batch: int,
+                 size: int, args, device: torch.device,
+                 compiled: bool = False) -> dict:
+    """Training step images/s and memory of ``models`` (``static`` among
+    them), as ratios to the static network; ``compiled``: the models are
+    ``torch.compile``'d, and their graphs are counted in the first step.
+
+    SGD with momentum at lr 0: each step does all of SGD's work but leaves
+    the weights at their init. Even lr 1e-4 on random labels saturates
+    OD-ResNet-50 4x's sigmoid attentions within three steps (to 0 and
+    denormals), and denormal kernels then slow oneDNN's convolutions (by
+    ~7% for that network's batch-1 latency on an Intel CPU): every figure
+    is of the initial weights."""
+    gpu = device.type == 'cuda'
+    optimizers = {
+        k: torch.optim.SGD(m.parameters(), lr=0.0, momentum=0.9)
+        for k, m in models.items()
+    }
+
+    def train_step(key):
+        def run():
+            models[key].train()
+            optimizers[key].zero_grad(set_to_none=True)
+            loss_of(models[key]).backward()
+            optimizers[key].step()
+        return run
+
+    steps = {k: train_step(k) for k in models}
+    graphs = {k: compiled_graphs(steps[k]) for k in models} \
+        if compiled else {}
+    times = alternate(steps, args.train_rounds, 1, device)
+    row = dict(figure='train', network=network, batch=batch, size=size,
+               **summarise(times))
+    for key in models:
+        row[key]['img_s'] = batch / (row[key]['ms'] / 1e3)
+        if key != 'static':
+            row[key]['img_s_x_static'] = 1 / row[key]['x_static']
+    for key, count in graphs.items():
+        row[key]['graphs'] = count
+    for key, model in models.items():
+        model.train()
+        if gpu:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+            optimizers[key].zero_grad(set_to_none=True)
+            loss_of(model).backward()
+            row[key]['peak_mem_mb'] = (
+                torch.cuda.max_memory_allocated(device) - base) / 2**20
+        else:  # a compiled graph's saved tensors pass the same hooks
+            row[key]['saved_mb'] = saved_bytes(
+                lambda: loss_of(model)) / 2**20
+        optimizers[key].zero_grad(set_to_none=True)
+    mem = 'peak_mem_mb' if gpu else 'saved_mb'
+    for key in models:
+        if key != 'static':
+            row[key]['mem_x_static'] = row[key][mem] / row['static'][mem]
+    print(f'  train {network} b{batch} {size}px: {fmt(row)}', flush=True)
+    return row
+
+
 def network_figures(args, device, autocast) -> List[dict]:
     gpu = device.type == 'cuda'
     batch = args.train_batch or (64 if gpu else (4 if args.quick else 8))
@@ -284,61 +346,15 @@ def network_figures(args, device, autocast) -> List[dict]:
         reference = use_materialised_form(build_resnet50(cfg).to(device))
         reference.load_state_dict(dynamic.state_dict())
         models = dict(static=static, dynamic=dynamic, reference=reference)
-        # training step
         images = torch.randn(batch, 3, size, size, device=device)
         labels = torch.randint(0, 1000, (batch, ), device=device)
-        # lr 0: each step does all of SGD's work (momentum, update) but
-        # leaves the weights at their init. Even lr 1e-4 on random labels
-        # saturates OD-ResNet-50 4x's sigmoid attentions within three
-        # steps (to 0 and denormals), and denormal kernels then slow
-        # oneDNN's convolutions (by ~7% for that network's batch-1 latency
-        # on an Intel CPU): every figure here is of the initial weights.
-        optimizers = {
-            k: torch.optim.SGD(m.parameters(), lr=0.0, momentum=0.9)
-            for k, m in models.items()
-        }
 
         def loss_of(model):
             with autocast():
                 return F.cross_entropy(model(images).float(), labels)
 
-        def train_step(key):
-            def run():
-                models[key].train()
-                optimizers[key].zero_grad(set_to_none=True)
-                loss_of(models[key]).backward()
-                optimizers[key].step()
-            return run
-
-        times = alternate({k: train_step(k) for k in models},
-                          args.train_rounds, 1, device)
-        row = dict(figure='train', network=name, batch=batch, size=size,
-                   **summarise(times))
-        for key in models:
-            row[key]['img_s'] = batch / (row[key]['ms'] / 1e3)
-            if key != 'static':
-                row[key]['img_s_x_static'] = 1 / row[key]['x_static']
-        for key, model in models.items():
-            model.train()
-            if gpu:
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats(device)
-                base = torch.cuda.memory_allocated(device)
-                optimizers[key].zero_grad(set_to_none=True)
-                loss_of(model).backward()
-                row[key]['peak_mem_mb'] = (
-                    torch.cuda.max_memory_allocated(device) - base) / 2**20
-            else:
-                row[key]['saved_mb'] = saved_bytes(
-                    lambda: loss_of(model)) / 2**20
-            optimizers[key].zero_grad(set_to_none=True)
-        mem = 'peak_mem_mb' if gpu else 'saved_mb'
-        for key in ('dynamic', 'reference'):
-            row[key]['mem_x_static'] = row[key][mem] / row['static'][mem]
-        rows.append(row)
-        print(f'  train {name} b{batch} {size}px: {fmt(row)}; memory '
-              f'{row["dynamic"]["mem_x_static"]:.2f}x (reference '
-              f'{row["reference"]["mem_x_static"]:.2f}x)', flush=True)
+        rows.append(training_row(name, models, loss_of, batch, size, args,
+                                 device))
         # batch-1 inference
         image = torch.randn(1, 3, 224, 224, device=device)
 
@@ -362,6 +378,8 @@ def network_figures(args, device, autocast) -> List[dict]:
             torch._dynamo.reset()
             models = {k: torch.compile(models[k])
                       for k in ('static', 'dynamic')}
+            for model in models.values():
+                model.eval()
             graphs = {k: compiled_graphs(infer(k)) for k in models}
             times = alternate({k: infer(k) for k in models},
                               args.infer_rounds, 3, device, warm_each=True)
@@ -370,11 +388,11 @@ def network_figures(args, device, autocast) -> List[dict]:
             for key, count in graphs.items():
                 row[key]['graphs'] = count
             rows.append(row)
-            print(f'  infer {name} b1 224px, torch.compile: static '
-                  f'{row["static"]["ms"]:.1f} ms, dynamic '
-                  f'{row["dynamic"]["x_static"]:.2f}x (graphs: static '
-                  f'{graphs["static"]}, dynamic {graphs["dynamic"]})',
+            print(f'  infer {name} (compiled) b1 224px: {fmt(row)}',
                   flush=True)
+            rows.append(training_row(f'{name} (compiled)', models, loss_of,
+                                     batch, size, args, device,
+                                     compiled=True))
     return rows
 
 
@@ -389,9 +407,21 @@ def compiled_graphs(first_call: Callable[[], None]) -> int:
 
 
 def fmt(row: dict) -> str:
-    return (f'static {row["static"]["ms"]:.1f} ms, dynamic '
-            f'{row["dynamic"]["x_static"]:.2f}x, materialised '
-            f'{row["reference"]["x_static"]:.2f}x')
+    """One row for the log: times, and memory and graph counts where
+    measured."""
+    ours, ref = row['dynamic'], row.get('reference')
+    text = (f'static {row["static"]["ms"]:.1f} ms, dynamic '
+            f'{ours["x_static"]:.2f}x')
+    if ref:
+        text += f', materialised {ref["x_static"]:.2f}x'
+    if 'mem_x_static' in ours:
+        text += f'; memory {ours["mem_x_static"]:.2f}x'
+        if ref:
+            text += f' (materialised {ref["mem_x_static"]:.2f}x)'
+    if 'graphs' in ours:
+        text += (f' (graphs: static {row["static"]["graphs"]}, dynamic '
+                 f'{ours["graphs"]})')
+    return text
 
 
 def worker(args) -> dict:
@@ -479,9 +509,16 @@ def markdown(result: dict) -> str:
         f'(min-max in brackets); command: `{result["command"]}`', ''
     ]
 
-    def rng(d, metric):
+    def rng(d, metric):  # '-' where not measured (compiled: no reference)
+        if d is None:
+            return '-'
         lo, hi = d[metric + '_range']
         return f'{d[metric]:.2f}× ({lo:.2f}-{hi:.2f})'
+
+    def graphs(r):
+        return '' if 'graphs' not in r['dynamic'] else (
+            f' ({r["static"]["graphs"]:.0f} / '
+            f'{r["dynamic"]["graphs"]:.0f} graphs)')
 
     layers = [r for r in result['rows'] if r['figure'] == 'layer']
     if layers:
@@ -502,26 +539,22 @@ def markdown(result: dict) -> str:
                   f'{mem} |', '|---|---|---|---|---|---|---|']
         for r in train:
             lines.append(
-                f'| {r["network"]} | {r["batch"]}, {r["size"]}² | '
-                f'{r["static"]["img_s"]:.1f} | '
+                f'| {r["network"]}{graphs(r)} | {r["batch"]}, {r["size"]}² '
+                f'| {r["static"]["img_s"]:.1f} | '
                 f'{rng(r["dynamic"], "img_s_x_static")} | '
-                f'{rng(r["reference"], "img_s_x_static")} | '
+                f'{rng(r.get("reference"), "img_s_x_static")} | '
                 f'{rng(r["dynamic"], "mem_x_static")} | '
-                f'{rng(r["reference"], "mem_x_static")} |')
+                f'{rng(r.get("reference"), "mem_x_static")} |')
         lines.append('')
     infer = [r for r in result['rows'] if r['figure'] == 'infer']
     if infer:
         lines += ['| batch-1 inference, 224² | static ms | ours | '
                   'materialised |', '|---|---|---|---|']
         for r in infer:
-            ref = rng(r['reference'], 'x_static') if 'reference' in r \
-                else '-'
-            graphs = '' if 'graphs' not in r['dynamic'] else (
-                f' ({r["static"]["graphs"]:.0f} / '
-                f'{r["dynamic"]["graphs"]:.0f} graphs)')
-            lines.append(f'| {r["network"]}{graphs} | '
+            lines.append(f'| {r["network"]}{graphs(r)} | '
                          f'{r["static"]["ms"]:.1f} | '
-                         f'{rng(r["dynamic"], "x_static")} | {ref} |')
+                         f'{rng(r["dynamic"], "x_static")} | '
+                         f'{rng(r.get("reference"), "x_static")} |')
     return '\n'.join(lines) + '\n'
 
 
@@ -562,8 +595,9 @@ def main() -> None:
         'auto)')
     parser.add_argument(
         '--compile', action='store_true',
-        help='also time batch-1 inference with the static network and ours '
-        'both through torch.compile (minutes of compilation per network)')
+        help='also time batch-1 inference and the training step with the '
+        'static network and ours both through torch.compile (minutes of '
+        'compilation per network)')
     parser.add_argument('--out', default='work_dirs/benchmark')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args()
