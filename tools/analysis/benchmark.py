@@ -27,6 +27,7 @@ processes``). Writes ``benchmark.json`` and ``benchmark.md`` to ``--out``.
     python tools/analysis/benchmark.py --quick       # CPU, a few minutes
     python tools/analysis/benchmark.py --device cuda # GPU, bf16 autocast
     python tools/analysis/benchmark.py --quick --figures network --compile
+    python tools/analysis/benchmark.py --quick --figures network --freeze
 """
 import argparse
 import json
@@ -358,42 +359,70 @@ def network_figures(args, device, autocast) -> List[dict]:
         # batch-1 inference
         image = torch.randn(1, 3, 224, 224, device=device)
 
-        def infer(key):
-            def run():
-                with torch.no_grad(), autocast():
-                    models[key](image)
-            return run
+        def infer_of(models):
+            def infer(key):
+                def run():
+                    with torch.no_grad(), autocast():
+                        models[key](image)
+                return run
+            return infer
 
         for model in models.values():
             model.eval()
-        times = alternate({k: infer(k) for k in models}, args.infer_rounds,
-                          3, device, warm_each=True)
+        times = alternate({k: infer_of(models)(k) for k in models},
+                          args.infer_rounds, 3, device, warm_each=True)
         rows.append(dict(figure='infer', network=name, batch=1, size=224,
                          **summarise(times)))
         print(f'  infer {name} b1 224px: {fmt(rows[-1])}', flush=True)
         if args.compile:  # static and ours, both through torch.compile
-            # Compiled afresh per network: the static ResNet's code would
-            # otherwise reuse its graph (no count), and every network's
-            # entries add up towards Dynamo's recompile limit.
-            torch._dynamo.reset()
-            models = {k: torch.compile(models[k])
-                      for k in ('static', 'dynamic')}
-            for model in models.values():
-                model.eval()
-            graphs = {k: compiled_graphs(infer(k)) for k in models}
-            times = alternate({k: infer(k) for k in models},
-                              args.infer_rounds, 3, device, warm_each=True)
-            row = dict(figure='infer', network=f'{name} (compiled)',
-                       batch=1, size=224, **summarise(times))
-            for key, count in graphs.items():
-                row[key]['graphs'] = count
-            rows.append(row)
-            print(f'  infer {name} (compiled) b1 224px: {fmt(row)}',
-                  flush=True)
-            rows.append(training_row(f'{name} (compiled)', models, loss_of,
+            compiled = compile_models(models)
+            rows.append(compiled_infer_row(f'{name} (compiled)', compiled,
+                                           infer_of(compiled), args, device))
+            rows.append(training_row(f'{name} (compiled)', compiled, loss_of,
                                      batch, size, args, device,
                                      compiled=True))
+        if args.freeze:  # Inductor's CPU inference recipe
+            compiled = compile_models(models, freezing=True)
+            rows.append(compiled_infer_row(f'{name} (compiled, frozen)',
+                                           compiled, infer_of(compiled),
+                                           args, device))
     return rows
+
+
+def compile_models(models: Dict[str, nn.Module],
+                   freezing: bool = False) -> Dict[str, nn.Module]:
+    """The static network and ours through ``torch.compile`` (in eval
+    mode), compiled afresh: the static ResNet's code would otherwise reuse
+    its graph (no count), and every network's entries add up towards
+    Dynamo's recompile limit. ``freezing``: Inductor's inference freezing,
+    which folds parameters into the graph as constants and prepacks the
+    weights of convolutions and linear layers whose weight is one."""
+    torch._dynamo.reset()
+    # Set globally, not as a torch.compile option: Dynamo reads it when it
+    # traces (whether parameters become constants), outside the option's
+    # scope; as an option it left both networks unfrozen.
+    from torch._inductor import config as inductor_config
+    inductor_config.freezing = freezing
+    compiled = {k: torch.compile(models[k]) for k in ('static', 'dynamic')}
+    for model in compiled.values():
+        model.eval()
+    return compiled
+
+
+def compiled_infer_row(network: str, models: Dict[str, nn.Module],
+                       infer: Callable[[str], Callable[[], None]], args,
+                       device: torch.device) -> dict:
+    """Batch-1 inference of compiled models, with each one's graph count
+    (compiled in the first call)."""
+    graphs = {k: compiled_graphs(infer(k)) for k in models}
+    times = alternate({k: infer(k) for k in models}, args.infer_rounds, 3,
+                      device, warm_each=True)
+    row = dict(figure='infer', network=network, batch=1, size=224,
+               **summarise(times))
+    for key, count in graphs.items():
+        row[key]['graphs'] = count
+    print(f'  infer {network} b1 224px: {fmt(row)}', flush=True)
+    return row
 
 
 def compiled_graphs(first_call: Callable[[], None]) -> int:
@@ -598,6 +627,11 @@ def main() -> None:
         help='also time batch-1 inference and the training step with the '
         'static network and ours both through torch.compile (minutes of '
         'compilation per network)')
+    parser.add_argument(
+        '--freeze', action='store_true',
+        help='also time batch-1 inference with both networks compiled with '
+        "Inductor's freezing (parameters folded in as constants, static "
+        'weights prepacked: its recipe for CPU inference)')
     parser.add_argument('--out', default='work_dirs/benchmark')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args()
