@@ -34,6 +34,11 @@
 #   layers    benchmark.py --device cuda --figures layer, and
 #             benchmark_layers.py --amp bf16 --batch 64 (per formulation)
 #   suite     the whole test suite (pytest, as tools/run_tests.sh runs it)
+#   compiled  benchmark.py --device cuda --figures network --compile: the
+#             network figures plus both networks through torch.compile
+#             (Inductor's Triton code), training and batch-1 inference
+#
+# suite and compiled run only when named (minutes of compilation each).
 #
 # Environment: PYTHON (default python3), DYNCONV_MM_SITE, DYNCONV_MM_QUICK=1
 # (benchmark.py --quick: fewer rounds and processes).
@@ -152,10 +157,14 @@ PYEOF
       "${benchmark[@]}" --device cuda --figures layer "${quick[@]}" --out "$out/layer" &&
         "$PYTHON" tools/analysis/benchmark_layers.py --device cuda --amp bf16 --batch 64
       ;;
+    compiled)
+      "${benchmark[@]}" --device cuda --figures network --compile "${quick[@]}" \
+        --out "$out/compiled"
+      ;;
     # pytest itself: tools/run_tests.sh would first build the venv, which
     # needs the package index
     suite) "$PYTHON" -m pytest -q -p no:cacheprovider ;;
-    *) die "unknown step '$name' (steps: ${DEFAULT_STEPS[*]} suite)" ;;
+    *) die "unknown step '$name' (steps: ${DEFAULT_STEPS[*]} suite compiled)" ;;
   esac
 }
 
