@@ -358,34 +358,22 @@ def network_figures(args, device, autocast) -> List[dict]:
                                  device))
         # batch-1 inference
         image = torch.randn(1, 3, 224, 224, device=device)
-
-        def infer_of(models):
-            def infer(key):
-                def run():
-                    with torch.no_grad(), autocast():
-                        models[key](image)
-                return run
-            return infer
-
         for model in models.values():
             model.eval()
-        times = alternate({k: infer_of(models)(k) for k in models},
-                          args.infer_rounds, 3, device, warm_each=True)
-        rows.append(dict(figure='infer', network=name, batch=1, size=224,
-                         **summarise(times)))
-        print(f'  infer {name} b1 224px: {fmt(rows[-1])}', flush=True)
+        rows.append(inference_row(name, models, image, autocast, args,
+                                  device))
         if args.compile:  # static and ours, both through torch.compile
             compiled = compile_models(models)
-            rows.append(compiled_infer_row(f'{name} (compiled)', compiled,
-                                           infer_of(compiled), args, device))
+            rows.append(inference_row(f'{name} (compiled)', compiled, image,
+                                      autocast, args, device, compiled=True))
             rows.append(training_row(f'{name} (compiled)', compiled, loss_of,
                                      batch, size, args, device,
                                      compiled=True))
         if args.freeze:  # Inductor's CPU inference recipe
             compiled = compile_models(models, freezing=True)
-            rows.append(compiled_infer_row(f'{name} (compiled, frozen)',
-                                           compiled, infer_of(compiled),
-                                           args, device))
+            rows.append(inference_row(f'{name} (compiled, frozen)', compiled,
+                                      image, autocast, args, device,
+                                      compiled=True))
     return rows
 
 
@@ -403,20 +391,34 @@ def compile_models(models: Dict[str, nn.Module],
     # scope; as an option it left both networks unfrozen.
     from torch._inductor import config as inductor_config
     inductor_config.freezing = freezing
-    compiled = {k: torch.compile(models[k]) for k in ('static', 'dynamic')}
+    # Static shapes: inference (batch 1, 224x224) and training (its batch
+    # and --image-size) each get a graph of their own, as a model compiled
+    # for one of them would; with automatic dynamic shapes the second one
+    # became symbolic, and Inductor failed on a symbolic image size.
+    compiled = {k: torch.compile(models[k], dynamic=False)
+                for k in ('static', 'dynamic')}
     for model in compiled.values():
         model.eval()
     return compiled
 
 
-def compiled_infer_row(network: str, models: Dict[str, nn.Module],
-                       infer: Callable[[str], Callable[[], None]], args,
-                       device: torch.device) -> dict:
-    """Batch-1 inference of compiled models, with each one's graph count
-    (compiled in the first call)."""
-    graphs = {k: compiled_graphs(infer(k)) for k in models}
-    times = alternate({k: infer(k) for k in models}, args.infer_rounds, 3,
-                      device, warm_each=True)
+def inference_row(network: str, models: Dict[str, nn.Module],
+                  image: torch.Tensor, autocast, args, device: torch.device,
+                  compiled: bool = False) -> dict:
+    """Batch-1 inference latency of ``models`` (``static`` among them, in
+    eval mode), as ratios to the static network; ``compiled``: the models
+    are ``torch.compile``'d, and their graphs are counted in the first
+    call."""
+    def infer(key):
+        def run():
+            with torch.no_grad(), autocast():
+                models[key](image)
+        return run
+
+    calls = {k: infer(k) for k in models}
+    graphs = {k: compiled_graphs(run) for k, run in calls.items()} \
+        if compiled else {}
+    times = alternate(calls, args.infer_rounds, 3, device, warm_each=True)
     row = dict(figure='infer', network=network, batch=1, size=224,
                **summarise(times))
     for key, count in graphs.items():
