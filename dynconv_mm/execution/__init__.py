@@ -15,11 +15,12 @@ from .im2col_conv2d import im2col_conv2d
 from .kernel_branches import kernel_branches_conv2d
 from .per_sample_kernels import aggregated_conv2d, batch_folded_conv2d
 from .selection import FORMULATIONS, select_method
+from .tiled_gemm_conv2d import tiled_gemm_conv2d
 
 __all__ = [
     'METHODS', 'FORMULATIONS', 'ConvAttentions', 'aggregated_conv2d',
     'batch_folded_conv2d', 'check_method', 'cpu_memory_state',
     'dynamic_conv2d', 'empty_batch_conv2d', 'im2col_conv2d',
     'keep_freed_cpu_memory', 'kernel_branches_conv2d', 'mix_bias',
-    'mix_kernels', 'select_method'
+    'mix_kernels', 'select_method', 'tiled_gemm_conv2d'
 ]

@@ -10,12 +10,14 @@ from .im2col_conv2d import im2col_conv2d
 from .kernel_branches import kernel_branches_conv2d
 from .per_sample_kernels import aggregated_conv2d, batch_folded_conv2d
 from .selection import FORMULATIONS, select_method
+from .tiled_gemm_conv2d import tiled_gemm_conv2d
 
 FUNCTIONS = {
     'batch_folded': batch_folded_conv2d,
     'aggregated': aggregated_conv2d,
     'kernel_branches': kernel_branches_conv2d,
     'im2col': im2col_conv2d,
+    'tiled_gemm': tiled_gemm_conv2d,
 }
 METHODS = ('auto', ) + FORMULATIONS
 Method = Union[str, Sequence[str]]

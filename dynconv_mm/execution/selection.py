@@ -18,14 +18,20 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
   1.2-2.5x a static convolution from 14x14 maps up, where the ``K``-wide
   static forms cost about ``K`` times (they do ``K`` times the
   multiply-adds). On 7x7 maps (below ``PER_SAMPLE_MIN_PIXELS`` output
-  pixels) per-sample kernels cost 3.2-3.7x with a single kernel, 4.2-5.1x
-  with four and 3.9-4.6x with DyNet's six, the static bank 1.2-1.4x,
-  4.2-4.7x and 6.9-8.1x: so there the static bank runs up to
-  ``STATIC_BANK_MAX_KERNELS`` kernels, per-sample kernels beyond. A
-  single 1x1 kernel (no spatial attention) runs as ``kernel_branches`` up
-  to ``STATIC_1X1_MAX_PIXELS`` (28x28: 1.3-1.5x against 1.5-1.7x).
-  Without kept memory per-sample kernels on 7x7 maps cost 9-13x, so there
-  the static bank runs whatever ``K``.
+  pixels) whole per-sample kernels cost 3.2-3.7x with a single kernel,
+  3.5-4.5x with four and 3.7-4.5x with DyNet's six, the static bank
+  1.2-1.5x, 4.0-4.9x and 6.5-8.1x, and ``tiled_gemm`` (per-sample kernels
+  formed a tile at a time, :mod:`.tiled_gemm_conv2d`) 2.1-3.0x with four
+  and 2.7-3.7x with six. So with ``K > 1`` kernels ``tiled_gemm`` runs
+  7x7 maps, and 1x1 kernels up to ``TILED_1X1_MAX_PIXELS`` (14x14:
+  1.5-1.7x against 1.8-2.3x); per-sample kernels elsewhere (3x3 kernels
+  on 14x14 maps: 1.7-2.3x against 2.5-2.7x). A single kernel on 7x7 maps
+  runs from the static bank, and a single 1x1 kernel (no spatial
+  attention) up to ``STATIC_1X1_MAX_PIXELS`` (28x28: 1.3-1.5x against
+  1.5-1.7x). Without kept memory per-sample kernels on 7x7 maps cost
+  9-13x, so there the static bank runs whatever ``K``. Under
+  ``torch.compile`` ``tiled_gemm`` is not picked: the compiled graph
+  would keep its kernel tiles for backward.
 * **On a GPU** (not measured with these layers; the split follows the
   H100 profile of the ODConv authors' network in ``PERF-NOTES``): with a
   single kernel, the static bank (``kernel_branches``/``im2col``) where
@@ -37,6 +43,7 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
 import os
 from typing import Sequence
 
+import torch
 from torch import Tensor
 
 from .attentions import (ConvAttentions, IntPair, Padding, output_size,
@@ -44,15 +51,15 @@ from .attentions import (ConvAttentions, IntPair, Padding, output_size,
 from .cpu_memory import cpu_memory_state
 
 FORMULATIONS = ('batch_folded', 'aggregated', 'kernel_branches', 'im2col',
-                'triton')
+                'tiled_gemm', 'triton')
 
 # Output pixels from which per-sample kernels beat the static bank with a
 # single kernel on the CPU: 14x14 maps do, 7x7 maps do not.
 PER_SAMPLE_MIN_PIXELS = 100
 # A single 1x1 kernel stays static (kernel_branches) up to 28x28 outputs.
 STATIC_1X1_MAX_PIXELS = 28 * 28
-# Below PER_SAMPLE_MIN_PIXELS, the K-times-wider static bank up to this K.
-STATIC_BANK_MAX_KERNELS = 4
+# With K > 1 kernels, tiled_gemm runs 1x1 kernels up to 14x14 outputs.
+TILED_1X1_MAX_PIXELS = 14 * 14
 # GPU: im2col up to this many output pixels (28x28), per-sample above.
 GPU_IM2COL_MAX_PIXELS = 28 * 28
 
@@ -123,11 +130,17 @@ def preference(x: Tensor, weight: Tensor, attentions: ConvAttentions,
         if pixels <= GPU_IM2COL_MAX_PIXELS and num_kernels == 1:
             return static_bank + ('batch_folded', 'aggregated')
         return ('batch_folded', 'aggregated') + static_bank
+    one_by_one = weight.shape[3:] == (1, 1)
     if num_kernels == 1:
-        one_by_one = attentions.spatial is None and weight.shape[3:] == (1, 1)
-        if small_map or (one_by_one and pixels <= STATIC_1X1_MAX_PIXELS):
+        if small_map or (one_by_one and attentions.spatial is None
+                         and pixels <= STATIC_1X1_MAX_PIXELS):
             return static_bank + per_sample
-    elif small_map and (num_kernels <= STATIC_BANK_MAX_KERNELS
-                        or not cpu_memory_state()['applied']):
-        return static_bank + per_sample
-    return per_sample + static_bank
+        return per_sample + static_bank
+    if not cpu_memory_state()['applied']:
+        return (static_bank + per_sample if small_map else
+                per_sample + static_bank)
+    if (not torch.compiler.is_compiling()
+            and (small_map or (one_by_one
+                               and pixels <= TILED_1X1_MAX_PIXELS))):
+        return ('tiled_gemm', ) + per_sample + static_bank
+    return per_sample + ('tiled_gemm', ) + static_bank

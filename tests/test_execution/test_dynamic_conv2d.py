@@ -294,12 +294,14 @@ def rule_case(attention, batch, hw, grad, kernel_size=3, num_kernels=4):
     ('dynet', 8, 14, True, 'aggregated', 4),
     ('odconv_1x', 8, 7, True, 'im2col', 1),  # one kernel, small map: static
     ('channels_only', 8, 7, True, 'kernel_branches', 4),
-    ('odconv_4x', 8, 7, False, 'im2col', 4),  # four kernels: static bank
-    ('dynamic_conv', 8, 7, True, 'kernel_branches', 4),
-    ('dynet', 8, 7, True, 'kernel_branches', 4),
-    ('dynet', 8, 7, True, 'aggregated', 6),  # DyNet's six: per-sample
-    ('dynamic_conv', 8, 7, True, 'aggregated', 8),
-    ('odconv_4x', 8, 14, True, 'aggregated', 8),
+    # K > 1 kernels on a small map: formed a tile at a time
+    ('odconv_4x', 8, 7, False, 'tiled_gemm', 4),
+    ('odconv_4x', 8, 7, True, 'tiled_gemm', 4),
+    ('dynamic_conv', 8, 7, True, 'tiled_gemm', 4),
+    ('dynet', 8, 7, True, 'tiled_gemm', 6),
+    ('dynamic_conv', 8, 7, True, 'tiled_gemm', 8),
+    ('odconv_4x', 8, 14, True, 'aggregated', 8),  # 3x3 on 14x14: whole
+    ('dynet', 8, 14, True, 'aggregated', 6),
 ])
 def test_cpu_rule(attention, batch, hw, grad, expected, num_kernels):
     """The measured CPU rule of selection.py (docs/benchmarks.md), with
@@ -318,6 +320,25 @@ def test_cpu_rule_single_1x1_kernel(hw, expected):
     """A single 1x1 kernel stays static up to 28x28 outputs."""
     x, weight, att = rule_case('odconv_1x', 8, hw, True, kernel_size=1)
     assert select_method(x, weight, att) == expected
+
+
+@pytest.mark.parametrize('attention', ['odconv_4x', 'dynamic_conv', 'dynet'])
+@pytest.mark.parametrize('hw,expected', [(7, 'tiled_gemm'),
+                                         (14, 'tiled_gemm'),
+                                         (28, 'aggregated')])
+def test_cpu_rule_1x1_kernels(attention, hw, expected):
+    """Four 1x1 kernels are formed a tile at a time up to 14x14 outputs."""
+    x, weight, att = rule_case(attention, 8, hw, True, kernel_size=1)
+    assert select_method(x, weight, att) == expected
+
+
+def test_cpu_rule_compiled_does_not_tile(monkeypatch):
+    """Under torch.compile the partitioner would keep tiled_gemm's kernel
+    tiles for backward: per-sample kernels instead."""
+    monkeypatch.setattr(torch.compiler, 'is_compiling', lambda: True)
+    x, weight, att = rule_case('odconv_4x', 8, 7, True)
+    assert select_method(x, weight, att, stride=1,
+                         padding=1) == 'aggregated'
 
 
 @pytest.mark.parametrize('attention,expected', [

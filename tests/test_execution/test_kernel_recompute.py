@@ -11,6 +11,9 @@ from oracle import reference_dynamic_conv2d
 from test_dynamic_conv2d import make_case
 
 PER_SAMPLE = ('aggregated', 'batch_folded')
+# forms per-sample kernels tile by tile, in forward and again in backward
+# (tiled_gemm_conv2d.py; test_tiled_gemm.py checks its tiles)
+RECOMPUTING = PER_SAMPLE + ('tiled_gemm', )
 
 
 def saved_bytes(run) -> int:
@@ -45,15 +48,18 @@ def large_kernel_case(attention):
     return x, weight, ConvAttentions(**att)
 
 
-def check_no_kernel_sized_tensor_is_kept(attention, conv):
+def check_no_kernel_sized_tensor_is_kept(attention, conv, method):
     """``conv(x, weight, attentions)`` keeps neither the per-sample kernels
     nor their like for backward, and its gradients are the oracle's."""
     x, weight, att = large_kernel_case(attention)
     one_batch_of_kernels = 4 * weight[0].numel() * 8
     out, kept = saved_bytes(lambda: conv(x, weight, att))
     # Kept: the bank (a parameter), the input, the small attentions and
-    # activation-sized products; not the per-sample kernels.
-    bank_and_activations = weight.numel() * 8 + 6 * x.numel() * 8 + 4096
+    # activation-sized products; not the per-sample kernels. tiled_gemm
+    # also keeps the 3x3 unfolded input, before and after its scaling.
+    activations = 6 + (2 * 9 if method == 'tiled_gemm' else 0)
+    bank_and_activations = (weight.numel() + activations * x.numel()) * 8 \
+        + 4096
     assert kept < bank_and_activations < one_batch_of_kernels + \
         weight.numel() * 8, (kept, one_batch_of_kernels)
     # and backward still gives the oracle's gradients
@@ -67,14 +73,17 @@ def check_no_kernel_sized_tensor_is_kept(attention, conv):
         torch.testing.assert_close(g, w)
 
 
-@pytest.mark.parametrize('method', PER_SAMPLE)
+@pytest.mark.parametrize('method', RECOMPUTING)
 @pytest.mark.parametrize('attention', ['odconv_4x_kernel', 'odconv_1x'])
 def test_no_kernel_sized_tensor_is_kept(method, attention):
     check_no_kernel_sized_tensor_is_kept(
         attention, lambda x, weight, att: dynamic_conv2d(
-            x, weight, att, padding=1, method=method))
+            x, weight, att, padding=1, method=method), method)
 
 
+# Not tiled_gemm: a compiled graph traces its tile loop, and the
+# partitioner keeps the forward's kernel tiles for backward rather than
+# forming them again; 'auto' does not pick it under torch.compile.
 @pytest.mark.parametrize('method', PER_SAMPLE)
 @pytest.mark.parametrize('attention', ['odconv_4x_kernel', 'odconv_1x'])
 def test_compiled_training_keeps_no_kernel_sized_tensor(method, attention):
@@ -90,12 +99,12 @@ def test_compiled_training_keeps_no_kernel_sized_tensor(method, attention):
     try:
         check_no_kernel_sized_tensor_is_kept(
             attention, torch.compile(conv, backend='aot_eager',
-                                     fullgraph=True))
+                                     fullgraph=True), method)
     finally:
         torch._dynamo.reset()
 
 
-@pytest.mark.parametrize('method', PER_SAMPLE)
+@pytest.mark.parametrize('method', RECOMPUTING)
 @pytest.mark.parametrize('attention', ['odconv_4x', 'dynet', 'odconv_1x'])
 def test_second_derivatives_match_the_oracle(method, attention):
     """create_graph=True through re-formed kernels."""
@@ -114,12 +123,13 @@ def test_second_derivatives_match_the_oracle(method, attention):
         torch.testing.assert_close(got, want)
 
 
-@pytest.mark.parametrize('method', PER_SAMPLE)
+@pytest.mark.parametrize('method', RECOMPUTING)
 def test_a_bank_changed_before_backward_is_refused(method):
     x, weight, _, att, conv = make_case('plain3x3', 'odconv_4x', False)
     out = dynamic_conv2d(x, weight, ConvAttentions(**att), method=method,
                          **conv)
     with torch.no_grad():
         weight.mul_(2)  # e.g. an optimizer step before this backward
-    with pytest.raises(RuntimeError, match='modified in place'):
+    with pytest.raises(RuntimeError,
+                       match='modified (in place|by an inplace)'):
         out.sum().backward()
