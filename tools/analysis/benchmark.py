@@ -255,6 +255,10 @@ def layer_figures(args, device, autocast) -> List[dict]:
 
             def step(module):
                 def run():
+                    # as a training step's zero_grad(set_to_none=True):
+                    # gradients are written, not added to the last ones
+                    module.zero_grad(set_to_none=True)
+                    x.grad = None
                     with autocast():
                         out = module(x)
                     out.float().sum().backward()

@@ -84,6 +84,10 @@ def main() -> None:
             with torch.set_grad_enabled(train), autocast():
                 out = module(x)
             if train:
+                # as a training step's zero_grad(set_to_none=True):
+                # gradients are written, not added to the last ones
+                module.zero_grad(set_to_none=True)
+                x.grad = None
                 out.float().sum().backward()
         return run
 
