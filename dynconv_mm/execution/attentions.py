@@ -175,6 +175,25 @@ def records_autograd(*tensors: Optional[Tensor]) -> bool:
         t is not None and t.requires_grad for t in tensors)
 
 
+def autocast_enabled(device: str) -> bool:
+    """Whether autocast is on for ``device`` (a device type without
+    autocast, such as ``'meta'``, has it off)."""
+    if torch.compiler.is_compiling():
+        # Dynamo in torch <= 2.11 cannot trace is_autocast_available (a
+        # graph break in every layer); a compiled model's device has
+        # autocast.
+        return torch.is_autocast_enabled(device)
+    return (torch.amp.is_autocast_available(device)
+            and torch.is_autocast_enabled(device))
+
+
+def compute_dtype(device: str, dtype: torch.dtype) -> torch.dtype:
+    """The dtype a matrix product or convolution runs in on ``device``
+    for ``dtype`` operands: autocast's, where it is on."""
+    return (torch.get_autocast_dtype(device) if autocast_enabled(device)
+            else dtype)
+
+
 def pair(value: IntPair) -> Tuple[int, int]:
     """``(v, v)`` for an int, the pair itself otherwise."""
     return (value, value) if isinstance(value, int) else tuple(value)

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from .attentions import (ConvAttentions, IntPair, Padding, accepts_empty_batch,
-                         finish)
+                         compute_dtype, finish)
 from .im2col_conv2d import im2col_conv2d, unfold_scaled
 
 # Per-sample kernels of one tile, in bytes: at most this much is formed at
@@ -125,6 +125,14 @@ class _SampleGEMM(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y: Tensor):
         cols, bank, mixing = ctx.saved_tensors
+        # in the forward's dtype, whatever autocast is on around backward
+        grad_y = grad_y.to(cols.dtype)
+        with torch.autocast(cols.device.type, enabled=False):
+            return _SampleGEMM._backward(grad_y, cols, bank, mixing)
+
+    @staticmethod
+    def _backward(grad_y: Tensor, cols: Tensor, bank: Tensor,
+                  mixing: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         if torch.is_grad_enabled():  # create_graph: differentiable, whole
             return _whole_layer_backward(grad_y, cols, bank, mixing)
         batch, groups, row_size, pixels = cols.shape
@@ -188,9 +196,14 @@ def tiled_gemm_conv2d(x: Tensor, weight: Tensor, attentions: ConvAttentions,
     cols = cols.reshape(batch, groups, group_in * kh * kw, height * width)
     bank = weight.reshape(num_kernels, groups, out_channels // groups,
                           group_in * kh * kw)
-    mixing = attentions.kernel.to(weight.dtype)
+    # Under autocast, the products run in its dtype, as F.conv2d's would;
+    # the casts stay outside the Function, so their gradients flow back.
+    device = cols.device.type
+    dtype = compute_dtype(device, weight.dtype)
+    mixing = attentions.kernel.to(dtype)
     if mixing.dim() == 3:  # DyNet's [B, O, K]
         mixing = mixing.reshape(batch, groups, -1, num_kernels)
-    y = _SampleGEMM.apply(cols, bank, mixing)
+    with torch.autocast(device, enabled=False):
+        y = _SampleGEMM.apply(cols.to(dtype), bank.to(dtype), mixing)
     y = y.reshape(batch, out_channels, height, width)
     return finish(y, attentions, bias)

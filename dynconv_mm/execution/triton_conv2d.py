@@ -46,8 +46,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .attentions import (ConvAttentions, IntPair, Padding,
-                         accepts_empty_batch, explicit_padding, mix_bias,
-                         output_size, pair)
+                         accepts_empty_batch, autocast_enabled,
+                         explicit_padding, mix_bias, output_size, pair)
 
 INTERPRETED = os.environ.get('TRITON_INTERPRET', '0') == '1'
 
@@ -567,7 +567,7 @@ def triton_conv2d(x: Tensor, weight: Tensor, attentions: ConvAttentions,
     mixed_bias = None if bias is None else mix_bias(
         bias, attentions.kernel).expand(x.shape[0], -1)
     device = x.device.type
-    if torch.is_autocast_enabled(device):
+    if autocast_enabled(device):
         # autocast does not reach into the kernel: cast what it would cast
         dtype = torch.get_autocast_dtype(device)
         with torch.autocast(device, enabled=False):

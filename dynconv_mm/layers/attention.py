@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..execution import ConvAttentions
+from ..execution.attentions import autocast_enabled
 from ..execution.selection import triton_runnable
 from .options import check_int, check_positive
 
@@ -45,18 +46,6 @@ def build_vector_norm(owner: str, norm_cfg: dict,
     return norm
 
 
-def _autocast_enabled(device: str) -> bool:
-    """Whether autocast is on for ``device`` (a device type without
-    autocast, such as ``'meta'``, has it off)."""
-    if torch.compiler.is_compiling():
-        # Dynamo in torch <= 2.11 cannot trace is_autocast_available (a
-        # graph break in every layer); a compiled model's device has
-        # autocast.
-        return torch.is_autocast_enabled(device)
-    return (torch.amp.is_autocast_available(device)
-            and torch.is_autocast_enabled(device))
-
-
 @contextlib.contextmanager
 def full_precision(x: Tensor) -> Iterator[None]:
     """Autocast off on ``x``'s device: the attention's logits, softmax and
@@ -65,7 +54,7 @@ def full_precision(x: Tensor) -> Iterator[None]:
     device = x.device.type
     # Only where autocast is on: entering the context costs more than the
     # small ops it wraps (batch-1 inference runs ~100 of them per network).
-    if _autocast_enabled(device):
+    if autocast_enabled(device):
         with torch.autocast(device_type=device, enabled=False):
             yield
     else:

@@ -39,8 +39,9 @@ class DynamicConv2dBase(BaseModule):
     :func:`~dynconv_mm.execution.select_method` pick the fastest
     formulation per call by shape, device and grad mode; a formulation name
     (``'batch_folded'``, ``'aggregated'``, ``'kernel_branches'``,
-    ``'im2col'``, ``'triton'``) forces it; a list of names lets ``'auto'``
-    choose among those only, i.e. disables the others. All compute the same
+    ``'im2col'``, ``'tiled_gemm'``, ``'triton'``) forces it; a list of
+    names lets ``'auto'`` choose among those only, i.e. disables the
+    others. All compute the same
     function. Forced ``'triton'`` also runs the attention MLP as one fused
     Triton kernel when the attention has no trunk norm.
 
