@@ -38,9 +38,9 @@ from .im2col_conv2d import im2col_conv2d, unfold_scaled
 
 # Per-sample kernels of one tile, in bytes: at most this much is formed at
 # once. Measured on a 512-channel 3x3 layer at 7x7, batch 8, four kernels
-# (2-core Intel Xeon VM): 16-row tiles (2.4 MB) 14.5 ms forward and 34.7
-# ms backward, 32 rows 12.3 / 30.1, 64 rows (9.4 MB) 13.0 / 28.3, 128
-# rows 13.2 / 32.9; the whole layer at once 11.9 / 42.7.
+# (2-core Intel Xeon VM, the GEMM part's forward + backward): 2 MiB tiles
+# 56 ms, 4 MiB 47 ms, 8 MiB (56 channels) 45 ms, 16 MiB 46 ms; the whole
+# layer at once (no tiles) 55 ms.
 TILE_BYTES = 8 << 20
 
 
@@ -128,31 +128,42 @@ class _SampleGEMM(torch.autograd.Function):
         # in the forward's dtype, whatever autocast is on around backward
         grad_y = grad_y.to(cols.dtype)
         with torch.autocast(cols.device.type, enabled=False):
-            return _SampleGEMM._backward(grad_y, cols, bank, mixing)
+            if torch.is_grad_enabled():  # create_graph: differentiable
+                return _whole_layer_backward(grad_y, cols, bank, mixing)
+            return _tiled_backward(grad_y, cols, bank, mixing,
+                                   ctx.needs_input_grad[0],
+                                   any(ctx.needs_input_grad[1:]))
 
-    @staticmethod
-    def _backward(grad_y: Tensor, cols: Tensor, bank: Tensor,
-                  mixing: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        if torch.is_grad_enabled():  # create_graph: differentiable, whole
-            return _whole_layer_backward(grad_y, cols, bank, mixing)
-        batch, groups, row_size, pixels = cols.shape
-        group_out = bank.shape[2]
-        flat_cols = cols.reshape(batch * groups, row_size, pixels)
-        # [B*g, P, J]: the input-column gradient transposed, as the GEMM
-        # of grad_y^T and the kernels is fastest that way round.
-        grad_cols_t = cols.new_zeros(batch * groups, pixels, row_size)
-        grad_bank = torch.empty_like(bank)
-        grad_mixing = torch.zeros_like(mixing)
-        for start, stop in tiles(batch * groups, group_out, row_size,
-                                 cols.element_size()):
-            tile_mixing = _rows(mixing, start, stop)
-            tile_bank = bank[:, :, start:stop]
+
+def _tiled_backward(
+        grad_y: Tensor, cols: Tensor, bank: Tensor, mixing: Tensor,
+        input_grad: bool, weight_grads: bool
+) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+    """:meth:`_SampleGEMM.backward`, tile by tile: the columns' gradient
+    if ``input_grad``, the bank's and the mixing's if ``weight_grads``
+    (``None`` for what is not asked: a frozen layer skips the weight
+    gradient)."""
+    batch, groups, row_size, pixels = cols.shape
+    group_out = bank.shape[2]
+    flat_cols = cols.reshape(batch * groups, row_size, pixels)
+    # [B*g, P, J]: the input-column gradient transposed, as the GEMM of
+    # grad_y^T and the kernels is fastest that way round.
+    grad_cols_t = (cols.new_zeros(batch * groups, pixels, row_size)
+                   if input_grad else None)
+    grad_bank = torch.empty_like(bank) if weight_grads else None
+    grad_mixing = torch.zeros_like(mixing) if weight_grads else None
+    for start, stop in tiles(batch * groups, group_out, row_size,
+                             cols.element_size()):
+        tile_mixing = _rows(mixing, start, stop)
+        tile_bank = bank[:, :, start:stop]
+        tile_grad = grad_y[:, :, start:stop].reshape(batch * groups,
+                                                     stop - start, pixels)
+        if input_grad:
             kernels = _mix(tile_mixing, tile_bank)
-            tile_grad = grad_y[:, :, start:stop].reshape(
-                batch * groups, stop - start, pixels)
-            grad_cols_t.baddbmm_(tile_grad.transpose(1, 2),
-                                 kernels.reshape(batch * groups, -1,
-                                                 row_size))
+            grad_cols_t.baddbmm_(
+                tile_grad.transpose(1, 2),
+                kernels.reshape(batch * groups, -1, row_size))
+        if weight_grads:
             grad_kernels = torch.bmm(tile_grad, flat_cols.transpose(
                 1, 2)).view(batch, groups, -1, row_size)
             _, tile_grad_mixing = _weight_gradient_reductions(
@@ -162,14 +173,15 @@ class _SampleGEMM(torch.autograd.Function):
                 grad_mixing += tile_grad_mixing
             else:
                 grad_mixing[:, :, start:stop] = tile_grad_mixing
-        grad_cols = grad_cols_t.transpose(1, 2).view(cols.shape)
-        return grad_cols, grad_bank, grad_mixing
+    grad_cols = (None if grad_cols_t is None else
+                 grad_cols_t.transpose(1, 2).view(cols.shape))
+    return grad_cols, grad_bank, grad_mixing
 
 
 def _whole_layer_backward(grad_y: Tensor, cols: Tensor, bank: Tensor,
                           mixing: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """:meth:`_SampleGEMM.backward` as differentiable ops on the whole
-    layer (one tile), for higher derivatives."""
+    """:func:`_tiled_backward` as differentiable ops on the whole layer
+    (one tile), for higher derivatives."""
     kernels = _mix(mixing, bank)  # [B, g, O/g, J]
     grad_cols = kernels.transpose(2, 3) @ grad_y
     grad_kernels = grad_y @ cols.transpose(2, 3)

@@ -67,3 +67,22 @@ def test_backward_is_tiled_and_whole_layer_alike(monkeypatch):
     graphed = torch.autograd.grad(out, tensors, cot, create_graph=True)
     for a, b in zip(plain, graphed):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize('frozen', ['input', 'weights'])
+@pytest.mark.parametrize('attention', ['dynamic_conv', 'dynet'])
+def test_only_the_asked_gradients(frozen, attention, monkeypatch):
+    """A frozen layer (bank and attentions without grad) skips the weight
+    gradient, an input without grad its gradient; what is asked for still
+    matches the oracle, over several tiles."""
+    monkeypatch.setattr(tiled, 'TILE_BYTES', 1)
+    x, weight, bias, att, conv = make_case('plain3x3', attention, True)
+    weights = [weight, bias] + list(att.values())
+    for tensor in ([x] if frozen == 'input' else weights):
+        tensor.requires_grad_(False)
+    asked = weights if frozen == 'input' else [x]
+    out = dynamic_conv2d(x, weight, ConvAttentions(**att), bias,
+                         method='tiled_gemm', **conv)
+    ref = reference_dynamic_conv2d(x, weight, bias=bias, **att, **conv)
+    for got, want in zip(grads(out, asked), grads(ref, asked)):
+        torch.testing.assert_close(got, want)
