@@ -41,9 +41,9 @@ class DynamicConv2dBase(BaseModule):
     (``'batch_folded'``, ``'aggregated'``, ``'kernel_branches'``,
     ``'im2col'``, ``'tiled_gemm'``, ``'triton'``) forces it; a list of
     names lets ``'auto'`` choose among those only, i.e. disables the
-    others. All compute the same
-    function. Forced ``'triton'`` also runs the attention MLP as one fused
-    Triton kernel when the attention has no trunk norm.
+    others. All compute the same function. Forced ``'triton'`` also runs
+    the attention MLP as one fused Triton kernel when the attention has no
+    trunk norm.
 
     Shapes: ``weight`` ``[K, C_out, C_in/groups, kh, kw]``; ``bias``
     ``[K, C_out]`` (mixed like the kernels) or ``None``.
