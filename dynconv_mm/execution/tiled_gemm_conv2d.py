@@ -38,9 +38,9 @@ from .im2col_conv2d import im2col_conv2d, unfold_scaled
 
 # Per-sample kernels of one tile, in bytes: at most this much is formed at
 # once. Measured on a 512-channel 3x3 layer at 7x7, batch 8, four kernels
-# (2-core Intel Xeon VM, the GEMM part's forward + backward): 2 MiB tiles
-# 56 ms, 4 MiB 47 ms, 8 MiB (56 channels) 45 ms, 16 MiB 46 ms; the whole
-# layer at once (no tiles) 55 ms.
+# (2-core Intel Xeon VM, the GEMM part's forward + backward,
+# tools/analysis/probe_cpu_limits.py): 2 MiB tiles 51 ms, 4 MiB 43 ms,
+# 8 MiB (~52 channels) 37 ms, 16 MiB 44 ms; the whole layer at once 50 ms.
 TILE_BYTES = 8 << 20
 
 

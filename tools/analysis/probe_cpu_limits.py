@@ -1,8 +1,9 @@
 """The CPU probes behind "what limits the rest" in docs/benchmarks.md:
 memory bandwidth, how fast a kernel is mixed from the bank at batch 1,
 MKL's matrix product against oneDNN's convolution for the same GEMM, the
-per-sample forward at 7x7 with kernels already formed, and what the
-attentions cost in a batch-1 OD-ResNet-50. Medians of repeated calls in
+per-sample forward at 7x7 with kernels already formed, what the
+attentions cost in a batch-1 OD-ResNet-50, and ``tiled_gemm``'s GEMM part
+by tile size. Medians of repeated calls in
 one process, milliseconds; a probe, not a benchmark with a baseline run
 alongside (see benchmark.py for those).
 
@@ -145,6 +146,49 @@ def attention_cost() -> None:
             DynamicConv2dBase.forward = forward
 
 
+def tiled_gemm_tiles() -> None:
+    """tiled_gemm's GEMM part (``_SampleGEMM``: kernels mixed and used tile
+    by tile, and the tiled backward) at 512 channels 3x3 on 7x7, batch 8,
+    four kernels, by tile budget, against a static conv's forward +
+    backward on the same input."""
+    import importlib
+    tiled = importlib.import_module('dynconv_mm.execution.tiled_gemm_conv2d')
+    batch, channels, size, kernels = 8, 512, 7, 4
+    row = channels * 9
+    with torch.enable_grad():
+        x = torch.randn(batch, channels, size, size, requires_grad=True)
+        weight = torch.randn(channels, channels, 3, 3, requires_grad=True)
+        cols = torch.randn(batch, 1, row, size * size, requires_grad=True)
+        bank = torch.randn(kernels, 1, channels, row, requires_grad=True)
+        mixing = torch.softmax(torch.randn(batch, kernels), 1)
+        mixing.requires_grad_()
+        grad_y = torch.randn(batch, 1, channels, size * size)
+
+        def static():
+            y = F.conv2d(x, weight, padding=1)
+            torch.autograd.grad(y, (x, weight), torch.ones_like(y))
+
+        def forward():
+            with torch.no_grad():
+                tiled._SampleGEMM.apply(cols, bank, mixing)
+
+        def forward_backward():
+            y = tiled._SampleGEMM.apply(cols, bank, mixing)
+            torch.autograd.grad(y, (cols, bank, mixing), grad_y)
+
+        budget = tiled.TILE_BYTES
+        try:
+            for mib in (2, 4, 8, 16, 1 << 20):
+                tiled.TILE_BYTES = mib << 20
+                count = len(tiled.tiles(batch, channels, row, 4))
+                print(f'tiled_gemm GEMM part, tiles: {count}; static conv '
+                      f'fwd+bwd {median_ms(static, 11):.1f} ms, forward '
+                      f'{median_ms(forward, 11):.1f} ms, fwd+bwd '
+                      f'{median_ms(forward_backward, 11):.1f} ms')
+        finally:
+            tiled.TILE_BYTES = budget
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--threads', type=int, default=2)
@@ -154,6 +198,7 @@ def main() -> None:
     batch1_mixing()
     per_sample_forward_7x7()
     attention_cost()
+    tiled_gemm_tiles()
 
 
 if __name__ == '__main__':
