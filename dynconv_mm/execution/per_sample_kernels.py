@@ -19,6 +19,7 @@ product. The batch then becomes the groups of a single ``F.conv2d``: input
   output. Plain tensor ops with static shapes, so it traces into
   ``torch.compile`` and CUDA graphs. It is the batch-1 inference path.
 """
+from contextlib import nullcontext
 from typing import Callable, List, NamedTuple, Optional, Tuple
 
 import torch
@@ -27,8 +28,8 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from .attentions import (ConvAttentions, IntPair, Padding, accepts_empty_batch,
-                         finish, mix_bias, mix_kernels, output_size,
-                         records_autograd, scale_channels)
+                         autocast_enabled, finish, mix_bias, mix_kernels,
+                         output_size, records_autograd, scale_channels)
 
 
 class AggregationPlan(NamedTuple):
@@ -190,6 +191,15 @@ class KernelsRecomputedInBackward:
                  sources: Tuple[Tensor, ...]) -> None:
         self.form = form  # appends the kernel-sized stages to its argument
         self.sources = sources
+        # Backward runs outside the forward's autocast: forming the kernels
+        # there without it gives float32 stages where the forward's were
+        # bf16/fp16 (a CUDA convolution's backward then refuses the mix;
+        # the CPU's silently differentiates another function).
+        device = sources[0].device.type
+        self.autocast = (dict(device_type=device,
+                              enabled=autocast_enabled(device),
+                              dtype=torch.get_autocast_dtype(device))
+                         if torch.amp.is_autocast_available(device) else None)
         self.versions = [t._version for t in sources]
         self.stages: List[Tensor] = []
         self.recomputed: Optional[List[Tensor]] = None
@@ -229,7 +239,9 @@ class KernelsRecomputedInBackward:
                         'backward; the per-sample kernels cannot be formed '
                         'again')
             self.recomputed = []
-            with torch.no_grad():  # autograd re-attaches the saved graph
+            # autograd re-attaches the saved graph
+            with torch.no_grad(), (nullcontext() if self.autocast is None
+                                   else torch.autocast(**self.autocast)):
                 self.form(self.recomputed)
         index, size, stride, offset = packed
         tensor = self.recomputed[index].as_strided(size, stride, offset)

@@ -133,3 +133,42 @@ def test_a_bank_changed_before_backward_is_refused(method):
     with pytest.raises(RuntimeError,
                        match='modified (in place|by an inplace)'):
         out.sum().backward()
+
+
+@pytest.mark.parametrize('method', PER_SAMPLE)
+@pytest.mark.parametrize('forward_amp,backward_amp', [
+    (torch.bfloat16, None), (None, torch.bfloat16)])
+def test_kernels_are_formed_again_under_the_forwards_autocast(
+        method, forward_amp, backward_amp, monkeypatch):
+    """Backward runs outside the forward's autocast (and maybe inside
+    another): kernels formed again there must have the dtype of those the
+    forward convolved with. Formed in float32 against a bf16 forward, a
+    CUDA convolution's backward raised (OD-ResNet-50 4x on an H200) and
+    the CPU's silently differentiated another function."""
+    from dynconv_mm.execution import per_sample_kernels as module
+    formed = []
+    original = module.per_sample_kernels
+
+    def spy(*args, **kwargs):
+        kernels = original(*args, **kwargs)
+        formed.append((torch.is_grad_enabled(), kernels.dtype))
+        return kernels
+
+    monkeypatch.setattr(module, 'per_sample_kernels', spy)
+    x, weight, _, att, conv = make_case('plain3x3', 'odconv_4x', False)
+    x, weight = x.float(), weight.float()
+    att = {k: v.float() for k, v in att.items()}
+
+    def amp(dtype):
+        return torch.autocast('cpu', dtype=dtype or torch.bfloat16,
+                              enabled=dtype is not None)
+
+    with amp(forward_amp):
+        out = dynamic_conv2d(x, weight, ConvAttentions(**att),
+                             method=method, **conv)
+    with amp(backward_amp):
+        out.float().square().sum().backward()
+    forward = [dtype for grad, dtype in formed if grad]
+    again = [dtype for grad, dtype in formed if not grad]
+    assert forward == [forward_amp or torch.float32]
+    assert again == forward
