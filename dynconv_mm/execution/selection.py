@@ -32,13 +32,17 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
   9-13x, so there the static bank runs whatever ``K``. Under
   ``torch.compile`` ``tiled_gemm`` is not picked: the compiled graph
   would keep its kernel tiles for backward.
-* **On a GPU** (not measured with these layers; the split follows the
-  H100 profile of the ODConv authors' network in ``PERF-NOTES``): with a
+* **On a GPU** (the split follows the H100 profile of the ODConv
+  authors' network in ``PERF-NOTES``; not yet measured per layer): with a
   single kernel, the static bank (``kernel_branches``/``im2col``) where
   the output map is at most 28x28; ``batch_folded`` otherwise (our
-  ``im2col`` is ``K`` times wider for ``K > 1``).
-* ``triton`` (the fused kernel, CUDA only) is never picked by ``'auto'``
-  until it has been measured on a GPU; force it with ``execution``.
+  ``im2col`` is ``K`` times wider for ``K > 1``). At batch 1 every
+  formulation measured within noise of the others on an H200 (all
+  launch-bound, ``docs/benchmarks.md``).
+* ``triton`` (the fused kernel, CUDA only) is not picked by ``'auto'``:
+  measured once, for a whole network (OD-ResNet-50 1x training on an
+  H200: 18% faster than this rule, at the static network's memory), not
+  per layer; force it with ``execution``.
 """
 import os
 from typing import Sequence
