@@ -32,17 +32,23 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
   9-13x, so there the static bank runs whatever ``K``. Under
   ``torch.compile`` ``tiled_gemm`` is not picked: the compiled graph
   would keep its kernel tiles for backward.
-* **On a GPU** (the split follows the H100 profile of the ODConv
-  authors' network in ``PERF-NOTES``; not yet measured per layer): with a
-  single kernel, the static bank (``kernel_branches``/``im2col``) where
-  the output map is at most 28x28; ``batch_folded`` otherwise (our
-  ``im2col`` is ``K`` times wider for ``K > 1``). At batch 1 every
-  formulation measured within noise of the others on an H200 (all
-  launch-bound, ``docs/benchmarks.md``).
-* ``triton`` (the fused kernel, CUDA only) is not picked by ``'auto'``:
-  measured once, for a whole network (OD-ResNet-50 1x training on an
-  H200: 18% faster than this rule, at the static network's memory), not
-  per layer; force it with ``execution``.
+* **On a GPU** with autograd or a batch (:func:`gpu_preference`),
+  measured per layer at the ResNet-50 shapes on an H200 (bf16, batch 64,
+  forward + backward; ``docs/benchmarks.md``), where per-sample kernels
+  cost 5-14x a static convolution: the static bank where its ``K``-wide
+  output is cheap, i.e. every layer without a spatial attention but the
+  widening 1x1 ones (``kernel_branches``: 1.9-4.4x with four or six
+  kernels, 2.9-4.2x with one); a widening 1x1 layer with ``K > 1`` runs
+  the fused kernel (``triton``, 2.0-4.9x, else ``tiled_gemm``), where the
+  static bank writes ``K`` times its large output (4.6-9.7x); a spatial
+  attention (ODConv's 3x3 layers) runs ``triton`` on maps above 28x28
+  (4.3-5.2x against ``im2col``'s 4.8-6.7x) and ``im2col`` from 28x28 down
+  (3.3-5.3x; the fused kernel has too few output tiles per sample there).
+  The static bank trades memory for speed (it saves the ``K``-wide output
+  or the unfolded input for backward); ``execution='triton'`` keeps
+  training memory at the static network's. At batch 1 without autograd
+  every formulation measured within noise of the others on an H200 (all
+  launch-bound).
 """
 import os
 from typing import Sequence
@@ -64,7 +70,8 @@ PER_SAMPLE_MIN_PIXELS = 100
 STATIC_1X1_MAX_PIXELS = 28 * 28
 # With K > 1 kernels, tiled_gemm runs 1x1 kernels up to 14x14 outputs.
 TILED_1X1_MAX_PIXELS = 14 * 14
-# GPU: im2col up to this many output pixels (28x28), per-sample above.
+# GPU, spatial attention: im2col up to this many output pixels (28x28),
+# the fused kernel above.
 GPU_IM2COL_MAX_PIXELS = 28 * 28
 
 
@@ -131,9 +138,8 @@ def preference(x: Tensor, weight: Tensor, attentions: ConvAttentions,
             return static_bank + per_sample
         return per_sample + static_bank
     if x.device.type == 'cuda':
-        if pixels <= GPU_IM2COL_MAX_PIXELS and num_kernels == 1:
-            return static_bank + ('batch_folded', 'aggregated')
-        return ('batch_folded', 'aggregated') + static_bank
+        return gpu_preference(weight, attentions, x.shape[1], pixels,
+                              torch.compiler.is_compiling())
     one_by_one = weight.shape[3:] == (1, 1)
     if num_kernels == 1:
         if small_map or (one_by_one and attentions.spatial is None
@@ -148,3 +154,34 @@ def preference(x: Tensor, weight: Tensor, attentions: ConvAttentions,
                                and pixels <= TILED_1X1_MAX_PIXELS))):
         return ('tiled_gemm', ) + per_sample + static_bank
     return per_sample + ('tiled_gemm', ) + static_bank
+
+
+def gpu_preference(weight: Tensor, attentions: ConvAttentions,
+                   in_channels: int, pixels: int,
+                   compiling: bool = False) -> Sequence[str]:
+    """The GPU order for a call with autograd or a batch (bf16, batch 64,
+    forward + backward on an H200, ``docs/benchmarks.md``). Where a
+    ``K``-times-wider static convolution's extra output is small, the
+    static bank wins (a persistent weight, cuDNN's fast path); a 1x1
+    kernel that widens the channels with ``K > 1`` would write ``K`` times
+    its large output, so the fused kernel (or tiles) runs it; a spatial
+    attention rules out ``kernel_branches``, and on maps above 28x28 the
+    fused kernel beats the unfolded input. Under ``torch.compile`` the
+    static forms lead (Inductor fuses their glue)."""
+    num_kernels, out_channels = weight.shape[:2]
+    one_by_one = weight.shape[3:] == (1, 1)
+    static_bank = ('kernel_branches', 'im2col')
+    per_sample = ('batch_folded', 'aggregated')
+    fused = ('triton', 'tiled_gemm')
+    if compiling:
+        return static_bank + per_sample + fused
+    if one_by_one and num_kernels > 1 and out_channels > in_channels:
+        return fused + static_bank + per_sample
+    if attentions.spatial is None:
+        return static_bank + fused + per_sample
+    # a spatial attention: kernel_branches cannot run it (last, for a
+    # complete order)
+    if pixels > GPU_IM2COL_MAX_PIXELS:
+        return ('triton', 'im2col', 'tiled_gemm') + per_sample + (
+            'kernel_branches', )
+    return ('im2col', ) + fused + per_sample + ('kernel_branches', )

@@ -15,6 +15,7 @@ from dynconv_mm.execution import (FORMULATIONS, METHODS, ConvAttentions,
 from dynconv_mm.execution.attentions import output_size
 from dynconv_mm.execution import per_sample_kernels
 from dynconv_mm.execution.per_sample_kernels import aggregation_plan
+from dynconv_mm.execution.selection import gpu_preference
 from oracle import reference_dynamic_conv2d
 
 # (batch, c_in, c_out, kernel, stride, padding, dilation, groups, hw)
@@ -353,6 +354,84 @@ def test_cpu_rule_without_kept_memory(attention, expected, monkeypatch):
                         lambda: dict(applied=False, reason='test'))
     x, weight, att = rule_case(attention, 8, 7, True, num_kernels=6)
     assert select_method(x, weight, att, stride=1, padding=1) == expected
+
+
+def gpu_rule_case(attention, kernel_size, c_in, c_out):
+    """A bank and attentions of one ResNet-50 layer type, for the GPU rule
+    (which reads shapes only, so no GPU is needed)."""
+    kinds, _ = ATTENTIONS[attention]
+    num_kernels = 6 if attention == 'dynet' else (
+        4 if 'kernel' in kinds else 1)
+    weight = torch.empty(num_kernels, c_out, c_in, kernel_size, kernel_size)
+    spatial = kinds.get('spatial') and kernel_size > 1
+    return weight, ConvAttentions(
+        spatial=torch.rand(2, kernel_size, kernel_size) if spatial else None)
+
+
+def runnable_order(order, attentions):
+    """The order as select_method walks it: kernel_branches cannot apply a
+    spatial attention."""
+    return [m for m in order if not (m == 'kernel_branches'
+                                     and attentions.spatial is not None)]
+
+
+@pytest.mark.parametrize('attention,kernel_size,c_in,c_out,hw,expected', [
+    # no spatial attention: the static bank K times as wide
+    ('dynamic_conv', 3, 64, 64, 56, 'kernel_branches'),
+    ('dynet', 3, 256, 256, 14, 'kernel_branches'),
+    ('dynamic_conv', 1, 256, 64, 56, 'kernel_branches'),  # narrowing 1x1
+    ('odconv_4x', 1, 1024, 256, 14, 'kernel_branches'),
+    ('odconv_1x', 1, 64, 256, 56, 'kernel_branches'),  # one kernel
+    # widening 1x1 with K > 1: K times its output would be written
+    ('dynamic_conv', 1, 64, 256, 56, 'triton'),
+    ('odconv_4x', 1, 128, 512, 28, 'triton'),
+    ('dynet', 1, 256, 1024, 14, 'triton'),
+    # spatial attention: fused above 28x28, unfolded input from 28x28 down
+    ('odconv_1x', 3, 64, 64, 56, 'triton'),
+    ('odconv_4x', 3, 64, 64, 56, 'triton'),
+    ('odconv_4x', 3, 128, 128, 28, 'im2col'),
+    ('odconv_1x', 3, 512, 512, 7, 'im2col'),
+])
+def test_gpu_rule(attention, kernel_size, c_in, c_out, hw, expected):
+    """The GPU rule of selection.py, measured per layer on an H200 at bf16
+    batch 64 (docs/benchmarks.md): every formulation ranked, the measured
+    winner first, and one that can run this layer."""
+    weight, att = gpu_rule_case(attention, kernel_size, c_in, c_out)
+    order = gpu_preference(weight, att, c_in, hw * hw)
+    assert sorted(order) == sorted(FORMULATIONS)
+    assert runnable_order(order, att)[0] == expected
+
+
+@pytest.mark.parametrize('attention,kernel_size,c_in,c_out,hw,expected', [
+    ('dynamic_conv', 1, 64, 256, 56, 'tiled_gemm'),
+    ('odconv_4x', 3, 64, 64, 56, 'im2col'),
+])
+def test_gpu_rule_without_triton(attention, kernel_size, c_in, c_out, hw,
+                                 expected):
+    """Where Triton is missing, the next measured choice runs."""
+    weight, att = gpu_rule_case(attention, kernel_size, c_in, c_out)
+    order = gpu_preference(weight, att, c_in, hw * hw)
+    assert [m for m in runnable_order(order, att) if m != 'triton'
+            ][0] == expected
+
+
+@pytest.mark.parametrize('attention,expected', [
+    ('dynamic_conv', 'kernel_branches'), ('odconv_4x', 'im2col')])
+def test_gpu_rule_compiled_keeps_the_static_bank(attention, expected):
+    """Under torch.compile neither the fused kernel nor the tiles lead."""
+    weight, att = gpu_rule_case(attention, 1 if attention ==
+                                'dynamic_conv' else 3, 64, 256)
+    order = gpu_preference(weight, att, 64, 56 * 56, compiling=True)
+    assert runnable_order(order, att)[0] == expected
+    assert order.index('triton') > order.index('batch_folded')
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
+def test_select_method_follows_the_gpu_rule():
+    weight, att = gpu_rule_case('dynamic_conv', 1, 64, 256)
+    x = torch.randn(2, 64, 56, 56, device='cuda', requires_grad=True)
+    method = select_method(x, weight.cuda(), att)
+    assert method in ('triton', 'tiled_gemm')
 
 
 def test_allowed_methods_restrict_auto():
