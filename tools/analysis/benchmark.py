@@ -348,7 +348,8 @@ def network_figures(args, device, autocast) -> List[dict]:
     rows = []
     torch.manual_seed(0)
     static = build_resnet50(None).to(device)
-    for name, cfg in NETWORKS.items():
+    for name in args.networks:
+        cfg = NETWORKS[name]
         dynamic = build_resnet50(dict(cfg, execution=args.execution)).to(
             device)
         reference = use_materialised_form(build_resnet50(cfg).to(device))
@@ -615,6 +616,9 @@ def main() -> None:
                         'cpu)')
     parser.add_argument('--figures', default='layer,network',
                         help='comma list of: layer, network')
+    parser.add_argument('--networks', default=','.join(NETWORKS),
+                        help='comma list of the network figures to take: ' +
+                        ', '.join(NETWORKS) + ' (default all)')
     parser.add_argument('--rounds', type=int, help='layer rounds')
     parser.add_argument('--train-rounds', type=int)
     parser.add_argument('--infer-rounds', type=int)
@@ -650,6 +654,11 @@ def main() -> None:
     args.train_rounds = args.train_rounds or (2 if quick else 4)
     args.infer_rounds = args.infer_rounds or (10 if quick else 20)
     args.figures = args.figures.split(',')
+    args.networks = args.networks.split(',')
+    unknown = [n for n in args.networks if n not in NETWORKS]
+    if unknown:
+        parser.error(f'--networks: unknown network(s) {unknown}; choose '
+                     f'from {list(NETWORKS)}')
     if args.worker:
         with open(args.worker, 'w') as f:
             json.dump(worker(args), f)
