@@ -85,22 +85,41 @@ def test_cuda_matches_batch_folded(amp, groups, kernel):
     att = {n: t.requires_grad_() for n, t in att.items()}
     bias = torch.randn(k, o, device=dev, requires_grad=True)
     tensors = [x, weight, bias, *att.values()]
-    outs = []
+    names = ['y', 'x', 'weight', 'bias', *att]
+
+    def run(method, dtype):
+        with torch.autocast('cuda', dtype=dtype, enabled=dtype is not None):
+            y = dynamic_conv2d(x, weight, ConvAttentions(**att), bias,
+                               stride=2, padding=1, groups=groups,
+                               method=method)
+        grads = torch.autograd.grad(y.float().sum(), tensors)
+        return [t.float() for t in (y, *grads)]
+
     tf32 = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = False
     try:
-        for method in ('triton', 'batch_folded'):
-            with torch.autocast('cuda', dtype=amp, enabled=amp is not None):
-                y = dynamic_conv2d(x, weight, ConvAttentions(**att), bias,
-                                   stride=2, padding=1, groups=groups,
-                                   method=method)
-            outs.append((y, torch.autograd.grad(y.float().sum(), tensors)))
+        reference = run('batch_folded', None)  # float32 throughout
+        got = run('triton', amp)
+        peer = run('batch_folded', amp) if amp else None
     finally:
         torch.backends.cudnn.allow_tf32 = tf32
-    tol = dict(atol=5e-2, rtol=2e-2) if amp else dict(atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(outs[0][0].float(), outs[1][0].float(), **tol)
-    for got, want in zip(outs[0][1], outs[1][1]):
-        torch.testing.assert_close(got, want, **tol)
+    if amp is None:
+        for name, g, want in zip(names, got, reference):
+            torch.testing.assert_close(g, want, atol=1e-4, rtol=1e-4,
+                                       msg=name)
+        return
+    # bf16 rounds inputs to 8 bits, so elements where a sum of hundreds of
+    # products nearly cancels differ by whole bf16 steps of the sum's
+    # scale between any two bf16 paths: each is held to the float32
+    # result, as close as the plain per-sample form gets (or 1% of the
+    # tensor's scale)
+    for name, g, p, want in zip(names, got, peer, reference):
+        scale = want.abs().max().item()
+        err = (g - want).abs().max().item()
+        err_peer = (p - want).abs().max().item()
+        assert err <= max(2 * err_peer, 1e-2 * scale), (
+            f'{name}: triton bf16 off the float32 result by {err:.3g}, '
+            f'batch_folded bf16 by {err_peer:.3g}, scale {scale:.3g}')
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
