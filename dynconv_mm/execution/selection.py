@@ -44,6 +44,7 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
   attention (ODConv's 3x3 layers) runs ``triton`` on maps above 28x28
   (4.3-5.2x against ``im2col``'s 4.8-6.7x) and ``im2col`` from 28x28 down
   (3.3-5.3x; the fused kernel has too few output tiles per sample there).
+  Grouped and depthwise convolutions (not measured) run the static bank.
   The static bank trades memory for speed (it saves the ``K``-wide output
   or the unfolded input for backward); ``execution='triton'`` keeps
   training memory at the static network's. At batch 1 without autograd
@@ -51,7 +52,7 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
   launch-bound).
 """
 import os
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -75,26 +76,35 @@ TILED_1X1_MAX_PIXELS = 14 * 14
 GPU_IM2COL_MAX_PIXELS = 28 * 28
 
 
-def triton_runnable(x: Tensor) -> bool:
+def triton_runnable(x: Tensor,
+                    weight: Optional[Tensor] = None,
+                    pixels: Optional[int] = None) -> bool:
     """Whether the fused Triton kernel can run on ``x``: a CUDA tensor with
-    Triton installed, or any CPU tensor under ``TRITON_INTERPRET=1``."""
+    Triton installed, or any CPU tensor under ``TRITON_INTERPRET=1``; given
+    the bank and the output pixels, also within the kernels' size
+    limits."""
     if not (x.is_cuda or os.environ.get('TRITON_INTERPRET') == '1'):
         return False
     try:
-        from .triton_conv2d import runnable
+        from .triton_conv2d import runnable, size_limit_error
     except ImportError:  # no triton
         return False
-    return runnable(x)
+    return runnable(x) and (weight is None or pixels is None
+                            or size_limit_error(x, weight, pixels) is None)
 
 
 def valid_methods(x: Tensor,
                   attentions: ConvAttentions,
-                  allowed: Sequence[str] = FORMULATIONS) -> tuple:
-    """The formulations in ``allowed`` that can run this call."""
+                  allowed: Sequence[str] = FORMULATIONS,
+                  weight: Optional[Tensor] = None,
+                  pixels: Optional[int] = None) -> tuple:
+    """The formulations in ``allowed`` that can run this call (given the
+    bank and the output pixels, ``triton`` only within its size
+    limits)."""
     return tuple(
         m for m in allowed
         if not (m == 'kernel_branches' and attentions.spatial is not None)
-        and not (m == 'triton' and not triton_runnable(x)))
+        and not (m == 'triton' and not triton_runnable(x, weight, pixels)))
 
 
 def select_method(x: Tensor,
@@ -105,13 +115,14 @@ def select_method(x: Tensor,
                   padding: Padding = 0,
                   dilation: IntPair = 1) -> str:
     """The fastest valid formulation in ``allowed`` for this call."""
-    candidates = valid_methods(x, attentions, allowed)
+    pixels = _pixels(x, weight, stride, padding, dilation)
+    candidates = valid_methods(x, attentions, allowed, weight, pixels)
     if not candidates:
         raise ValueError(
             f'dynamic_conv2d: none of the allowed methods {tuple(allowed)} '
             'can run this call (kernel_branches cannot apply a spatial '
-            'attention; triton needs a CUDA tensor)')
-    pixels = _pixels(x, weight, stride, padding, dilation)
+            'attention; triton needs a CUDA tensor and sizes within its '
+            'limits)')
     for method in preference(x, weight, attentions, pixels):
         if method in candidates:
             return method
@@ -168,12 +179,14 @@ def gpu_preference(weight: Tensor, attentions: ConvAttentions,
     attention rules out ``kernel_branches``, and on maps above 28x28 the
     fused kernel beats the unfolded input. Under ``torch.compile`` the
     static forms lead (Inductor fuses their glue)."""
-    num_kernels, out_channels = weight.shape[:2]
+    num_kernels, out_channels, group_in = weight.shape[:3]
     one_by_one = weight.shape[3:] == (1, 1)
     static_bank = ('kernel_branches', 'im2col')
     per_sample = ('batch_folded', 'aggregated')
     fused = ('triton', 'tiled_gemm')
-    if compiling:
+    # grouped and depthwise convolutions were not measured: the fused
+    # kernel's tiles would be mostly idle on a few channels per group
+    if compiling or in_channels // group_in > 1:
         return static_bank + per_sample + fused
     if one_by_one and num_kernels > 1 and out_channels > in_channels:
         return fused + static_bank + per_sample

@@ -345,6 +345,30 @@ def runnable(x: Tensor) -> bool:
     return x.is_cuda or (INTERPRETED and x.device.type == 'cpu')
 
 
+# CUDA launches at most 65535 blocks along a grid's second and third axes
+# (the kernels put samples x groups on the third), and the kernels index
+# memory with 32-bit offsets.
+MAX_GRID_YZ = 65535
+MAX_ELEMENTS = 2**31 - 1
+
+
+def size_limit_error(x: Tensor, weight: Tensor,
+                     out_pixels: int) -> Optional[str]:
+    """Why the kernels cannot take this call's sizes, or ``None``."""
+    batch, in_channels = x.shape[:2]
+    groups = in_channels // weight.shape[2]
+    if batch * groups > MAX_GRID_YZ:
+        return (f'batch x groups = {batch} x {groups} exceeds the '
+                f'{MAX_GRID_YZ} blocks a CUDA grid axis takes')
+    sizes = dict(input=x.numel(), bank=weight.numel(),
+                 output=batch * weight.shape[1] * out_pixels)
+    for name, numel in sizes.items():
+        if numel > MAX_ELEMENTS:
+            return (f'the {name} has {numel} elements, more than the '
+                    '32-bit offsets of the kernels address')
+    return None
+
+
 def _block(size: int, cap: int) -> int:
     """A power of two >= 16 (``tl.dot``'s minimum), at most ``cap``."""
     return max(16, min(cap, triton.next_power_of_2(size)))
@@ -561,6 +585,12 @@ def triton_conv2d(x: Tensor, weight: Tensor, attentions: ConvAttentions,
             "dynamic_conv2d: method 'triton' runs on CUDA tensors (or on "
             'the CPU under TRITON_INTERPRET=1), got a tensor on '
             f'{x.device}')
+    out_h, out_w = output_size(x, weight.shape[3:], stride, padding,
+                               dilation)
+    too_large = size_limit_error(x, weight, out_h * out_w)
+    if too_large:
+        raise ValueError("dynamic_conv2d: method 'triton' cannot run this "
+                         f'call: {too_large}; use another execution')
     conv = (stride, padding, dilation, groups)
     # Mixed outside the kernel, so autograd carries its gradient (the sum
     # of the output gradient) on to the bias bank and the kernel attention.

@@ -426,6 +426,17 @@ def test_gpu_rule_compiled_keeps_the_static_bank(attention, expected):
     assert order.index('triton') > order.index('batch_folded')
 
 
+@pytest.mark.parametrize('attention,kernel_size', [('dynamic_conv', 1),
+                                                   ('odconv_1x', 3)])
+def test_gpu_rule_grouped_keeps_the_static_bank(attention, kernel_size):
+    """Grouped and depthwise layers (not measured on a GPU) never start
+    with the fused kernel, whose tiles would idle on few channels."""
+    weight, att = gpu_rule_case(attention, kernel_size, 64, 256)
+    grouped = weight[:, :, :16]  # 4 groups of 16 input channels
+    order = runnable_order(gpu_preference(grouped, att, 64, 56 * 56), att)
+    assert order[0] in ('kernel_branches', 'im2col')
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
 def test_select_method_follows_the_gpu_rule():
     weight, att = gpu_rule_case('dynamic_conv', 1, 64, 256)

@@ -66,6 +66,30 @@ def test_refused_on_cpu_without_interpreter():
                        padding=1)
 
 
+@pytest.mark.parametrize('x_shape,w_shape,pixels,fits', [
+    ((64, 256, 56, 56), (4, 64, 256, 1, 1), 56 * 56, True),
+    ((70000, 4, 2, 2), (4, 4, 4, 1, 1), 4, False),  # samples on one axis
+    ((128, 1024, 8, 8), (1, 1024, 1, 3, 3), 64, False),  # x groups
+    ((64, 128, 600, 600), (1, 64, 128, 3, 3), 600 * 600, False),  # > 2^31
+    ((8, 64, 300, 300), (1, 4096, 64, 1, 1), 300 * 300, False),  # output
+])
+def test_size_limits(x_shape, w_shape, pixels, fits, monkeypatch):
+    """Sizes past CUDA's grid or 32-bit offsets: auto passes triton over,
+    and forcing it names the limit."""
+    from dynconv_mm.execution import selection, triton_conv2d
+    x = torch.empty(x_shape, device='meta')
+    weight = torch.empty(w_shape, device='meta')
+    error = triton_conv2d.size_limit_error(x, weight, pixels)
+    assert (error is None) == fits
+    if not fits:
+        assert 'grid' in error or '32-bit' in error
+    # as on a GPU: the device is fine, only the sizes decide
+    monkeypatch.setenv('TRITON_INTERPRET', '1')
+    monkeypatch.setattr(triton_conv2d, 'runnable', lambda x: True)
+    assert selection.triton_runnable(x)
+    assert selection.triton_runnable(x, weight, pixels) == fits
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
 @pytest.mark.parametrize('amp', [None, torch.bfloat16])
 @pytest.mark.parametrize('groups,kernel', [(1, 'bk'), (2, 'bok')])
