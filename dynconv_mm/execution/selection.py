@@ -42,8 +42,9 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
   the fused kernel (``triton``, 2.0-4.9x, else ``tiled_gemm``), where the
   static bank writes ``K`` times its large output (4.6-9.7x); a spatial
   attention (ODConv's 3x3 layers) runs ``triton`` on maps above 28x28
-  (4.3-5.2x against ``im2col``'s 4.8-6.7x) and ``im2col`` from 28x28 down
-  (3.3-5.3x; the fused kernel has too few output tiles per sample there).
+  (4.3-5.2x against ``im2col``'s 4.8-6.7x; with a single kernel also at
+  28x28, 4.6x against 4.9x) and ``im2col`` below (3.3-5.3x; the fused
+  kernel has too few output tiles per sample there).
   Grouped and depthwise convolutions (not measured) run the static bank.
   The static bank trades memory for speed (it saves the ``K``-wide output
   or the unfolded input for backward); ``execution='triton'`` keeps
@@ -71,9 +72,10 @@ PER_SAMPLE_MIN_PIXELS = 100
 STATIC_1X1_MAX_PIXELS = 28 * 28
 # With K > 1 kernels, tiled_gemm runs 1x1 kernels up to 14x14 outputs.
 TILED_1X1_MAX_PIXELS = 14 * 14
-# GPU, spatial attention: im2col up to this many output pixels (28x28),
-# the fused kernel above.
+# GPU, spatial attention: im2col up to this many output pixels (28x28
+# with K > 1 kernels, 14x14 with one), the fused kernel above.
 GPU_IM2COL_MAX_PIXELS = 28 * 28
+GPU_IM2COL_MAX_PIXELS_ONE_KERNEL = 14 * 14
 
 
 def triton_runnable(x: Tensor,
@@ -193,8 +195,10 @@ def gpu_preference(weight: Tensor, attentions: ConvAttentions,
     if attentions.spatial is None:
         return static_bank + fused + per_sample
     # a spatial attention: kernel_branches cannot run it (last, for a
-    # complete order)
-    if pixels > GPU_IM2COL_MAX_PIXELS:
+    # complete order); a single kernel's fused form also wins at 28x28
+    # (and saves no unfolded input)
+    if pixels > (GPU_IM2COL_MAX_PIXELS_ONE_KERNEL if num_kernels == 1 else
+                 GPU_IM2COL_MAX_PIXELS):
         return ('triton', 'im2col', 'tiled_gemm') + per_sample + (
             'kernel_branches', )
     return ('im2col', ) + fused + per_sample + ('kernel_branches', )

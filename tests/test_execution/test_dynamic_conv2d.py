@@ -390,6 +390,8 @@ def runnable_order(order, attentions):
     ('odconv_1x', 3, 64, 64, 56, 'triton'),
     ('odconv_4x', 3, 64, 64, 56, 'triton'),
     ('odconv_4x', 3, 128, 128, 28, 'im2col'),
+    ('odconv_1x', 3, 128, 128, 28, 'triton'),  # one kernel: fused at 28x28
+    ('odconv_1x', 3, 256, 256, 14, 'im2col'),
     ('odconv_1x', 3, 512, 512, 7, 'im2col'),
 ])
 def test_gpu_rule(attention, kernel_size, c_in, c_out, hw, expected):
