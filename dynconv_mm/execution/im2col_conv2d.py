@@ -13,43 +13,70 @@ unfolded input is ``kh*kw`` times the input, so it pays where the spatial
 size is small and the kernel large (ResNet's 14x14 and 7x7 stages), where a
 per-sample kernel would cost more memory traffic than the activations.
 """
-from typing import Optional
+from typing import List, Optional
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .attentions import (ConvAttentions, IntPair, Padding, accepts_empty_batch,
-                         explicit_padding, finish, output_size, pair,
-                         scale_channels)
+                         compute_dtype, explicit_padding, finish, output_size,
+                         pair, scale_channels)
 from .kernel_branches import branch_bank, mix_branches
+from .recompute import scaled_input_conv2d
 
 
-def unfold_scaled(x: Tensor, kernel_size, attentions: ConvAttentions,
-                  stride: IntPair, padding: Padding,
-                  dilation: IntPair) -> Tensor:
+def columns_size(x: Tensor, kernel_size, stride: IntPair, padding: Padding,
+                 dilation: IntPair) -> int:
+    """Elements of :func:`unfold_scaled`'s columns (at least the input's)."""
+    height, width = output_size(x, kernel_size, stride, padding, dilation)
+    return max(x.numel(), x.shape[0] * x.shape[1] * kernel_size[0] *
+               kernel_size[1] * height * width)
+
+
+def unfold_scaled(x: Tensor,
+                  kernel_size,
+                  attentions: ConvAttentions,
+                  stride: IntPair,
+                  padding: Padding,
+                  dilation: IntPair,
+                  stages: Optional[List[Tensor]] = None) -> Tensor:
     """The columns ``[B, C_in*kh*kw, H_out, W_out]`` of ``x`` with rows
-    scaled by the channel and spatial attentions."""
+    scaled by the channel and spatial attentions; each tensor it makes is
+    appended to ``stages`` (for :func:`.recompute.recomputed_in_backward`),
+    ending with the columns in the dtype a convolution would cast them to
+    under autocast."""
+    stages = [] if stages is None else stages
     batch, in_channels = x.shape[:2]
     kh, kw = kernel_size
     height, width = output_size(x, kernel_size, stride, padding, dilation)
     channel, spatial = attentions.input, attentions.spatial
-    if spatial is None:  # the channel scaling is cheaper on x than on cols
-        x = scale_channels(x, channel)
+    cols = x
+    if spatial is None and channel is not None:
+        # the channel scaling is cheaper on x than on the columns
+        cols = scale_channels(cols, channel)
+        stages.append(cols)
     top, bottom, left, right = explicit_padding(padding, kernel_size,
                                                 dilation)
     if (top, left) != (bottom, right):  # F.unfold pads symmetrically only
-        x = F.pad(x, (left, right, top, bottom))
+        cols = F.pad(cols, (left, right, top, bottom))
+        stages.append(cols)
         top = left = 0
-    if (kh, kw) == (1, 1) and pair(stride) == (1, 1) and top == left == 0:
-        cols = x  # a 1x1 kernel's columns are the input itself
-    else:
-        cols = F.unfold(x, (kh, kw), dilation, (top, left), stride)
+    if not ((kh, kw) == (1, 1) and pair(stride) == (1, 1) and top == left
+            == 0):  # else a 1x1 kernel's columns are the input itself
+        cols = F.unfold(cols, (kh, kw), dilation, (top, left), stride)
+        stages.append(cols)
     if spatial is not None:
         rows = spatial.reshape(batch, 1, kh * kw)
         if channel is not None:
             rows = channel[:, :, None] * rows
         cols = cols.reshape(batch, in_channels, kh * kw, -1) * rows[
             ..., None].to(cols.dtype)
+        stages.append(cols)
+    dtype = compute_dtype(x.device.type, cols.dtype)
+    if cols.dtype != dtype and cols.dtype != torch.float64:
+        cols = cols.to(dtype)  # what F.conv2d under autocast would save
+        stages.append(cols)
     return cols.reshape(batch, in_channels * kh * kw, height, width)
 
 
@@ -60,9 +87,12 @@ def im2col_conv2d(x: Tensor, weight: Tensor, attentions: ConvAttentions,
     """Attentions on the columns, the static bank as a 1x1 conv over
     them."""
     num_kernels, _, group_in, kh, kw = weight.shape
-    cols = unfold_scaled(x, (kh, kw), attentions, stride, padding, dilation)
     bank = branch_bank(weight, groups)
-    y = F.conv2d(cols, bank.reshape(bank.shape[0], group_in * kh * kw, 1, 1),
-                 None, 1, 0, 1, groups)
+    bank = bank.reshape(bank.shape[0], group_in * kh * kw, 1, 1)
+    y = scaled_input_conv2d(
+        x, weight, lambda stages: unfold_scaled(
+            x, (kh, kw), attentions, stride, padding, dilation, stages),
+        lambda cols: F.conv2d(cols, bank, None, 1, 0, 1, groups),
+        attentions, columns_size(x, (kh, kw), stride, padding, dilation))
     y = mix_branches(y, attentions.kernel, num_kernels, groups)
     return finish(y, attentions, bias)

@@ -10,7 +10,7 @@ convolution plus the channel scalings. A spatial attention acts inside the
 kernel window and cannot be moved onto the outputs, so it is refused here
 (the ``im2col`` formulation applies it to the unfolded input instead).
 """
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,7 @@ from torch import Tensor
 
 from .attentions import (ConvAttentions, IntPair, Padding, finish,
                          scale_channels)
+from .recompute import scaled_input_conv2d
 
 
 def branch_bank(weight: Tensor, groups: int) -> Tensor:
@@ -62,8 +63,17 @@ def kernel_branches_conv2d(x: Tensor, weight: Tensor,
         raise ValueError("dynamic_conv2d: method 'kernel_branches' cannot "
                          'apply a spatial attention; use batch_folded, '
                          'im2col or aggregated')
-    y = F.conv2d(scale_channels(x, attentions.input),
-                 branch_bank(weight, groups), None, stride, padding,
-                 dilation, groups)
+    bank = branch_bank(weight, groups)
+
+    def form(stages: Optional[List[Tensor]]) -> Tensor:
+        scaled = scale_channels(x, attentions.input)
+        if stages is not None and scaled is not x:
+            stages.append(scaled)
+        return scaled
+
+    y = scaled_input_conv2d(
+        x, weight, form, lambda scaled: F.conv2d(
+            scaled, bank, None, stride, padding, dilation, groups),
+        attentions, x.numel())
     y = mix_branches(y, attentions.kernel, weight.shape[0], groups)
     return finish(y, attentions, bias)

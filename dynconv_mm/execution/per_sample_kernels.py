@@ -19,8 +19,7 @@ product. The batch then becomes the groups of a single ``F.conv2d``: input
   output. Plain tensor ops with static shapes, so it traces into
   ``torch.compile`` and CUDA graphs. It is the batch-1 inference path.
 """
-from contextlib import nullcontext
-from typing import Callable, List, NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +27,9 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from .attentions import (ConvAttentions, IntPair, Padding, accepts_empty_batch,
-                         autocast_enabled, finish, mix_bias, mix_kernels,
-                         output_size, records_autograd, scale_channels)
+                         finish, mix_bias, mix_kernels, output_size,
+                         records_autograd, scale_channels)
+from .recompute import recomputed_in_backward
 
 
 class AggregationPlan(NamedTuple):
@@ -170,87 +170,6 @@ def _mix_one_sample(weight: Tensor, kernel_attention: Tensor,
     return kernel.unsqueeze(0)
 
 
-class KernelsRecomputedInBackward:
-    """Saved-tensor hooks that keep, instead of the per-sample kernels (and
-    their kernel-sized intermediates) autograd would save for backward, the
-    means to form them again there.
-
-    Per-sample kernels are ``B`` times the bank; kept until backward they
-    dominate a training step's memory (OD-ResNet-50 4x at batch 4: 0.8 of
-    1.3 GB saved). Forming them again costs one matrix product and a few
-    elementwise passes per layer. The bank and the attentions they are
-    formed from are kept (they are small, or parameters); backward refuses
-    to run if one of them was modified in place since the forward, as
-    autograd does for a saved tensor. Higher derivatives stay exact:
-    autograd gives the re-formed tensor the graph of the one it replaces.
-    Eager only: what a ``torch.compile`` graph saves is its partitioner's
-    choice, which a checkpointed region steers instead.
-    """
-
-    def __init__(self, form: Callable[[List[Tensor]], Tensor],
-                 sources: Tuple[Tensor, ...]) -> None:
-        self.form = form  # appends the kernel-sized stages to its argument
-        self.sources = sources
-        # Backward runs outside the forward's autocast: forming the kernels
-        # there without it gives float32 stages where the forward's were
-        # bf16/fp16 (a CUDA convolution's backward then refuses the mix;
-        # the CPU's silently differentiates another function).
-        device = sources[0].device.type
-        self.autocast = (dict(device_type=device,
-                              enabled=autocast_enabled(device),
-                              dtype=torch.get_autocast_dtype(device))
-                         if torch.amp.is_autocast_available(device) else None)
-        self.versions = [t._version for t in sources]
-        self.stages: List[Tensor] = []
-        self.recomputed: Optional[List[Tensor]] = None
-        self.pending = 0
-        # Hooks already active (e.g. a memory count, or activation
-        # offloading) still see every tensor this one keeps.
-        top = getattr(torch._C._autograd, '_top_saved_tensors_default_hooks',
-                      None)
-        self.outer = None if top is None else top(False)
-
-    def hooks(self):
-        return torch.autograd.graph.saved_tensors_hooks(
-            self._pack, self._unpack)
-
-    def _pack(self, tensor: Tensor):
-        storage = tensor.untyped_storage().data_ptr()
-        for index, stage in enumerate(self.stages):
-            if stage.untyped_storage().data_ptr() == storage:
-                self.pending += 1
-                return (index, tensor.size(), tensor.stride(),
-                        tensor.storage_offset())
-        if self.outer is None:
-            return tensor
-        return (self.outer[0](tensor), )
-
-    def _unpack(self, packed):
-        if isinstance(packed, Tensor):
-            return packed
-        if len(packed) == 1:  # kept by the outer hooks
-            return self.outer[1](packed[0])
-        if self.recomputed is None:
-            for source, version in zip(self.sources, self.versions):
-                if source._version != version:
-                    raise RuntimeError(
-                        'dynamic_conv2d: the kernel bank or an attention '
-                        'was modified in place between forward and '
-                        'backward; the per-sample kernels cannot be formed '
-                        'again')
-            self.recomputed = []
-            # autograd re-attaches the saved graph
-            with torch.no_grad(), (nullcontext() if self.autocast is None
-                                   else torch.autocast(**self.autocast)):
-                self.form(self.recomputed)
-        index, size, stride, offset = packed
-        tensor = self.recomputed[index].as_strided(size, stride, offset)
-        self.pending -= 1
-        if self.pending == 0:  # the last user: let the kernels go
-            self.recomputed = None
-        return tensor
-
-
 def _sample_kernels_conv(x: Tensor, weight: Tensor,
                          attentions: ConvAttentions, groups: int,
                          plan: AggregationPlan, bias: Optional[Tensor],
@@ -258,8 +177,8 @@ def _sample_kernels_conv(x: Tensor, weight: Tensor,
                          dilation: IntPair) -> Tensor:
     """Form the per-sample kernels and convolve each sample with its own;
     when training, the kernels are formed again in backward rather than
-    kept (:class:`KernelsRecomputedInBackward`; compiled, a checkpointed
-    region)."""
+    kept (:func:`.recompute.recomputed_in_backward`; compiled, a
+    checkpointed region)."""
     batch = x.shape[0]
 
     def form(stages: Optional[List[Tensor]] = None) -> Tensor:
@@ -276,14 +195,10 @@ def _sample_kernels_conv(x: Tensor, weight: Tensor,
                    else form())
         return _grouped_conv(x, kernels, bias, stride, padding, dilation,
                              groups)
-    recompute = KernelsRecomputedInBackward(form, sources)
-    with recompute.hooks():
-        # The conv saves a view of the last stage: found by its storage.
-        kernels = form(recompute.stages)
-        y = _grouped_conv(x, kernels, bias, stride, padding, dilation,
-                          groups)
-    recompute.stages = []  # packing is over; keep no kernel alive
-    return y
+    # The conv saves a view of the last stage: found by its storage.
+    return recomputed_in_backward(
+        form, sources, lambda kernels: _grouped_conv(
+            x, kernels, bias, stride, padding, dilation, groups))
 
 
 def _grouped_conv(x: Tensor, kernels: Tensor, bias: Optional[Tensor],

@@ -33,8 +33,9 @@ import torch
 from torch import Tensor
 
 from .attentions import (ConvAttentions, IntPair, Padding, accepts_empty_batch,
-                         compute_dtype, finish)
-from .im2col_conv2d import im2col_conv2d, unfold_scaled
+                         compute_dtype, finish, output_size)
+from .im2col_conv2d import columns_size, im2col_conv2d, unfold_scaled
+from .recompute import scaled_input_conv2d
 
 # Per-sample kernels of one tile, in bytes: at most this much is formed at
 # once. Measured on a 512-channel 3x3 layer at 7x7, batch 8, four kernels
@@ -203,19 +204,29 @@ def tiled_gemm_conv2d(x: Tensor, weight: Tensor, attentions: ConvAttentions,
         return im2col_conv2d(x, weight, attentions, bias, stride, padding,
                              dilation, groups)
     num_kernels, out_channels, group_in, kh, kw = weight.shape
-    cols = unfold_scaled(x, (kh, kw), attentions, stride, padding, dilation)
-    batch, _, height, width = cols.shape
-    cols = cols.reshape(batch, groups, group_in * kh * kw, height * width)
+    batch = x.shape[0]
+    height, width = output_size(x, (kh, kw), stride, padding, dilation)
     bank = weight.reshape(num_kernels, groups, out_channels // groups,
                           group_in * kh * kw)
     # Under autocast, the products run in its dtype, as F.conv2d's would;
     # the casts stay outside the Function, so their gradients flow back.
-    device = cols.device.type
+    device = x.device.type
     dtype = compute_dtype(device, weight.dtype)
     mixing = attentions.kernel.to(dtype)
     if mixing.dim() == 3:  # DyNet's [B, O, K]
         mixing = mixing.reshape(batch, groups, -1, num_kernels)
-    with torch.autocast(device, enabled=False):
-        y = _SampleGEMM.apply(cols.to(dtype), bank.to(dtype), mixing)
+
+    def sample_gemm(cols: Tensor) -> Tensor:
+        cols = cols.reshape(batch, groups, group_in * kh * kw,
+                            height * width)
+        with torch.autocast(device, enabled=False):
+            return _SampleGEMM.apply(cols.to(dtype), bank.to(dtype), mixing)
+
+    # the unfolded input is formed again in backward, not kept
+    y = scaled_input_conv2d(
+        x, weight, lambda stages: unfold_scaled(
+            x, (kh, kw), attentions, stride, padding, dilation, stages),
+        sample_gemm, attentions,
+        columns_size(x, (kh, kw), stride, padding, dilation))
     y = y.reshape(batch, out_channels, height, width)
     return finish(y, attentions, bias)

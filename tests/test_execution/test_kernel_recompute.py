@@ -1,19 +1,29 @@
-"""Per-sample kernels are formed again in backward instead of kept
-(per_sample_kernels.KernelsRecomputedInBackward): what autograd keeps,
-higher derivatives, and refusal after an in-place change. First
+"""Per-sample kernels, and the scaled or unfolded input of the static-bank
+forms, are formed again in backward instead of kept
+(recompute.StagesRecomputedInBackward): what autograd keeps,
+higher derivatives, autocast, and refusal after an in-place change. First
 derivatives of every formulation against the oracle are in
 test_dynamic_conv2d.py (they run through the same path)."""
 import pytest
 import torch
 
-from dynconv_mm.execution import ConvAttentions, dynamic_conv2d
+from dynconv_mm.execution import ConvAttentions, dynamic_conv2d, recompute
 from oracle import reference_dynamic_conv2d
-from test_dynamic_conv2d import make_case
+from test_dynamic_conv2d import CPU_FORMULATIONS, make_case, runs
 
 PER_SAMPLE = ('aggregated', 'batch_folded')
 # forms per-sample kernels tile by tile, in forward and again in backward
 # (tiled_gemm_conv2d.py; test_tiled_gemm.py checks its tiles)
 RECOMPUTING = PER_SAMPLE + ('tiled_gemm', )
+# form their scaled (and unfolded) input again in backward
+SCALED_INPUT = ('im2col', 'kernel_branches', 'tiled_gemm')
+
+
+def keep_every_stage(monkeypatch):
+    """Turn the recomputation off: every stage is saved, as plain autograd
+    would."""
+    monkeypatch.setattr(recompute, 'recomputed_in_backward',
+                        lambda form, sources, use: use(form([])))
 
 
 def saved_bytes(run) -> int:
@@ -104,10 +114,12 @@ def test_compiled_training_keeps_no_kernel_sized_tensor(method, attention):
         torch._dynamo.reset()
 
 
-@pytest.mark.parametrize('method', RECOMPUTING)
+@pytest.mark.parametrize('method', RECOMPUTING + SCALED_INPUT[:2])
 @pytest.mark.parametrize('attention', ['odconv_4x', 'dynet', 'odconv_1x'])
 def test_second_derivatives_match_the_oracle(method, attention):
-    """create_graph=True through re-formed kernels."""
+    """create_graph=True through re-formed kernels and columns."""
+    if not runs(method, attention):
+        pytest.skip(f'{method} cannot apply {attention}')
     x, weight, _, att, conv = make_case('plain3x3', attention, False)
     inputs = [x, weight] + list(att.values())
 
@@ -123,16 +135,98 @@ def test_second_derivatives_match_the_oracle(method, attention):
         torch.testing.assert_close(got, want)
 
 
-@pytest.mark.parametrize('method', RECOMPUTING)
-def test_a_bank_changed_before_backward_is_refused(method):
-    x, weight, _, att, conv = make_case('plain3x3', 'odconv_4x', False)
+@pytest.mark.parametrize('method', CPU_FORMULATIONS)
+@pytest.mark.parametrize('attention', ['odconv_4x', 'channels_only'])
+@pytest.mark.parametrize('changed', ['weight', 'x'])
+def test_a_tensor_changed_before_backward_is_refused(method, attention,
+                                                      changed):
+    """As autograd refuses for what it saves (under saved-tensor hooks it
+    no longer checks: the hooks do)."""
+    if not runs(method, attention):
+        pytest.skip(f'{method} cannot apply {attention}')
+    if (changed, attention) == ('weight', 'channels_only') and \
+            method in PER_SAMPLE:
+        pytest.skip('the bank folded over the batch is a copy: backward '
+                    'uses the one the forward convolved with')
+    x, weight, _, att, conv = make_case('plain3x3', attention, False)
     out = dynamic_conv2d(x, weight, ConvAttentions(**att), method=method,
                          **conv)
     with torch.no_grad():
-        weight.mul_(2)  # e.g. an optimizer step before this backward
+        # e.g. an optimizer step, or an in-place op on the layer's input
+        (weight if changed == 'weight' else x).mul_(2)
     with pytest.raises(RuntimeError,
                        match='modified (in place|by an inplace)'):
         out.sum().backward()
+
+
+@pytest.mark.parametrize('method,attention,staged', [
+    ('im2col', 'odconv_1x', 2 * 9),  # unfolded, before and after scaling
+    ('im2col', 'odconv_4x', 2 * 9),
+    ('tiled_gemm', 'odconv_4x', 2 * 9),
+    ('kernel_branches', 'channels_only', 1),  # the channel-scaled input
+    ('kernel_branches', 'dynet', 0),  # nothing to form: nothing changes
+])
+def test_scaled_input_is_formed_again_in_backward(method, attention, staged,
+                                                  monkeypatch):
+    """The scaled or unfolded input (up to twice kh*kw times the input) is
+    not kept; gradients stay the oracle's (test_dynamic_conv2d.py)."""
+    x, weight, _, att, conv = make_case('plain3x3', attention, False)
+
+    def run():
+        return dynamic_conv2d(x, weight, ConvAttentions(**att),
+                              method=method, **conv).sum()
+
+    _, kept = saved_bytes(run)
+    keep_every_stage(monkeypatch)
+    _, kept_without = saved_bytes(run)
+    assert kept_without - kept == staged * x.numel() * x.element_size()
+
+
+@pytest.mark.parametrize('batch,formed_again', [(2, False), (4, True)])
+def test_columns_smaller_than_the_bank_are_kept(batch, formed_again,
+                                                monkeypatch):
+    """Forming the columns again pays only where they outweigh the bank: a
+    32-channel 3x3 layer on 3x3 maps has 2,592 column elements a sample
+    against a 9,216-element bank."""
+    x, weight, att = large_kernel_case('odconv_1x')
+    x = x[:batch].detach().requires_grad_()
+    att = ConvAttentions(*(None if t is None else t[:batch].detach()
+                           .requires_grad_() for t in att))
+
+    def run():
+        return dynamic_conv2d(x, weight, att, padding=1,
+                              method='im2col').sum()
+
+    _, kept = saved_bytes(run)
+    keep_every_stage(monkeypatch)
+    _, kept_without = saved_bytes(run)
+    assert (kept < kept_without) == formed_again
+
+
+@pytest.mark.parametrize('method', SCALED_INPUT)
+def test_stages_are_formed_again_under_the_forwards_autocast(
+        method, monkeypatch):
+    """bf16 forward, backward outside autocast: the columns formed again
+    have the forward's dtype, so the gradients are those of keeping them."""
+    x, weight, _, att, conv = make_case('plain3x3', 'odconv_4x', False)
+    if method == 'kernel_branches':
+        x, weight, _, att, conv = make_case('plain3x3', 'dynet', False)
+        att['input'] = torch.rand(x.shape[:2], dtype=x.dtype,
+                                  requires_grad=True)
+    x, weight = x.float(), weight.float()
+    att = {k: v.float() for k, v in att.items()}
+    inputs = [x, weight] + list(att.values())
+
+    def gradients():
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = dynamic_conv2d(x, weight, ConvAttentions(**att),
+                                 method=method, **conv)
+        return torch.autograd.grad(out.float().square().sum(), inputs)
+
+    got = gradients()
+    keep_every_stage(monkeypatch)
+    for g, want in zip(got, gradients()):
+        torch.testing.assert_close(g, want, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize('method', PER_SAMPLE)
