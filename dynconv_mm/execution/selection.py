@@ -46,11 +46,11 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
   28x28, 4.6x against 4.9x) and ``im2col`` below (3.3-5.3x; the fused
   kernel has too few output tiles per sample there).
   Grouped and depthwise convolutions (not measured) run the static bank.
-  The static bank trades memory for speed (it saves the ``K``-wide output
-  or the unfolded input for backward); ``execution='triton'`` keeps
-  training memory at the static network's. At batch 1 without autograd
-  every formulation measured within noise of the others on an H200 (all
-  launch-bound).
+  With ``K > 1`` the static bank keeps its ``K``-wide output for
+  backward (its scaled or unfolded input is formed again there,
+  :mod:`.recompute`); ``execution='triton'`` keeps training memory at the
+  static network's. At batch 1 without autograd every formulation
+  measured within noise of the others on an H200 (all launch-bound).
 """
 import os
 from typing import Optional, Sequence
