@@ -24,12 +24,14 @@ ACTIVATIONS = {'x_ptr', 'w_ptr', 'y_ptr', 'gy_ptr', 'gx_ptr'}
 DTYPES = {
     'fp32': ('fp32', 'fp32', tl.float32, False, 'tf32'),
     'bf16': ('bf16', 'fp32', tl.float32, True, 'ieee'),
+    'fp16': ('fp16', 'fp32', tl.float32, True, 'ieee'),  # mmengine's AMP
     'fp64': ('fp64', 'fp64', tl.float64, False, 'ieee'),
 }
 # (dtype, KERNEL_MODE, NUM_KERNELS, spatial, input, output, kh)
 CASES = [
     ('fp32', 1, 4, True, True, True, 3),  # ODConv 4x
     ('bf16', 2, 6, False, False, False, 3),  # DyNet under bf16 autocast
+    ('fp16', 1, 4, True, True, True, 3),  # ODConv 4x under fp16 autocast
     ('fp32', 0, 1, False, True, True, 1),  # ODConv 1x, 1x1 kernel
     ('fp64', 1, 4, True, True, True, 3),
 ]
