@@ -371,7 +371,7 @@ def network_figures(args, device, autocast) -> List[dict]:
         rows.append(inference_row(name, models, image, autocast, args,
                                   device))
         if args.compile:  # static and ours, both through torch.compile
-            compiled = compile_models(models)
+            compiled = compile_models(models, mode=args.compile_mode)
             rows.append(inference_row(f'{name} (compiled)', compiled, image,
                                       autocast, args, device, compiled=True))
             rows.append(training_row(f'{name} (compiled)', compiled, loss_of,
@@ -386,7 +386,8 @@ def network_figures(args, device, autocast) -> List[dict]:
 
 
 def compile_models(models: Dict[str, nn.Module],
-                   freezing: bool = False) -> Dict[str, nn.Module]:
+                   freezing: bool = False,
+                   mode: Optional[str] = None) -> Dict[str, nn.Module]:
     """The static network and ours through ``torch.compile`` (in eval
     mode), compiled afresh: the static ResNet's code would otherwise reuse
     its graph (no count), and every network's entries add up towards
@@ -403,7 +404,7 @@ def compile_models(models: Dict[str, nn.Module],
     # and --image-size) each get a graph of their own, as a model compiled
     # for one of them would; with automatic dynamic shapes the second one
     # became symbolic, and Inductor failed on a symbolic image size.
-    compiled = {k: torch.compile(models[k], dynamic=False)
+    compiled = {k: torch.compile(models[k], dynamic=False, mode=mode)
                 for k in ('static', 'dynamic')}
     for model in compiled.values():
         model.eval()
@@ -640,6 +641,12 @@ def main() -> None:
         help='also time batch-1 inference and the training step with the '
         'static network and ours both through torch.compile (minutes of '
         'compilation per network)')
+    parser.add_argument(
+        '--compile-mode',
+        choices=['default', 'reduce-overhead', 'max-autotune',
+                 'max-autotune-no-cudagraphs'],
+        help="torch.compile's mode for --compile: reduce-overhead captures "
+        'CUDA graphs (the launch-bound batch-1 case on a GPU)')
     parser.add_argument(
         '--freeze', action='store_true',
         help='also time batch-1 inference with both networks compiled with '

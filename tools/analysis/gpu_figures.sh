@@ -37,8 +37,13 @@
 #   compiled  benchmark.py --device cuda --figures network --compile: the
 #             network figures plus both networks through torch.compile
 #             (Inductor's Triton code), training and batch-1 inference
+#   captured  the same with --compile-mode reduce-overhead: CUDA graphs,
+#             for the launch-bound batch-1 latency
+#   profile   profile_layer.py (bf16, batch 64, training) on three layers:
+#             each op's device time and launches against a static conv's
 #
-# suite and compiled run only when named (minutes of compilation each).
+# suite, compiled, captured and profile run only when named (minutes of
+# compilation each for the first three).
 #
 # Environment: PYTHON (default python3), DYNCONV_MM_SITE, DYNCONV_MM_QUICK=1
 # (benchmark.py --quick: fewer rounds and processes).
@@ -161,10 +166,24 @@ PYEOF
       "${benchmark[@]}" --device cuda --figures network --compile "${quick[@]}" \
         --out "$out/compiled"
       ;;
+    profile)
+      local case layer shape execution
+      for case in 'ODConv 1x|256,64,1,56|auto' 'ODConv 4x|512,512,3,7|triton' \
+        'DynamicConv K=4|64,64,3,56|auto'; do
+        IFS='|' read -r layer shape execution <<<"$case"
+        "$PYTHON" tools/analysis/profile_layer.py --device cuda --amp bf16 \
+          --batch 64 --layer "$layer" --shape "$shape" \
+          --execution "$execution" || return 1
+      done
+      ;;
+    captured)
+      "${benchmark[@]}" --device cuda --figures network --compile \
+        --compile-mode reduce-overhead "${quick[@]}" --out "$out/captured"
+      ;;
     # pytest itself: tools/run_tests.sh would first build the venv, which
     # needs the package index
     suite) "$PYTHON" -m pytest -q -p no:cacheprovider ;;
-    *) die "unknown step '$name' (steps: ${DEFAULT_STEPS[*]} suite compiled)" ;;
+    *) die "unknown step '$name' (steps: ${DEFAULT_STEPS[*]} suite compiled captured profile)" ;;
   esac
 }
 
@@ -196,5 +215,8 @@ run() {  # OUT [STEP ...]
 
 case ${1:-} in
   wheelhouse | install | run) "$@" ;;
-  *) sed -n '2,38p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) # the header comment, whole
+    awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' \
+      "${BASH_SOURCE[0]}"
+    exit 2 ;;
 esac
