@@ -100,3 +100,17 @@ def test_offline_mmcv_source_is_checked_like_a_download(tmp_path):
     proc = fetch(tmp_path / 'absent.tar.gz', f'MMCV_SDIST_SHA256={digest}')
     assert proc.returncode == 1
     assert 'is not a file' in proc.stderr
+
+
+def test_run_refuses_a_step_timeout_that_is_not_seconds(tmp_path):
+    proc = run('run', tmp_path / 'out', DYNCONV_MM_STEP_TIMEOUT='10m')
+    assert proc.returncode == 1
+    assert "DYNCONV_MM_STEP_TIMEOUT must be a whole number of seconds, " \
+        "got '10m'" in proc.stderr
+
+
+def test_one_step_runs_on_its_own(tmp_path):
+    """What run starts under the step timeout: an unknown step is named."""
+    proc = run('step', 'warp', tmp_path)
+    assert proc.returncode == 1
+    assert "unknown step 'warp'" in proc.stderr and 'profile' in proc.stderr

@@ -46,7 +46,9 @@
 # compilation each for the first three).
 #
 # Environment: PYTHON (default python3), DYNCONV_MM_SITE, DYNCONV_MM_QUICK=1
-# (benchmark.py --quick: fewer rounds and processes).
+# (benchmark.py --quick: fewer rounds and processes), DYNCONV_MM_STEP_TIMEOUT
+# (seconds: a step running longer is stopped and counted as failed, for a
+# GPU lease of fixed length).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -192,6 +194,8 @@ run() {  # OUT [STEP ...]
   shift
   local steps=("$@")
   ((${#steps[@]})) || steps=("${DEFAULT_STEPS[@]}")
+  [[ -z ${DYNCONV_MM_STEP_TIMEOUT:-} || $DYNCONV_MM_STEP_TIMEOUT =~ ^[1-9][0-9]*$ ]] ||
+    die "DYNCONV_MM_STEP_TIMEOUT must be a whole number of seconds, got '$DYNCONV_MM_STEP_TIMEOUT'"
   mkdir -p "$out"
   out=$(cd "$out" && pwd)
   [[ -d $SITE ]] && use_site
@@ -199,11 +203,17 @@ run() {  # OUT [STEP ...]
   "$PYTHON" -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' ||
     die "$PYTHON's torch sees no CUDA device: these figures need a GPU"
   cd "$ROOT"
+  local limit=${DYNCONV_MM_STEP_TIMEOUT:-} runner=(step)
+  if [[ -n $limit ]]; then
+    # a step that overruns is stopped and counted as failed, so that a
+    # lease of fixed length still reaches the later steps
+    runner=(timeout -k 10 "$limit" bash "${BASH_SOURCE[0]}" step)
+  fi
   for name in "${steps[@]}"; do
     log "step $name (log: $out/$name.log)"
-    if ! step "$name" "$out" 2>&1 | tee "$out/$name.log"; then
+    if ! "${runner[@]}" "$name" "$out" 2>&1 | tee "$out/$name.log"; then
       failed+=("$name")
-      log "step $name FAILED; going on"
+      log "step $name FAILED or ran past DYNCONV_MM_STEP_TIMEOUT; going on"
     fi
   done
   if ((${#failed[@]})); then
@@ -215,6 +225,10 @@ run() {  # OUT [STEP ...]
 
 case ${1:-} in
   wheelhouse | install | run) "$@" ;;
+  step)  # one step, as run starts it under DYNCONV_MM_STEP_TIMEOUT
+    shift
+    cd "$ROOT"
+    step "$@" ;;
   *) # the header comment, whole
     awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' \
       "${BASH_SOURCE[0]}"
