@@ -1,6 +1,6 @@
 """Large intermediates formed again in backward instead of kept: the
 per-sample kernels of ``batch_folded``/``aggregated``, and the scaled or
-unfolded activations of ``im2col``/``kernel_branches``."""
+unfolded activations of ``im2col``/``kernel_branches``/``tiled_gemm``."""
 from contextlib import nullcontext
 from typing import Any, Callable, List, NamedTuple, Optional, Tuple, TypeVar
 
