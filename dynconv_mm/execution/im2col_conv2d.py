@@ -26,12 +26,11 @@ from .kernel_branches import branch_bank, mix_branches
 from .recompute import scaled_input_conv2d
 
 
-def columns_size(x: Tensor, kernel_size, stride: IntPair, padding: Padding,
-                 dilation: IntPair) -> int:
-    """Elements of :func:`unfold_scaled`'s columns (at least the input's)."""
-    height, width = output_size(x, kernel_size, stride, padding, dilation)
+def columns_size(x: Tensor, kernel_size, out_pixels: int) -> int:
+    """Elements of :func:`unfold_scaled`'s columns (at least the input's),
+    for an output of ``out_pixels`` pixels per channel."""
     return max(x.numel(), x.shape[0] * x.shape[1] * kernel_size[0] *
-               kernel_size[1] * height * width)
+               kernel_size[1] * out_pixels)
 
 
 def unfold_scaled(x: Tensor,
@@ -89,10 +88,11 @@ def im2col_conv2d(x: Tensor, weight: Tensor, attentions: ConvAttentions,
     num_kernels, _, group_in, kh, kw = weight.shape
     bank = branch_bank(weight, groups)
     bank = bank.reshape(bank.shape[0], group_in * kh * kw, 1, 1)
+    height, width = output_size(x, (kh, kw), stride, padding, dilation)
     y = scaled_input_conv2d(
         x, weight, lambda stages: unfold_scaled(
             x, (kh, kw), attentions, stride, padding, dilation, stages),
         lambda cols: F.conv2d(cols, bank, None, 1, 0, 1, groups),
-        attentions, columns_size(x, (kh, kw), stride, padding, dilation))
+        attentions, columns_size(x, (kh, kw), height * width))
     y = mix_branches(y, attentions.kernel, num_kernels, groups)
     return finish(y, attentions, bias)

@@ -125,10 +125,16 @@ def recomputed_in_backward(form: Callable[[List[Tensor]], Tensor],
                            use: Callable[[Tensor], Result]) -> Result:
     """``use(form(stages))``, where every tensor ``form`` appends to
     ``stages`` is formed again from ``sources`` in backward rather than
-    saved (:class:`StagesRecomputedInBackward`)."""
+    saved (:class:`StagesRecomputedInBackward`). Where ``form`` made no
+    stage (e.g. no channel attention to scale by), ``use`` runs under plain
+    autograd."""
     recompute = StagesRecomputedInBackward(form, sources)
     with recompute.hooks():
-        result = use(form(recompute.stages))
+        formed = form(recompute.stages)
+    if not recompute.stages:
+        return use(formed)
+    with recompute.hooks():
+        result = use(formed)
     recompute.stages = []  # packing is over; keep no stage alive
     return result
 

@@ -226,7 +226,6 @@ def tiled_gemm_conv2d(x: Tensor, weight: Tensor, attentions: ConvAttentions,
     y = scaled_input_conv2d(
         x, weight, lambda stages: unfold_scaled(
             x, (kh, kw), attentions, stride, padding, dilation, stages),
-        sample_gemm, attentions,
-        columns_size(x, (kh, kw), stride, padding, dilation))
+        sample_gemm, attentions, columns_size(x, (kh, kw), height * width))
     y = y.reshape(batch, out_channels, height, width)
     return finish(y, attentions, bias)
