@@ -103,7 +103,15 @@ def mix_bias(bias: Tensor, kernel_attention: Optional[Tensor]) -> Tensor:
 
 def scale_channels(x: Tensor, scale: Optional[Tensor]) -> Tensor:
     """``x [B, C, H, W] * scale [B, C]`` (``x`` itself when no scale)."""
-    return x if scale is None else x * scale[:, :, None, None].to(x.dtype)
+    # a view, not [:, :, None, None]: fewer ops, and the product runs
+    # faster on the result at batch 1
+    return x if scale is None else x * channel_view(scale).to(x.dtype)
+
+
+def channel_view(values: Tensor) -> Tensor:
+    """Per-channel values ``[B, C]`` as ``[B, C, 1, 1]``, to broadcast over
+    an activation."""
+    return values.view(*values.shape, 1, 1)
 
 
 def finish(y: Tensor, attentions: ConvAttentions,
@@ -111,8 +119,7 @@ def finish(y: Tensor, attentions: ConvAttentions,
     """Apply the output (filter) attention, then add the mixed bias."""
     y = scale_channels(y, attentions.output)
     if bias is not None:
-        y = y + mix_bias(bias, attentions.kernel)[:, :, None, None].to(
-            y.dtype)
+        y = y + channel_view(mix_bias(bias, attentions.kernel)).to(y.dtype)
     return y
 
 

@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from .attentions import (ConvAttentions, IntPair, Padding, accepts_empty_batch,
-                         finish, mix_bias, mix_kernels, output_size,
+                         channel_view, finish, mix_bias, mix_kernels, output_size,
                          records_autograd, scale_channels)
 from .recompute import recomputed_in_backward
 
@@ -68,43 +68,75 @@ def per_sample_kernels(weight: Tensor,
     says, by the channel and filter attentions. Each new kernel-sized
     tensor is appended to ``stages`` as soon as it exists."""
     num_kernels, out_channels, group_in, kh, kw = weight.shape
+    if (batch == 1 and stages is None
+            and not records_autograd(weight, *attentions)):
+        return _one_sample_kernel(weight, attentions, groups, plan).view(
+            1, out_channels, group_in, kh, kw)
 
     def stage(tensor: Tensor) -> Tensor:
         if stages is not None:
             stages.append(tensor)
         return tensor
 
-    # Build the small outer product of the factors first, then touch the
-    # large kernel tensor once per factor group.
-    factor: Optional[Tensor] = None  # broadcasts to [B, g, O/g, I/g, kh, kw]
-    if attentions.spatial is not None:
-        factor = attentions.spatial.reshape(batch, 1, 1, 1, kh, kw)
-    if plan.input and attentions.input is not None:
-        channel = attentions.input.reshape(batch, groups, 1, group_in, 1, 1)
-        factor = channel if factor is None else channel * factor
     shape6 = (batch, groups, out_channels // groups, group_in, kh, kw)
-    # Inference at batch 1 only; kernels being formed for (or again in)
-    # backward keep the staged path that the saved-tensor hooks follow.
-    one_sample = (batch == 1 and attentions.kernel is not None
-                  and stages is None
-                  and not records_autograd(weight, *attentions))
-    if one_sample and mixes_in_place(weight.device):
-        kernels = _mix_one_sample(weight, attentions.kernel, factor, shape6)
-    elif one_sample:  # a new tensor: the factor scales it in place
-        kernels = mix_kernels(weight, attentions.kernel, 1).reshape(shape6)
-        if factor is not None:
-            kernels.mul_(factor.to(kernels.dtype))
-    else:
-        kernels = mix_kernels(weight, attentions.kernel, batch)
-        if attentions.kernel is not None:  # otherwise a view of the bank
-            kernels = stage(kernels)
-        if factor is not None:
-            kernels = stage(
-                kernels.reshape(shape6) * factor.to(kernels.dtype))
+    factor = _kernel_factor(attentions, plan, shape6)
+    kernels = mix_kernels(weight, attentions.kernel, batch)
+    if attentions.kernel is not None:  # otherwise a view of the bank
+        kernels = stage(kernels)
+    if factor is not None:
+        kernels = stage(kernels.reshape(shape6) * factor.to(kernels.dtype))
     if plan.output and attentions.output is not None:
         kernels = stage(kernels.reshape(shape6) * attentions.output.reshape(
             batch, groups, -1, 1, 1, 1).to(kernels.dtype))
     return kernels.reshape(batch, out_channels, group_in, kh, kw)
+
+
+def _kernel_factor(attentions: ConvAttentions, plan: AggregationPlan,
+                   shape: Tuple[int, ...]) -> Optional[Tensor]:
+    """The spatial attention times, where ``plan`` folds it, the channel
+    attention: a small factor that broadcasts to kernels of ``shape``
+    ``[..., groups, O/groups, I/groups, kh, kw]`` (``None`` if neither
+    applies). Built first, so that the large kernel is touched once per
+    factor group."""
+    groups, group_in, kh, kw = shape[-5], shape[-3], shape[-2], shape[-1]
+    lead = shape[:-5]
+    factor = None
+    if attentions.spatial is not None:
+        factor = attentions.spatial.reshape(*lead, 1, 1, 1, kh, kw)
+    if plan.input and attentions.input is not None:
+        channel = attentions.input.reshape(*lead, groups, 1, group_in, 1, 1)
+        factor = channel if factor is None else channel * factor
+    return factor
+
+
+def _one_sample_kernel(weight: Tensor, attentions: ConvAttentions,
+                       groups: int, plan: AggregationPlan) -> Tensor:
+    """One sample's kernel ``[O, I/groups, kh, kw]`` at inference: as few
+    ops as the math allows, since at batch 1 each op's dispatch costs
+    about as much as its arithmetic on all but the largest kernels. The
+    new kernel is scaled in place; the bank is never written."""
+    num_kernels, out_channels, group_in, kh, kw = weight.shape
+    shape5 = (groups, out_channels // groups, group_in, kh, kw)
+    factor = _kernel_factor(attentions, plan, shape5)
+    if factor is not None:
+        factor = factor.to(weight.dtype)
+    owned = True  # a new tensor, safe to scale in place
+    if attentions.kernel is None:  # a single kernel
+        kernel = weight[0].view(shape5)
+        owned = factor is not None
+        if owned:
+            kernel = kernel * factor
+    elif mixes_in_place(weight.device):
+        kernel = _mix_one_sample(weight, attentions.kernel, factor, shape5)
+    else:
+        kernel = mix_kernels(weight, attentions.kernel, 1).view(shape5)
+        if factor is not None:
+            kernel.mul_(factor)
+    if plan.output and attentions.output is not None:
+        output = attentions.output.reshape(groups, -1, 1, 1, 1).to(
+            weight.dtype)
+        kernel = kernel.mul_(output) if owned else kernel * output
+    return kernel.view(out_channels, group_in, kh, kw)
 
 
 def _cpu_vendor() -> str:
@@ -148,7 +180,7 @@ def mixes_in_place(device: torch.device) -> bool:
 
 
 def _mix_one_sample(weight: Tensor, kernel_attention: Tensor,
-                    factor: Optional[Tensor], shape6: Tuple[int, ...]) -> Tensor:
+                    factor: Optional[Tensor], shape5: Tuple[int, ...]) -> Tensor:
     """One sample's kernel ``sum_k W_k * (a_k * factor)``, accumulated in
     place kernel by kernel: the kernel-sized sum stays in cache while the
     bank streams through once, and the factor rides along (inference at
@@ -156,18 +188,18 @@ def _mix_one_sample(weight: Tensor, kernel_attention: Tensor,
     matrix product runs at a fraction of the memory bandwidth and the
     factor would cost another pass)."""
     num_kernels = weight.shape[0]
-    bank = weight.reshape(num_kernels, *shape6[1:])
+    bank = weight.reshape(num_kernels, *shape5)
     mixing = kernel_attention.to(weight.dtype)
     if mixing.dim() == 2:  # [1, K]
         mixing = mixing.reshape(num_kernels, 1, 1, 1, 1, 1)
     else:  # DyNet's [1, O, K]: per output channel
-        mixing = mixing[0].t().reshape(num_kernels, *shape6[1:3], 1, 1, 1)
+        mixing = mixing[0].t().reshape(num_kernels, *shape5[:2], 1, 1, 1)
     if factor is not None:
         mixing = mixing * factor.to(weight.dtype)
     kernel = bank[0] * mixing[0]
     for k in range(1, num_kernels):
         kernel.addcmul_(bank[k], mixing[k])
-    return kernel.unsqueeze(0)
+    return kernel
 
 
 def _sample_kernels_conv(x: Tensor, weight: Tensor,
@@ -262,6 +294,5 @@ def aggregated_conv2d(x: Tensor, weight: Tensor, attentions: ConvAttentions,
     if not plan.output:
         y = scale_channels(y, attentions.output)
     if bias is not None and not bias_in_conv:
-        y = y + mix_bias(bias, attentions.kernel)[:, :, None, None].to(
-            y.dtype)
+        y = y + channel_view(mix_bias(bias, attentions.kernel)).to(y.dtype)
     return y

@@ -1,7 +1,8 @@
 """Pieces every attention of the three papers shares: the temperature, the
 pooled-MLP trunk, and running both in full precision under autocast."""
 import contextlib
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import (Any, Callable, ContextManager, Dict, List, Optional,
+                    Tuple)
 
 import torch
 import torch.nn as nn
@@ -46,19 +47,21 @@ def build_vector_norm(owner: str, norm_cfg: dict,
     return norm
 
 
-@contextlib.contextmanager
-def full_precision(x: Tensor) -> Iterator[None]:
-    """Autocast off on ``x``'s device: the attention's logits, softmax and
-    sigmoid run in its parameters' dtype. Under fp16 autocast a logit over
-    65504 (e.g. 700 at temperature 0.01) would be inf and the softmax NaN."""
+_AUTOCAST_UNCHANGED = contextlib.nullcontext()
+
+
+def full_precision(x: Tensor) -> ContextManager[None]:
+    """A context with autocast off on ``x``'s device: the attention's
+    logits, softmax and sigmoid run in its parameters' dtype. Under fp16
+    autocast a logit over 65504 (e.g. 700 at temperature 0.01) would be
+    inf and the softmax NaN."""
     device = x.device.type
-    # Only where autocast is on: entering the context costs more than the
-    # small ops it wraps (batch-1 inference runs ~100 of them per network).
+    # Only where autocast is on, and no generator-based context otherwise:
+    # at batch-1 inference the handful of small ops it wraps cost little
+    # more than the Python around them.
     if autocast_enabled(device):
-        with torch.autocast(device_type=device, enabled=False):
-            yield
-    else:
-        yield
+        return torch.autocast(device_type=device, enabled=False)
+    return _AUTOCAST_UNCHANGED
 
 
 def _syncs_across_processes(norm: nn.Module) -> bool:
@@ -109,8 +112,12 @@ class AttentionTrunk(nn.Module):
             self.norm.reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
-        # Pool straight into the FC's dtype (float32 under autocast).
-        hidden = self.fc(x.mean(dim=(2, 3), dtype=self.fc.weight.dtype))
+        # Pool straight into the FC's dtype (float32 under autocast). The
+        # FC by its parameters, not its module call: at batch 1 each call's
+        # Python costs about as much as the product.
+        fc = self.fc
+        hidden = F.linear(x.mean(dim=(2, 3), dtype=fc.weight.dtype),
+                          fc.weight, fc.bias)
         if self.norm is not None:
             # The norm's own mode: a backbone's norm_eval puts it in eval
             # mode (running statistics) inside a training model.
@@ -247,7 +254,9 @@ class DynamicAttention(nn.Module):
     def _logits(self, x: Tensor) -> Tensor:
         """All heads' logits over ``tau``, side by side: ``[B, total]``."""
         hidden = self.trunk(x)
-        return self.heads(hidden).div_(self.temperature.to(hidden.dtype))
+        heads = self.heads
+        return F.linear(hidden, heads.weight, heads.bias).div_(
+            self.temperature.to(hidden.dtype))
 
     def forward(self, x: Tensor, fused: bool = False) -> ConvAttentions:
         """``[B, C_in, H, W]`` -> the paper's attentions.
@@ -278,7 +287,10 @@ class DynamicAttention(nn.Module):
         ``[B, total]``: one sigmoid over the sigmoid heads, a softmax over
         each softmax head."""
         sigmoid = self.num_sigmoid_outputs
-        activated = logits[:, :sigmoid].sigmoid() if sigmoid else None
+        if sigmoid == logits.shape[1]:  # all sigmoid heads: one op, in place
+            activated = logits.sigmoid_()
+        else:
+            activated = logits[:, :sigmoid].sigmoid() if sigmoid else None
         return {
             name: activated[:, rows] if rows.stop <= sigmoid else
             logits[:, rows].softmax(-1)

@@ -137,16 +137,19 @@ def test_matches_oracle(geometry, attention, method, with_bias):
 
 @pytest.mark.filterwarnings('ignore:Using padding=.same. with even kernel')
 @pytest.mark.parametrize('geometry', list(GEOMETRIES))
-@pytest.mark.parametrize('attention', [
-    'dynamic_conv', 'dynet', 'odconv_4x', 'single_kernel_attention'
+@pytest.mark.parametrize('attention,in_place', [
+    (a, p) for a in ATTENTIONS for p in (True, False)
+    # the mixing rule only matters where there is a kernel attention
+    if p or 'kernel' in ATTENTIONS[a][0]
 ])
 @pytest.mark.parametrize('method', ['aggregated', 'batch_folded'])
-@pytest.mark.parametrize('in_place', [True, False])
 def test_one_sample_inference_matches_oracle(geometry, attention, method,
                                              in_place, monkeypatch):
-    # Batch-1 inference mixes the kernel in place, kernel by kernel, with
-    # the spatial and channel factors riding along, or (on Intel CPUs and
-    # GPUs) by a matrix product scaled in place; training does neither.
+    # Batch-1 inference forms its one kernel with as few ops as it can:
+    # mixed in place, kernel by kernel, with the spatial and channel
+    # factors riding along, or (on Intel CPUs and GPUs) by a matrix product
+    # scaled in place; a single kernel as a scaled copy of the bank's
+    # (never the bank itself scaled). Training does none of this.
     monkeypatch.setattr(per_sample_kernels, 'mixes_in_place',
                         lambda device: in_place)
     x, weight, bias, att, conv = make_case(geometry, attention, True,
@@ -155,7 +158,11 @@ def test_one_sample_inference_matches_oracle(geometry, attention, method,
         out = dynamic_conv2d(x, weight, ConvAttentions(**att), bias,
                              method=method, **conv)
         ref = reference_dynamic_conv2d(x, weight, bias=bias, **att, **conv)
+        bank = weight.clone()
+        dynamic_conv2d(x, weight, ConvAttentions(**att), bias,
+                       method=method, **conv)
     torch.testing.assert_close(out, ref)
+    assert torch.equal(weight, bank)
 
 
 def test_batch1_mixing_rule(monkeypatch):
