@@ -123,6 +123,64 @@ def finish(y: Tensor, attentions: ConvAttentions,
     return y
 
 
+def _cpu_vendor() -> str:
+    """``vendor_id`` of ``/proc/cpuinfo`` (``'GenuineIntel'``,
+    ``'AuthenticAMD'``...), or ``''`` where there is none."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('vendor_id'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return ''
+
+
+# Read once, at import: torch.compile then sees a constant, not file I/O.
+CPU_VENDOR = _cpu_vendor()
+
+
+def intel_cpu() -> bool:
+    """Whether this process runs on an Intel CPU (where MKL takes its fast
+    paths)."""
+    return CPU_VENDOR == 'GenuineIntel'
+
+
+def shared_kernel_conv2d(x: Tensor, kernel: Tensor, bias: Optional[Tensor],
+                         stride: IntPair, padding: Padding, dilation: IntPair,
+                         groups: int) -> Tensor:
+    """``F.conv2d(x, kernel, bias, ...)``: one kernel ``[O, I/groups, kh,
+    kw]`` for the whole batch, run the fastest measured way.
+
+    That is ``F.conv2d`` but in one case: a pointwise convolution (1x1,
+    stride 1, no padding, one group) of a single float32 sample without
+    autograd, on an Intel CPU, is one MKL matrix product ``[O, C] x [C,
+    H*W]`` on the NCHW input as it lies. There oneDNN's convolution
+    reorders the weight and the activations into its blocked layout on
+    every call, and the product beat it at every ResNet-50 1x1 shape
+    (batch 1, 2 threads: 10-60% faster, ``docs/benchmarks.md``). Not at
+    batch 8 (the broadcast product is slower), not on the AMD CPU measured
+    (MKL's product ran at half the convolution's speed there), and left to
+    the compiler under ``torch.compile``.
+    """
+    if (x.shape[0] == 1 and groups == 1 and kernel.shape[2:] == (1, 1)
+            and x.dtype == torch.float32 and kernel.dtype == torch.float32
+            and x.device.type == 'cpu' and intel_cpu()
+            and pair(stride) == (1, 1)
+            and explicit_padding(padding, (1, 1), dilation) == (0, 0, 0, 0)
+            and x.is_contiguous() and kernel.is_contiguous()
+            and not torch.compiler.is_compiling()
+            and not autocast_enabled('cpu')
+            and not records_autograd(x, kernel, bias)):
+        out_channels, in_channels = kernel.shape[:2]
+        matrix = kernel.view(out_channels, in_channels)
+        columns = x.view(in_channels, -1)
+        y = (torch.mm(matrix, columns) if bias is None else torch.addmm(
+            bias.view(out_channels, 1).to(x.dtype), matrix, columns))
+        return y.view(1, out_channels, *x.shape[2:])
+    return F.conv2d(x, kernel, bias, stride, padding, dilation, groups)
+
+
 def explicit_padding(padding: Padding, kernel_size: Tuple[int, int],
                      dilation: IntPair) -> Tuple[int, int, int, int]:
     """``(top, bottom, left, right)`` of an ``F.conv2d`` padding argument.

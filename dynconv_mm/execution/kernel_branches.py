@@ -13,11 +13,10 @@ kernel window and cannot be moved onto the outputs, so it is refused here
 from typing import List, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .attentions import (ConvAttentions, IntPair, Padding, finish,
-                         scale_channels)
+                         scale_channels, shared_kernel_conv2d)
 from .recompute import scaled_input_conv2d
 
 
@@ -72,7 +71,7 @@ def kernel_branches_conv2d(x: Tensor, weight: Tensor,
         return scaled
 
     y = scaled_input_conv2d(
-        x, weight, form, lambda scaled: F.conv2d(
+        x, weight, form, lambda scaled: shared_kernel_conv2d(
             scaled, bank, None, stride, padding, dilation, groups),
         attentions, x.numel())
     y = mix_branches(y, attentions.kernel, weight.shape[0], groups)

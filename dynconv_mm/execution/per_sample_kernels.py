@@ -27,8 +27,9 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from .attentions import (ConvAttentions, IntPair, Padding, accepts_empty_batch,
-                         channel_view, finish, mix_bias, mix_kernels, output_size,
-                         records_autograd, scale_channels)
+                         channel_view, finish, intel_cpu, mix_bias, mix_kernels,
+                         output_size, records_autograd, scale_channels,
+                         shared_kernel_conv2d)
 from .recompute import recomputed_in_backward
 
 
@@ -139,23 +140,6 @@ def _one_sample_kernel(weight: Tensor, attentions: ConvAttentions,
     return kernel.view(out_channels, group_in, kh, kw)
 
 
-def _cpu_vendor() -> str:
-    """``vendor_id`` of ``/proc/cpuinfo`` (``'GenuineIntel'``,
-    ``'AuthenticAMD'``...), or ``''`` where there is none."""
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('vendor_id'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return ''
-
-
-# Read once, at import: torch.compile then sees a constant, not file I/O.
-CPU_VENDOR = _cpu_vendor()
-
-
 def mixes_in_place(device: torch.device) -> bool:
     """Whether batch-1 inference mixes a sample's kernel in place, kernel by
     kernel (:func:`_mix_one_sample`), rather than by one matrix product
@@ -176,7 +160,7 @@ def mixes_in_place(device: torch.device) -> bool:
     1.32x in place, 1.41x as a product)."""
     if torch.compiler.is_compiling():
         return True
-    return device.type == 'cpu' and CPU_VENDOR != 'GenuineIntel'
+    return device.type == 'cpu' and not intel_cpu()
 
 
 def _mix_one_sample(weight: Tensor, kernel_attention: Tensor,
@@ -239,8 +223,9 @@ def _grouped_conv(x: Tensor, kernels: Tensor, bias: Optional[Tensor],
     """Convolve sample ``b`` with ``kernels[b]`` (and ``bias[b]``)."""
     batch, in_channels, height, width = x.shape
     if batch == 1:
-        return F.conv2d(x, kernels[0], None if bias is None else bias[0],
-                        stride, padding, dilation, groups)
+        return shared_kernel_conv2d(x, kernels[0], None if bias is None else
+                                    bias[0], stride, padding, dilation,
+                                    groups)
     y = F.conv2d(
         x.reshape(1, batch * in_channels, height, width),
         kernels.reshape(-1, *kernels.shape[2:]),
@@ -289,8 +274,9 @@ def aggregated_conv2d(x: Tensor, weight: Tensor, attentions: ConvAttentions,
         y = _sample_kernels_conv(x, weight, attentions, groups, plan,
                                  mixed_bias, stride, padding, dilation)
     else:  # one kernel shared by the batch: the static convolution
-        y = F.conv2d(x, weight[0], None if mixed_bias is None else
-                     mixed_bias[0], stride, padding, dilation, groups)
+        y = shared_kernel_conv2d(x, weight[0], None if mixed_bias is None
+                                 else mixed_bias[0], stride, padding,
+                                 dilation, groups)
     if not plan.output:
         y = scale_channels(y, attentions.output)
     if bias is not None and not bias_in_conv:

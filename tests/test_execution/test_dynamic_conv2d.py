@@ -13,7 +13,7 @@ import torch
 from dynconv_mm.execution import (FORMULATIONS, METHODS, ConvAttentions,
                                   dynamic_conv2d, select_method)
 from dynconv_mm.execution.attentions import output_size
-from dynconv_mm.execution import per_sample_kernels
+from dynconv_mm.execution import attentions, per_sample_kernels
 from dynconv_mm.execution.per_sample_kernels import aggregation_plan
 from dynconv_mm.execution.selection import gpu_preference
 from oracle import reference_dynamic_conv2d
@@ -165,12 +165,96 @@ def test_one_sample_inference_matches_oracle(geometry, attention, method,
     assert torch.equal(weight, bank)
 
 
+class ConvSpy:
+    """Stands for ``torch.nn.functional`` in :mod:`attentions`, counting
+    the ``F.conv2d`` calls that :func:`shared_kernel_conv2d` makes."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def conv2d(self, *args):
+        self.calls += 1
+        return torch.nn.functional.conv2d(*args)
+
+
+POINTWISE_CHANGES = {
+    'none': {},
+    'batch 2': dict(batch=2),
+    'autograd': dict(grad=True),
+    'stride 2': dict(stride=2),
+    'padding 1': dict(padding=1),
+    'two groups': dict(groups=2),
+    '3x3 kernel': dict(kernel=3, padding=1),
+    'float64': dict(dtype=torch.float64),
+    'channels_last': dict(channels_last=True),
+    'AMD CPU': dict(vendor='AuthenticAMD'),
+    'autocast': dict(autocast=True),
+}
+
+
+@pytest.mark.parametrize('change', list(POINTWISE_CHANGES))
+@pytest.mark.parametrize('with_bias', [False, True])
+def test_pointwise_matrix_product_rule(change, with_bias, monkeypatch):
+    """A batch-1 float32 1x1 convolution without autograd on an Intel CPU
+    is one matrix product; any other call is ``F.conv2d``. Either way the
+    result is the convolution's."""
+    options = dict(batch=1, grad=False, stride=1, padding=0, groups=1,
+                   kernel=1, dtype=torch.float32, channels_last=False,
+                   vendor='GenuineIntel', autocast=False)
+    options.update(POINTWISE_CHANGES[change])
+    monkeypatch.setattr(attentions, 'CPU_VENDOR', options['vendor'])
+    spy = ConvSpy()
+    monkeypatch.setattr(attentions, 'F', spy)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(options['batch'], 6, 5, 7, generator=g,
+                    dtype=options['dtype'])
+    if options['channels_last']:
+        x = x.to(memory_format=torch.channels_last)
+    kernel = torch.randn(4, 6 // options['groups'], options['kernel'],
+                         options['kernel'], generator=g,
+                         dtype=options['dtype'])
+    bias = (torch.randn(4, generator=g, dtype=options['dtype'])
+            if with_bias else None)
+    conv = (options['stride'], options['padding'], 1, options['groups'])
+    with torch.set_grad_enabled(options['grad']):
+        x.requires_grad_(options['grad'])
+        with torch.autocast('cpu', enabled=options['autocast']):
+            out = attentions.shared_kernel_conv2d(x, kernel, bias, *conv)
+            ref = torch.nn.functional.conv2d(x, kernel, bias, *conv)
+    assert spy.calls == (0 if change == 'none' else 1)
+    torch.testing.assert_close(out, ref)
+
+
+@pytest.mark.parametrize('method,attention', [
+    (m, a) for m in ('aggregated', 'batch_folded', 'kernel_branches')
+    for a in ATTENTIONS if runs(m, a)
+])
+def test_pointwise_batch1_inference_matches_oracle(method, attention,
+                                                   monkeypatch):
+    """On an Intel CPU a batch-1 float32 1x1 layer at inference runs its
+    convolution as one matrix product, in every formulation that
+    convolves with one kernel at batch 1: against the oracle, with a bias
+    mixed in or added after the filter attention."""
+    monkeypatch.setattr(attentions, 'CPU_VENDOR', 'GenuineIntel')
+    x, weight, bias, att, conv = make_case('1x1', attention, True, batch=1)
+    x, weight, bias = (t.detach().float() for t in (x, weight, bias))
+    att = {k: v.detach().float() for k, v in att.items()}
+    with torch.no_grad():
+        ref = reference_dynamic_conv2d(x, weight, bias=bias, **att, **conv)
+        spy = ConvSpy()
+        monkeypatch.setattr(attentions, 'F', spy)
+        out = dynamic_conv2d(x, weight, ConvAttentions(**att), bias,
+                             method=method, **conv)
+    assert spy.calls == 0
+    torch.testing.assert_close(out, ref)
+
+
 def test_batch1_mixing_rule(monkeypatch):
     """In place on CPUs other than Intel's (MKL's slow paths there), one
     matrix product on Intel CPUs and on GPUs, in place under compile."""
     for vendor, in_place in (('AuthenticAMD', True), ('GenuineIntel', False),
                              ('', True)):
-        monkeypatch.setattr(per_sample_kernels, 'CPU_VENDOR', vendor)
+        monkeypatch.setattr(attentions, 'CPU_VENDOR', vendor)
         assert per_sample_kernels.mixes_in_place(
             torch.device('cpu')) is in_place
         assert not per_sample_kernels.mixes_in_place(torch.device('cuda'))
