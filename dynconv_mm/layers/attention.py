@@ -287,8 +287,13 @@ class DynamicAttention(nn.Module):
         ``[B, total]``: one sigmoid over the sigmoid heads, a softmax over
         each softmax head."""
         sigmoid = self.num_sigmoid_outputs
-        if sigmoid == logits.shape[1]:  # all sigmoid heads: one op, in place
-            activated = logits.sigmoid_()
+        if sigmoid == logits.shape[1]:  # every head a sigmoid: one op
+            # in place at inference only: under autograd, AOTAutograd's
+            # partitioner (torch 2.14) fails on a split of an in-place
+            # sigmoid inside a checkpointed region (DyNet's shared
+            # coefficients, compiled)
+            activated = (logits.sigmoid() if logits.requires_grad else
+                         logits.sigmoid_())
         else:
             activated = logits[:, :sigmoid].sigmoid() if sigmoid else None
         return {

@@ -69,6 +69,34 @@ def test_compiled_layer_matches_oracle(name, check):
     assert compiled_graphs() == 1
 
 
+@pytest.mark.parametrize('layer_type,num_kernels', [('ODConv', 1),
+                                                    ('ODConv', 4),
+                                                    ('DynamicConv', 4)])
+def test_compiled_pointwise_matrix_product(layer_type, num_kernels,
+                                           monkeypatch):
+    """On an Intel CPU a batch-1 float32 1x1 layer at inference runs its
+    convolution as one matrix product, compiled too: one graph, no
+    convolution in it, equal to the oracle."""
+    from dynconv_mm.execution import attentions
+    monkeypatch.setattr(attentions, 'CPU_VENDOR', 'GenuineIntel')
+    layer = MODELS.build(dict(type=layer_type, in_channels=6, out_channels=5,
+                              kernel_size=1, num_kernels=num_kernels)).eval()
+    ops = []
+
+    def recording_backend(graph_module, example_inputs):
+        ops.extend(str(node.target) for node in graph_module.graph.nodes
+                   if node.op == 'call_function')
+        return graph_module.forward
+
+    run = torch.compile(layer, backend=recording_backend, fullgraph=True)
+    x = torch.randn(1, 6, 7, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(run(x), reference_layer_forward(layer, x))
+    assert compiled_graphs() == 1
+    assert any('mm' in op for op in ops)
+    assert not any('conv' in op for op in ops), ops
+
+
 @pytest.mark.parametrize('name', ['DynamicConv', 'ODConv_4x'])
 def test_compiled_layer_follows_temperature_changes(name):
     """TemperatureAnnealingHook changes the temperature every iteration: a
