@@ -4,8 +4,9 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
 ``tools/analysis/benchmark_layers.py``):
 
 * **Batch 1 without autograd** (inference): ``aggregated``. One sample's
-  kernel is one plain convolution; each attention goes into that kernel or
-  onto the activations, whichever is smaller. Fastest on the CPU at every
+  kernel is one plain convolution (a 1x1 one, on an Intel CPU, one matrix
+  product: :func:`.attentions.shared_kernel_conv2d`); each attention goes
+  into that kernel or onto the activations, whichever is smaller. Fastest on the CPU at every
   ResNet-50 shape measured but one: a single kernel with a spatial
   attention on a small map (ODConv 1x, 512 channels at 7x7), where
   ``im2col`` keeps the large kernel static (1.1x against 1.34x a static
