@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .attentions import (ConvAttentions, IntPair, Padding, accepts_empty_batch,
                          compute_dtype, explicit_padding, finish, output_size,
-                         pair, scale_channels)
+                         pair, scale_channels, shared_kernel_conv2d)
 from .kernel_branches import branch_bank, mix_branches
 from .recompute import scaled_input_conv2d
 
@@ -92,7 +92,8 @@ def im2col_conv2d(x: Tensor, weight: Tensor, attentions: ConvAttentions,
     y = scaled_input_conv2d(
         x, weight, lambda stages: unfold_scaled(
             x, (kh, kw), attentions, stride, padding, dilation, stages),
-        lambda cols: F.conv2d(cols, bank, None, 1, 0, 1, groups),
+        lambda cols: shared_kernel_conv2d(cols, bank, None, 1, 0, 1,
+                                          groups),
         attentions, columns_size(x, (kh, kw), height * width))
     y = mix_branches(y, attentions.kernel, num_kernels, groups)
     return finish(y, attentions, bias)

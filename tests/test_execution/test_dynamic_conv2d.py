@@ -166,15 +166,17 @@ def test_one_sample_inference_matches_oracle(geometry, attention, method,
 
 
 class ConvSpy:
-    """Stands for ``torch.nn.functional`` in :mod:`attentions`, counting
-    the ``F.conv2d`` calls that :func:`shared_kernel_conv2d` makes."""
+    """Replaces ``torch.nn.functional.conv2d`` (which every module calls
+    as ``F.conv2d``) and counts its calls."""
 
-    def __init__(self):
+    def __init__(self, monkeypatch):
         self.calls = 0
+        self.conv2d = torch.nn.functional.conv2d
+        monkeypatch.setattr(torch.nn.functional, 'conv2d', self)
 
-    def conv2d(self, *args):
+    def __call__(self, *args):
         self.calls += 1
-        return torch.nn.functional.conv2d(*args)
+        return self.conv2d(*args)
 
 
 POINTWISE_CHANGES = {
@@ -203,8 +205,6 @@ def test_pointwise_matrix_product_rule(change, with_bias, monkeypatch):
                    vendor='GenuineIntel', autocast=False)
     options.update(POINTWISE_CHANGES[change])
     monkeypatch.setattr(attentions, 'CPU_VENDOR', options['vendor'])
-    spy = ConvSpy()
-    monkeypatch.setattr(attentions, 'F', spy)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(options['batch'], 6, 5, 7, generator=g,
                     dtype=options['dtype'])
@@ -219,30 +219,34 @@ def test_pointwise_matrix_product_rule(change, with_bias, monkeypatch):
     with torch.set_grad_enabled(options['grad']):
         x.requires_grad_(options['grad'])
         with torch.autocast('cpu', enabled=options['autocast']):
-            out = attentions.shared_kernel_conv2d(x, kernel, bias, *conv)
             ref = torch.nn.functional.conv2d(x, kernel, bias, *conv)
+            spy = ConvSpy(monkeypatch)
+            out = attentions.shared_kernel_conv2d(x, kernel, bias, *conv)
     assert spy.calls == (0 if change == 'none' else 1)
     torch.testing.assert_close(out, ref)
 
 
-@pytest.mark.parametrize('method,attention', [
-    (m, a) for m in ('aggregated', 'batch_folded', 'kernel_branches')
-    for a in ATTENTIONS if runs(m, a)
+@pytest.mark.parametrize('geometry,method,attention', [
+    (g, m, a) for g, methods in (
+        ('1x1', ('aggregated', 'batch_folded', 'kernel_branches', 'im2col')),
+        ('plain3x3', ('im2col', )), ('stride2', ('im2col', )))
+    for m in methods for a in ATTENTIONS if runs(m, a)
 ])
-def test_pointwise_batch1_inference_matches_oracle(method, attention,
-                                                   monkeypatch):
-    """On an Intel CPU a batch-1 float32 1x1 layer at inference runs its
-    convolution as one matrix product, in every formulation that
-    convolves with one kernel at batch 1: against the oracle, with a bias
-    mixed in or added after the filter attention."""
+def test_pointwise_batch1_inference_matches_oracle(geometry, method,
+                                                   attention, monkeypatch):
+    """On an Intel CPU a batch-1 float32 1x1 convolution at inference is
+    one matrix product, in every formulation that convolves one sample
+    with one kernel: a 1x1 layer, or ``im2col``'s bank over the columns of
+    any kernel. Against the oracle, with a bias mixed in or added after
+    the filter attention."""
     monkeypatch.setattr(attentions, 'CPU_VENDOR', 'GenuineIntel')
-    x, weight, bias, att, conv = make_case('1x1', attention, True, batch=1)
+    x, weight, bias, att, conv = make_case(geometry, attention, True,
+                                           batch=1)
     x, weight, bias = (t.detach().float() for t in (x, weight, bias))
     att = {k: v.detach().float() for k, v in att.items()}
     with torch.no_grad():
         ref = reference_dynamic_conv2d(x, weight, bias=bias, **att, **conv)
-        spy = ConvSpy()
-        monkeypatch.setattr(attentions, 'F', spy)
+        spy = ConvSpy(monkeypatch)
         out = dynamic_conv2d(x, weight, ConvAttentions(**att), bias,
                              method=method, **conv)
     assert spy.calls == 0
