@@ -1,15 +1,17 @@
 """The CPU probes behind "what limits the rest" in docs/benchmarks.md:
 memory bandwidth, how fast a kernel is mixed from the bank at batch 1,
 MKL's matrix product against oneDNN's convolution for the same GEMM, the
-per-sample forward at 7x7 with kernels already formed, what the
-attentions cost in a batch-1 OD-ResNet-50, and ``tiled_gemm``'s GEMM part
-by tile size. Medians of repeated calls in
+per-sample forward at 7x7 with kernels already formed, a batch-1 1x1
+convolution against one matrix product, what the attentions cost in a
+batch-1 OD-ResNet-50 (and the static network with its 1x1 convolutions as
+products), and ``tiled_gemm``'s GEMM part by tile size. Medians of repeated calls in
 one process, milliseconds; a probe, not a benchmark with a baseline run
 alongside (see benchmark.py for those).
 
-    python tools/analysis/probe_cpu_limits.py [--threads 2]
+    python tools/analysis/probe_cpu_limits.py [--threads 2] [--probes ...]
 """
 import argparse
+import functools
 import os
 import sys
 import time
@@ -21,6 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark import build_resnet50  # noqa: E402
 
 import dynconv_mm  # noqa: E402,F401  (keeps freed CPU memory)
+from dynconv_mm.execution.attentions import \
+    shared_kernel_conv2d  # noqa: E402
 from dynconv_mm.execution.per_sample_kernels import \
     _mix_one_sample  # noqa: E402
 from dynconv_mm.layers.dynamic_conv_base import DynamicConv2dBase  # noqa
@@ -47,14 +51,35 @@ def batch1_mixing() -> None:
     for out_c, in_c, k in [(512, 512, 3), (512, 2048, 1)]:
         bank = torch.randn(4, out_c, in_c, k, k)
         coeff = torch.softmax(torch.randn(1, 4), 1)
-        factor = torch.rand(1, 1, 1, in_c, k, k)
-        shape6 = (1, 1, out_c, in_c, k, k)
+        factor = torch.rand(1, 1, in_c, k, k)
+        shape5 = (1, out_c, in_c, k, k)
         flat = bank.reshape(4, -1)
         print(f'mix 4 kernels {out_c}x{in_c}x{k}x{k}: [1,K]x[K,N] product '
               f'{median_ms(lambda: coeff @ flat):.2f} ms, in place with the '
               'factor '
-              f'{median_ms(lambda: _mix_one_sample(bank, coeff, factor, shape6)):.2f}'  # noqa: E501
+              f'{median_ms(lambda: _mix_one_sample(bank, coeff, factor, shape5)):.2f}'  # noqa: E501
               f' ms, reading the bank {median_ms(bank.sum):.2f} ms')
+
+
+# (in, out, size) of every 1x1 convolution shape in a ResNet-50 body
+RESNET50_POINTWISE = ((64, 64, 56), (64, 256, 56), (256, 64, 56),
+                      (256, 128, 56), (128, 512, 28), (512, 128, 28),
+                      (512, 256, 28), (256, 1024, 14), (1024, 256, 14),
+                      (1024, 512, 14), (512, 2048, 7), (2048, 512, 7))
+
+
+def pointwise_products() -> None:
+    """A batch-1 1x1 convolution as oneDNN's convolution and as one MKL
+    matrix product on the NCHW input (what ``shared_kernel_conv2d`` runs
+    on Intel CPUs), at every ResNet-50 1x1 shape."""
+    for in_c, out_c, size in RESNET50_POINTWISE:
+        x = torch.randn(1, in_c, size, size)
+        weight = torch.randn(out_c, in_c, 1, 1) * 0.01
+        matrix, columns = weight.view(out_c, in_c), x.view(in_c, -1)
+        print(f'1x1 conv {in_c}->{out_c} at {size}x{size}, batch 1: '
+              f'F.conv2d {median_ms(lambda: F.conv2d(x, weight), 50):.3f} '
+              f'ms, torch.mm {median_ms(lambda: matrix @ columns, 50):.3f} '
+              'ms')
 
 
 def per_sample_forward_7x7() -> None:
@@ -134,9 +159,16 @@ def attention_cost() -> None:
     variants = dict(as_run=forward, attentions_cached=cached,
                     attentions_then_static_conv=attention_only,
                     static_conv_only=static_conv)
+    # the static network with its 1x1 convolutions as our layers run them
+    static_products = build_resnet50(None).eval()
+    for conv in static_products.modules():
+        if isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (1, 1):
+            conv.forward = functools.partial(_pointwise_forward, conv)
     with torch.no_grad():
         print(f'OD-ResNet-50 1x batch 1: static network '
-              f'{median_ms(lambda: static(x)):.1f} ms')
+              f'{median_ms(lambda: static(x)):.1f} ms, with its 1x1 convs '
+              'through shared_kernel_conv2d '
+              f'{median_ms(lambda: static_products(x)):.1f} ms')
         try:
             for name, variant in variants.items():
                 DynamicConv2dBase.forward = variant
@@ -144,6 +176,12 @@ def attention_cost() -> None:
                       f'{median_ms(lambda: model(x)):.1f} ms')
         finally:
             DynamicConv2dBase.forward = forward
+
+
+def _pointwise_forward(conv: torch.nn.Conv2d,
+                       x: torch.Tensor) -> torch.Tensor:
+    return shared_kernel_conv2d(x, conv.weight, conv.bias, conv.stride,
+                                conv.padding, conv.dilation, conv.groups)
 
 
 def tiled_gemm_tiles() -> None:
@@ -189,16 +227,26 @@ def tiled_gemm_tiles() -> None:
             tiled.TILE_BYTES = budget
 
 
+PROBES = dict(bandwidth=bandwidth, mixing=batch1_mixing,
+              pointwise=pointwise_products,
+              per_sample_7x7=per_sample_forward_7x7,
+              attention=attention_cost, tiles=tiled_gemm_tiles)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--threads', type=int, default=2)
-    torch.set_num_threads(parser.parse_args().threads)
+    parser.add_argument('--probes', default=','.join(PROBES),
+                        help='comma list of: ' + ', '.join(PROBES))
+    args = parser.parse_args()
+    names = args.probes.split(',')
+    unknown = [name for name in names if name not in PROBES]
+    if unknown:
+        parser.error(f'--probes: unknown {unknown}; use {list(PROBES)}')
+    torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
-    bandwidth()
-    batch1_mixing()
-    per_sample_forward_7x7()
-    attention_cost()
-    tiled_gemm_tiles()
+    for name in names:
+        PROBES[name]()
 
 
 if __name__ == '__main__':
