@@ -160,9 +160,10 @@ def shared_kernel_conv2d(x: Tensor, kernel: Tensor, bias: Optional[Tensor],
     every call, and the product beat it at every ResNet-50 1x1 shape
     (batch 1, 2 threads: 10-60% faster, ``docs/benchmarks.md``), eager
     and under ``torch.compile`` (compiled batch-1 OD-ResNet-50 1x: 1.13x
-    -> 1.07-1.08x the compiled static network). Not at batch 8 (the
-    broadcast product is slower), and not on the AMD CPU measured (MKL's
-    product ran at half the convolution's speed there).
+    -> 1.08x the compiled static network). Not at batch 8 (the broadcast
+    product is slower), and not on other CPUs (not measured at batch 1;
+    on the AMD CPU measured, MKL ran a batch-8 1x1 GEMM at half oneDNN's
+    speed).
     """
     if (x.shape[0] == 1 and groups == 1 and kernel.shape[2:] == (1, 1)
             and x.dtype == torch.float32 and kernel.dtype == torch.float32

@@ -71,7 +71,7 @@ def per_sample_kernels(weight: Tensor,
     num_kernels, out_channels, group_in, kh, kw = weight.shape
     if (batch == 1 and stages is None
             and not records_autograd(weight, *attentions)):
-        return _one_sample_kernel(weight, attentions, groups, plan).view(
+        return _one_sample_kernel(weight, attentions, groups, plan).reshape(
             1, out_channels, group_in, kh, kw)
 
     def stage(tensor: Tensor) -> Tensor:
@@ -116,28 +116,28 @@ def _one_sample_kernel(weight: Tensor, attentions: ConvAttentions,
     ops as the math allows, since at batch 1 each op's dispatch costs
     about as much as its arithmetic on all but the largest kernels. The
     new kernel is scaled in place; the bank is never written."""
-    num_kernels, out_channels, group_in, kh, kw = weight.shape
+    _, out_channels, group_in, kh, kw = weight.shape
     shape5 = (groups, out_channels // groups, group_in, kh, kw)
     factor = _kernel_factor(attentions, plan, shape5)
     if factor is not None:
         factor = factor.to(weight.dtype)
     owned = True  # a new tensor, safe to scale in place
     if attentions.kernel is None:  # a single kernel
-        kernel = weight[0].view(shape5)
+        kernel = weight[0].reshape(shape5)
         owned = factor is not None
         if owned:
             kernel = kernel * factor
     elif mixes_in_place(weight.device):
         kernel = _mix_one_sample(weight, attentions.kernel, factor, shape5)
     else:
-        kernel = mix_kernels(weight, attentions.kernel, 1).view(shape5)
+        kernel = mix_kernels(weight, attentions.kernel, 1).reshape(shape5)
         if factor is not None:
             kernel.mul_(factor)
     if plan.output and attentions.output is not None:
         output = attentions.output.reshape(groups, -1, 1, 1, 1).to(
             weight.dtype)
         kernel = kernel.mul_(output) if owned else kernel * output
-    return kernel.view(out_channels, group_in, kh, kw)
+    return kernel.reshape(out_channels, group_in, kh, kw)
 
 
 def mixes_in_place(device: torch.device) -> bool:

@@ -165,6 +165,21 @@ def test_one_sample_inference_matches_oracle(geometry, attention, method,
     assert torch.equal(weight, bank)
 
 
+@pytest.mark.parametrize('attention', list(ATTENTIONS))
+def test_one_sample_inference_with_a_strided_bank(attention):
+    """The batch-1 path forms its kernel from a bank that is not
+    contiguous (a transposed view) as from any other."""
+    x, weight, bias, att, conv = make_case('groups2', attention, True,
+                                           batch=1)
+    strided = weight.detach().transpose(0, 1).contiguous().transpose(0, 1)
+    assert not strided.is_contiguous() or strided.shape[0] == 1
+    with torch.no_grad():
+        out = dynamic_conv2d(x, strided, ConvAttentions(**att), bias,
+                             method='aggregated', **conv)
+        ref = reference_dynamic_conv2d(x, weight, bias=bias, **att, **conv)
+    torch.testing.assert_close(out, ref)
+
+
 class ConvSpy:
     """Replaces ``torch.nn.functional.conv2d`` (which every module calls
     as ``F.conv2d``) and counts its calls."""
