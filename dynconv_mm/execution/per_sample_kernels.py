@@ -68,7 +68,7 @@ def per_sample_kernels(weight: Tensor,
     kernel attention, scaled by the spatial attention and, as ``plan``
     says, by the channel and filter attentions. Each new kernel-sized
     tensor is appended to ``stages`` as soon as it exists."""
-    num_kernels, out_channels, group_in, kh, kw = weight.shape
+    _, out_channels, group_in, kh, kw = weight.shape
     if (batch == 1 and stages is None
             and not records_autograd(weight, *attentions)):
         return _one_sample_kernel(weight, attentions, groups, plan).reshape(

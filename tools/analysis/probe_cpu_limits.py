@@ -4,8 +4,8 @@ MKL's matrix product against oneDNN's convolution for the same GEMM, the
 per-sample forward at 7x7 with kernels already formed, a batch-1 1x1
 convolution against one matrix product, what the attentions cost in a
 batch-1 OD-ResNet-50 (and the static network with its 1x1 convolutions as
-products), and ``tiled_gemm``'s GEMM part by tile size. Medians of repeated calls in
-one process, milliseconds; a probe, not a benchmark with a baseline run
+products), and ``tiled_gemm``'s GEMM part by tile size. Medians of
+repeated calls in one process, milliseconds; a probe, not a benchmark with a baseline run
 alongside (see benchmark.py for those).
 
     python tools/analysis/probe_cpu_limits.py [--threads 2] [--probes ...]
