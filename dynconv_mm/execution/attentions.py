@@ -146,6 +146,16 @@ def intel_cpu() -> bool:
     return CPU_VENDOR == 'GenuineIntel'
 
 
+def inductor_freezes() -> bool:
+    """Whether this code is being compiled with Inductor's freezing on (its
+    CPU inference recipe: constant weights prepacked, convolutions in
+    oneDNN's layout end to end)."""
+    if not torch.compiler.is_compiling():
+        return False
+    from torch._inductor import config as inductor_config
+    return bool(inductor_config.freezing)
+
+
 def shared_kernel_conv2d(x: Tensor, kernel: Tensor, bias: Optional[Tensor],
                          stride: IntPair, padding: Padding, dilation: IntPair,
                          groups: int) -> Tensor:
@@ -161,9 +171,12 @@ def shared_kernel_conv2d(x: Tensor, kernel: Tensor, bias: Optional[Tensor],
     (batch 1, 2 threads: 10-60% faster, ``docs/benchmarks.md``), eager
     and under ``torch.compile`` (compiled batch-1 OD-ResNet-50 1x: 1.13x
     -> 1.08x the compiled static network). Not at batch 8 (the broadcast
-    product is slower), and not on other CPUs (not measured at batch 1;
-    on the AMD CPU measured, MKL ran a batch-8 1x1 GEMM at half oneDNN's
-    speed).
+    product is slower), not on other CPUs (not measured at batch 1; on the
+    AMD CPU measured, MKL ran a batch-8 1x1 GEMM at half oneDNN's speed),
+    and not under Inductor's freezing, which keeps the convolutions'
+    activations in oneDNN's layout and where the products cost more than
+    they save (frozen batch-1 OD-ResNet-50 1x: 1.31x the frozen static
+    network with convolutions, 1.43x with products).
     """
     if (x.shape[0] == 1 and groups == 1 and kernel.shape[2:] == (1, 1)
             and x.dtype == torch.float32 and kernel.dtype == torch.float32
@@ -172,7 +185,8 @@ def shared_kernel_conv2d(x: Tensor, kernel: Tensor, bias: Optional[Tensor],
             and explicit_padding(padding, (1, 1), dilation) == (0, 0, 0, 0)
             and x.is_contiguous() and kernel.is_contiguous()
             and not autocast_enabled('cpu')
-            and not records_autograd(x, kernel, bias)):
+            and not records_autograd(x, kernel, bias)
+            and not inductor_freezes()):
         out_channels, in_channels = kernel.shape[:2]
         matrix = kernel.view(out_channels, in_channels)
         columns = x.view(in_channels, -1)
