@@ -182,10 +182,11 @@ def shared_kernel_conv2d(x: Tensor, kernel: Tensor, bias: Optional[Tensor],
             and x.dtype == torch.float32 and kernel.dtype == torch.float32
             and x.device.type == 'cpu' and intel_cpu()
             and pair(stride) == (1, 1)
-            and explicit_padding(padding, (1, 1), dilation) == (0, 0, 0, 0)
+            # a 1x1 kernel: 'same' and 'valid' both pad nothing
+            and (isinstance(padding, str) or pair(padding) == (0, 0))
             and x.is_contiguous() and kernel.is_contiguous()
-            and not autocast_enabled('cpu')
             and not records_autograd(x, kernel, bias)
+            and not autocast_enabled('cpu')
             and not inductor_freezes()):
         out_channels, in_channels = kernel.shape[:2]
         matrix = kernel.view(out_channels, in_channels)
@@ -222,8 +223,12 @@ def explicit_padding(padding: Padding, kernel_size: Tuple[int, int],
 def output_size(x: Tensor, kernel_size: Tuple[int, int], stride: IntPair,
                 padding: Padding, dilation: IntPair) -> Tuple[int, int]:
     """``(H_out, W_out)`` of the convolution."""
-    top, bottom, left, right = explicit_padding(padding, kernel_size,
-                                                dilation)
+    if isinstance(padding, str):
+        top, bottom, left, right = explicit_padding(padding, kernel_size,
+                                                    dilation)
+    else:
+        top, left = pair(padding)
+        bottom, right = top, left
     (sh, sw), (dh, dw) = pair(stride), pair(dilation)
     kh, kw = kernel_size
     return ((x.shape[2] + top + bottom - dh * (kh - 1) - 1) // sh + 1,
@@ -258,6 +263,10 @@ def records_autograd(*tensors: Optional[Tensor]) -> bool:
 def autocast_enabled(device: str) -> bool:
     """Whether autocast is on for ``device`` (a device type without
     autocast, such as ``'meta'``, has it off)."""
+    if device == 'cpu' or device == 'cuda':
+        # Both always have autocast: one call, not four (per layer, at
+        # batch-1 inference, such calls add up to a visible share).
+        return torch.is_autocast_enabled(device)
     if torch.compiler.is_compiling():
         # Dynamo in torch <= 2.11 cannot trace is_autocast_available (a
         # graph break in every layer); a compiled model's device has

@@ -197,21 +197,23 @@ def _sample_kernels_conv(x: Tensor, weight: Tensor,
     checkpointed region)."""
     batch = x.shape[0]
 
-    def form(stages: Optional[List[Tensor]] = None) -> Tensor:
+    def form(stages=None):  # no annotations: evaluated on every call
         return per_sample_kernels(weight, attentions, batch, groups, plan,
                                   stages)
 
-    sources = tuple(t for t in (weight, *attentions) if t is not None)
-    training = records_autograd(*sources)
-    if not training or torch.compiler.is_compiling():
+    training = records_autograd(weight, *attentions)
+    if not training:
+        return _grouped_conv(x, form(), bias, stride, padding, dilation,
+                             groups)
+    if torch.compiler.is_compiling():
         # Saved-tensor hooks do not reach what a compiled graph saves; a
         # checkpointed region does: the partitioner then forms the kernels
         # again in backward instead of saving them.
-        kernels = (checkpoint(form, use_reentrant=False) if training
-                   else form())
+        kernels = checkpoint(form, use_reentrant=False)
         return _grouped_conv(x, kernels, bias, stride, padding, dilation,
                              groups)
     # The conv saves a view of the last stage: found by its storage.
+    sources = tuple(t for t in (weight, *attentions) if t is not None)
     return recomputed_in_backward(
         form, sources, lambda kernels: _grouped_conv(
             x, kernels, bias, stride, padding, dilation, groups))

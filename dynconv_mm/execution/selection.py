@@ -96,18 +96,28 @@ def triton_runnable(x: Tensor,
                             or size_limit_error(x, weight, pixels) is None)
 
 
+def can_run(method: str,
+            x: Tensor,
+            attentions: ConvAttentions,
+            weight: Optional[Tensor] = None,
+            pixels: Optional[int] = None) -> bool:
+    """Whether formulation ``method`` can run this call (given the bank and
+    the output pixels, ``triton`` only within its size limits)."""
+    if method == 'kernel_branches':
+        return attentions.spatial is None
+    if method == 'triton':
+        return triton_runnable(x, weight, pixels)
+    return True
+
+
 def valid_methods(x: Tensor,
                   attentions: ConvAttentions,
                   allowed: Sequence[str] = FORMULATIONS,
                   weight: Optional[Tensor] = None,
                   pixels: Optional[int] = None) -> tuple:
-    """The formulations in ``allowed`` that can run this call (given the
-    bank and the output pixels, ``triton`` only within its size
-    limits)."""
-    return tuple(
-        m for m in allowed
-        if not (m == 'kernel_branches' and attentions.spatial is not None)
-        and not (m == 'triton' and not triton_runnable(x, weight, pixels)))
+    """The formulations in ``allowed`` that can run this call."""
+    return tuple(m for m in allowed
+                 if can_run(m, x, attentions, weight, pixels))
 
 
 def select_method(x: Tensor,
@@ -119,6 +129,13 @@ def select_method(x: Tensor,
                   dilation: IntPair = 1) -> str:
     """The fastest valid formulation in ``allowed`` for this call."""
     pixels = _pixels(x, weight, stride, padding, dilation)
+    # Validity is asked of the preferred methods one by one (the first
+    # usually runs): checking all of them first cost a dozen Python calls
+    # per layer, which at batch-1 inference is a visible share.
+    for method in preference(x, weight, attentions, pixels):
+        if method in allowed and can_run(method, x, attentions, weight,
+                                         pixels):
+            return method
     candidates = valid_methods(x, attentions, allowed, weight, pixels)
     if not candidates:
         raise ValueError(
@@ -126,9 +143,6 @@ def select_method(x: Tensor,
             'can run this call (kernel_branches cannot apply a spatial '
             'attention; triton needs a CUDA tensor and sizes within its '
             'limits)')
-    for method in preference(x, weight, attentions, pixels):
-        if method in candidates:
-            return method
     return candidates[0]
 
 

@@ -1,8 +1,6 @@
 """Pieces every attention of the three papers shares: the temperature, the
 pooled-MLP trunk, and running both in full precision under autocast."""
-import contextlib
-from typing import (Any, Callable, ContextManager, Dict, List, Optional,
-                    Tuple)
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -47,21 +45,18 @@ def build_vector_norm(owner: str, norm_cfg: dict,
     return norm
 
 
-_AUTOCAST_UNCHANGED = contextlib.nullcontext()
-
-
-def full_precision(x: Tensor) -> ContextManager[None]:
-    """A context with autocast off on ``x``'s device: the attention's
+def in_full_precision(x: Tensor, run: Callable[..., Any], *args: Any) -> Any:
+    """``run(*args)`` with autocast off on ``x``'s device: the attention's
     logits, softmax and sigmoid run in its parameters' dtype. Under fp16
     autocast a logit over 65504 (e.g. 700 at temperature 0.01) would be
     inf and the softmax NaN."""
     device = x.device.type
-    # Only where autocast is on, and no generator-based context otherwise:
-    # at batch-1 inference the handful of small ops it wraps cost little
-    # more than the Python around them.
+    # A context only where autocast is on: at batch-1 inference every
+    # Python call around the attention's handful of small ops counts.
     if autocast_enabled(device):
-        return torch.autocast(device_type=device, enabled=False)
-    return _AUTOCAST_UNCHANGED
+        with torch.autocast(device_type=device, enabled=False):
+            return run(*args)
+    return run(*args)
 
 
 def _syncs_across_processes(norm: nn.Module) -> bool:
@@ -131,7 +126,7 @@ class AttentionTrunk(nn.Module):
                     'attention_norm_cfg=None, a larger batch, or SyncBN '
                     'across several processes')
             hidden = self.norm(hidden[:, :, None, None]).flatten(1)
-        return F.relu(hidden, inplace=True)
+        return torch.relu_(hidden)
 
     @property
     def norm_cfg_type(self) -> str:
@@ -197,6 +192,8 @@ class DynamicAttention(nn.Module):
         self.num_sigmoid_outputs = sum(
             size for name, size in head_sizes.items()
             if self.head_activation(name) == 'sigmoid')
+        self.head_widths = [rows.stop - rows.start
+                            for rows in self.head_slices.values()]
         self.heads = nn.Linear(hidden_channels, start)
         self._register_load_state_dict_pre_hook(_merge_per_head_tensors,
                                                 with_module=True)
@@ -246,10 +243,7 @@ class DynamicAttention(nn.Module):
     def logits(self, x: Tensor) -> Dict[str, Tensor]:
         """Every head's output divided by the temperature, ``[B, size]``,
         in the parameters' dtype (see the class docstring)."""
-        with full_precision(x):
-            outputs = self._logits(x)
-        return {name: outputs[:, rows]
-                for name, rows in self.head_slices.items()}
+        return self.split_heads(in_full_precision(x, self._logits, x))
 
     def _logits(self, x: Tensor) -> Tensor:
         """All heads' logits over ``tau``, side by side: ``[B, total]``."""
@@ -266,10 +260,12 @@ class DynamicAttention(nn.Module):
         kernel where it can: no trunk norm, and a CUDA tensor (or the
         interpreter); the same function either way.
         """
-        with full_precision(x):
-            if fused and self.trunk.norm is None and triton_runnable(x):
-                return self.arrange(self._fused_heads(x))
-            return self.arrange(self.activate(self._logits(x)))
+        if fused and self.trunk.norm is None and triton_runnable(x):
+            return self.arrange(in_full_precision(x, self._fused_heads, x))
+        return self.arrange(in_full_precision(x, self._activated, x))
+
+    def _activated(self, x: Tensor) -> Dict[str, Tensor]:
+        return self.activate(self._logits(x))
 
     def _fused_heads(self, x: Tensor) -> Dict[str, Tensor]:
         from ..execution.triton_attention import Head, fused_attention_mlp
@@ -292,15 +288,20 @@ class DynamicAttention(nn.Module):
             # partitioner (torch 2.14) fails on a split of an in-place
             # sigmoid inside a checkpointed region (DyNet's shared
             # coefficients, compiled)
-            activated = (logits.sigmoid() if logits.requires_grad else
-                         logits.sigmoid_())
-        else:
-            activated = logits[:, :sigmoid].sigmoid() if sigmoid else None
+            return self.split_heads(logits.sigmoid() if logits.requires_grad
+                                    else logits.sigmoid_())
+        activated = logits[:, :sigmoid].sigmoid() if sigmoid else None
         return {
             name: activated[:, rows] if rows.stop <= sigmoid else
             logits[:, rows].softmax(-1)
             for name, rows in self.head_slices.items()
         }
+
+    def split_heads(self, outputs: Tensor) -> Dict[str, Tensor]:
+        """All heads' outputs ``[B, total]`` as views ``[B, size]``, by
+        name (one split, not a slice per head)."""
+        return dict(zip(self.head_slices,
+                        outputs.split_with_sizes(self.head_widths, 1)))
 
     def head_activation(self, name: str) -> str:
         """``'softmax'`` (over the head's outputs) or ``'sigmoid'``: the
