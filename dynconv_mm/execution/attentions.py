@@ -297,9 +297,9 @@ def accepts_empty_batch(run: ConvFunction) -> ConvFunction:
 
     @functools.wraps(run)
     def wrapper(x: Tensor, weight: Tensor, attentions: ConvAttentions,
-                *args: Any) -> Tensor:
+                *args: Any, **options: Any) -> Tensor:
         if x.shape[0] == 0:
             return empty_batch_conv2d(x, weight, attentions, *args)
-        return run(x, weight, attentions, *args)
+        return run(x, weight, attentions, *args, **options)
 
     return wrapper

@@ -1,14 +1,17 @@
 """Convolution with per-sample kernels: one entry point over every
 formulation, all computing the same function (see :mod:`.attentions`)."""
-from typing import Optional, Sequence, Union
+import functools
+from typing import Callable, Dict, Optional, Sequence, Union
 
+import torch
 from torch import Tensor
 
 from .attentions import (ConvAttentions, IntPair, Padding, check_shapes,
-                         empty_batch_conv2d)
+                         empty_batch_conv2d, output_size)
 from .im2col_conv2d import im2col_conv2d
 from .kernel_branches import kernel_branches_conv2d
-from .per_sample_kernels import aggregated_conv2d, batch_folded_conv2d
+from .per_sample_kernels import (aggregated_conv2d, aggregation_plan,
+                                 batch_folded_conv2d)
 from .selection import FORMULATIONS, select_method
 from .tiled_gemm_conv2d import tiled_gemm_conv2d
 
@@ -65,6 +68,12 @@ def dynamic_conv2d(x: Tensor,
     Returns:
         ``[B, C_out, H_out, W_out]``; every method gives the same values.
     """
+    if (x.shape[0] == 1 and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()):
+        run = _prepared_inference_call(x, weight, attentions, bias, stride,
+                                       padding, dilation, groups, method)
+        return run(x, weight, attentions, bias, stride, padding, dilation,
+                   groups)
     check_shapes(x, weight, attentions, bias, groups)
     method = check_method(method)
     if x.shape[0] == 0:
@@ -74,10 +83,67 @@ def dynamic_conv2d(x: Tensor,
         allowed = FORMULATIONS if method == 'auto' else method
         method = select_method(x, weight, attentions, allowed, stride,
                                padding, dilation)
+    return formulation(method)(x, weight, attentions, bias, stride, padding,
+                               dilation, groups)
+
+
+def formulation(method: str) -> Callable[..., Tensor]:
+    """The function of formulation ``method``."""
     if method == 'triton':  # imported on use: it needs triton
         from .triton_conv2d import triton_conv2d
-        run = triton_conv2d
-    else:
-        run = FUNCTIONS[method]
-    return run(x, weight, attentions, bias, stride, padding, dilation,
-               groups)
+        return triton_conv2d
+    return FUNCTIONS[method]
+
+
+# Batch-1 inference without autograd, where the Python around a layer's few
+# small ops is a visible share of its time (OD-ResNet-50 1x on 2 CPU cores:
+# ~8 ms of a ~60 ms forward, docs/benchmarks.md): what the checks, the
+# selection and the aggregation plan decide depends only on the call's
+# signature, so each signature is decided once. Bounded, since a detector
+# meets many image sizes.
+_INFERENCE_CALLS: Dict[tuple, Callable[..., Tensor]] = {}
+MAX_INFERENCE_CALLS = 4096
+
+
+def _prepared_inference_call(x: Tensor, weight: Tensor,
+                             attentions: ConvAttentions,
+                             bias: Optional[Tensor], stride: IntPair,
+                             padding: Padding, dilation: IntPair,
+                             groups: int, method: Method) -> Callable[...,
+                                                                     Tensor]:
+    """The formulation (with its shape-only decisions bound) that
+    :func:`dynamic_conv2d` runs for a batch-1 call without autograd: the
+    checks and the selection run on the first call of a signature. At
+    batch 1 without autograd the selection depends on shapes, device and
+    ``method`` only (:func:`.selection.preference`)."""
+    kernel, spatial, channel, output = attentions
+    try:
+        key = (x.shape, x.device, weight.shape, weight.device,
+               None if kernel is None else kernel.shape,
+               None if spatial is None else spatial.shape,
+               None if channel is None else channel.shape,
+               None if output is None else output.shape,
+               None if bias is None else bias.shape, stride, padding,
+               dilation, groups, method)
+        run = _INFERENCE_CALLS.get(key)
+    except TypeError:  # an unhashable argument (a list): decide every time
+        key, run = None, None
+    if run is not None:
+        return run
+    check_shapes(x, weight, attentions, bias, groups)
+    checked = check_method(method)
+    if not isinstance(checked, str) or checked == 'auto':
+        checked = select_method(
+            x, weight, attentions,
+            FORMULATIONS if checked == 'auto' else checked, stride, padding,
+            dilation)
+    run = formulation(checked)
+    if checked == 'aggregated':
+        run = functools.partial(run, plan=aggregation_plan(
+            x, weight, attentions,
+            output_size(x, weight.shape[3:], stride, padding, dilation)))
+    if key is not None:
+        if len(_INFERENCE_CALLS) >= MAX_INFERENCE_CALLS:
+            _INFERENCE_CALLS.clear()
+        _INFERENCE_CALLS[key] = run
+    return run

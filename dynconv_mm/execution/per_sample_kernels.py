@@ -251,16 +251,23 @@ def batch_folded_conv2d(x: Tensor, weight: Tensor,
 
 
 @accepts_empty_batch
-def aggregated_conv2d(x: Tensor, weight: Tensor, attentions: ConvAttentions,
-                      bias: Optional[Tensor], stride: IntPair,
-                      padding: Padding, dilation: IntPair,
-                      groups: int) -> Tensor:
+def aggregated_conv2d(x: Tensor,
+                      weight: Tensor,
+                      attentions: ConvAttentions,
+                      bias: Optional[Tensor],
+                      stride: IntPair,
+                      padding: Padding,
+                      dilation: IntPair,
+                      groups: int,
+                      plan: Optional[AggregationPlan] = None) -> Tensor:
     """Attentions aggregated once into each sample's kernel where that is
-    cheaper (:func:`aggregation_plan`), the rest on the activations."""
+    cheaper (:func:`aggregation_plan`; ``plan``, where the caller has it
+    for this call's shapes), the rest on the activations."""
     batch = x.shape[0]
-    plan = aggregation_plan(
-        x, weight, attentions,
-        output_size(x, weight.shape[3:], stride, padding, dilation))
+    if plan is None:
+        plan = aggregation_plan(
+            x, weight, attentions,
+            output_size(x, weight.shape[3:], stride, padding, dilation))
     per_sample = (attentions.kernel is not None
                   or attentions.spatial is not None
                   or (plan.input and attentions.input is not None)

@@ -5,6 +5,7 @@ attentions, formulation, bias) combination that the formulation can run,
 so nothing is skipped and nothing is repeated. All in float64, with the
 gradients of the input, the bank, every attention and the bias.
 """
+import importlib
 import itertools
 
 import pytest
@@ -570,6 +571,85 @@ def test_allowed_methods_restrict_auto():
                          method=['im2col', 'kernel_branches'], **conv)
     ref = reference_dynamic_conv2d(x, weight, bias=bias, **att, **conv)
     torch.testing.assert_close(out, ref)
+
+
+class FormulationSpy:
+    """Records which formulation each call of dynamic_conv2d runs."""
+
+    def __init__(self, monkeypatch):
+        entry = importlib.import_module('dynconv_mm.execution.dynamic_conv2d')
+        self.ran = []
+        for name, run in list(entry.FUNCTIONS.items()):
+            monkeypatch.setitem(entry.FUNCTIONS, name,
+                                self._recording(name, run))
+        # fresh decisions for this test, and none of its own left behind
+        monkeypatch.setattr(entry, '_INFERENCE_CALLS', {})
+
+    def _recording(self, name, run):
+        def recorded(*args, **options):
+            self.ran.append(name)
+            return run(*args, **options)
+        return recorded
+
+
+@pytest.mark.parametrize('attention', list(ATTENTIONS))
+def test_batch1_inference_decided_once_per_signature(attention, monkeypatch):
+    """Batch-1 inference decides its checks and formulation once per call
+    signature: the same formulation as select_method, again on the second
+    call, and a new decision where the signature changes (a 7x7 map runs a
+    single kernel from the static bank, a 14x14 one per sample)."""
+    spy = FormulationSpy(monkeypatch)
+    planned = []  # aggregated_conv2d's own plans: the decided one is bound
+    monkeypatch.setattr(per_sample_kernels, 'aggregation_plan',
+                        lambda *args: planned.append(args))
+    with torch.no_grad():
+        for hw in (14, 7, 14, 7):
+            x, weight, att = rule_case(attention, 1, hw, False,
+                                       num_kernels=1)
+            expected = select_method(x, weight, att, stride=1, padding=1)
+            out = dynamic_conv2d(x, weight, att, stride=1, padding=1)
+            assert spy.ran[-1] == expected
+            ref = reference_dynamic_conv2d(x, weight, **att._asdict(),
+                                           stride=1, padding=1)
+            torch.testing.assert_close(out, ref)
+    assert spy.ran[0] == 'aggregated'
+    assert spy.ran[1] in ('kernel_branches', 'im2col')
+    assert spy.ran[:2] == spy.ran[2:]
+    assert not planned
+
+
+def test_batch1_inference_checks_every_bad_call(monkeypatch):
+    """A bad call is never remembered: it fails every time, naming what is
+    wrong, also after good calls of its signature."""
+    FormulationSpy(monkeypatch)
+    x, weight, _, att, conv = make_case('batch1', 'odconv_4x', False)
+    with torch.no_grad():
+        dynamic_conv2d(x, weight, ConvAttentions(**att), **conv)
+        for _ in range(2):
+            with pytest.raises(ValueError, match='input attention'):
+                dynamic_conv2d(x, weight, ConvAttentions(
+                    **dict(att, input=att['input'][:, :-1])), **conv)
+            with pytest.raises(ValueError, match=r'option method=.*invalid'):
+                dynamic_conv2d(x, weight, ConvAttentions(**att),
+                               method='winograd', **conv)
+
+
+def test_batch1_inference_decisions_are_bounded(monkeypatch):
+    """Each new input size adds a decision (a detector meets many): the
+    store is emptied at its bound rather than grown. Unhashable arguments
+    (a list as the stride) are decided on every call."""
+    entry = importlib.import_module('dynconv_mm.execution.dynamic_conv2d')
+    FormulationSpy(monkeypatch)
+    monkeypatch.setattr(entry, 'MAX_INFERENCE_CALLS', 3)
+    with torch.no_grad():
+        for hw in range(5, 12):
+            x, weight, att = rule_case('odconv_4x', 1, hw, False)
+            dynamic_conv2d(x, weight, att, stride=1, padding=1)
+            assert 1 <= len(entry._INFERENCE_CALLS) <= 3
+        x, weight, att = rule_case('odconv_4x', 1, 9, False)
+        out = dynamic_conv2d(x, weight, att, stride=[1, 1], padding=[1, 1])
+    torch.testing.assert_close(out, reference_dynamic_conv2d(
+        x, weight, **att._asdict(), stride=1, padding=1))
 
 
 @pytest.mark.parametrize('method', CPU_FORMULATIONS)
