@@ -203,6 +203,11 @@ def _sample_kernels_conv(x: Tensor, weight: Tensor,
 
     training = records_autograd(weight, *attentions)
     if not training:
+        if batch == 1:  # the batch-1 inference path, straight
+            return shared_kernel_conv2d(
+                x, _one_sample_kernel(weight, attentions, groups, plan),
+                None if bias is None else bias[0], stride, padding,
+                dilation, groups)
         return _grouped_conv(x, form(), bias, stride, padding, dilation,
                              groups)
     if torch.compiler.is_compiling():
