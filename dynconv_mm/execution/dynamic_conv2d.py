@@ -97,7 +97,7 @@ def formulation(method: str) -> Callable[..., Tensor]:
 
 # Batch-1 inference without autograd, where the Python around a layer's few
 # small ops is a visible share of its time (OD-ResNet-50 1x on 2 CPU cores:
-# ~8 ms of a ~60 ms forward, docs/benchmarks.md): what the checks, the
+# 5-8 ms of a 60-75 ms forward, docs/benchmarks.md): what the checks, the
 # selection and the aggregation plan decide depends only on the call's
 # signature, so each signature is decided once. Bounded, since a detector
 # meets many image sizes.
