@@ -223,12 +223,8 @@ def explicit_padding(padding: Padding, kernel_size: Tuple[int, int],
 def output_size(x: Tensor, kernel_size: Tuple[int, int], stride: IntPair,
                 padding: Padding, dilation: IntPair) -> Tuple[int, int]:
     """``(H_out, W_out)`` of the convolution."""
-    if isinstance(padding, str):
-        top, bottom, left, right = explicit_padding(padding, kernel_size,
-                                                    dilation)
-    else:
-        top, left = pair(padding)
-        bottom, right = top, left
+    top, bottom, left, right = explicit_padding(padding, kernel_size,
+                                                dilation)
     (sh, sw), (dh, dw) = pair(stride), pair(dilation)
     kh, kw = kernel_size
     return ((x.shape[2] + top + bottom - dh * (kh - 1) - 1) // sh + 1,

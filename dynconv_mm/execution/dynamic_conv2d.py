@@ -7,11 +7,11 @@ import torch
 from torch import Tensor
 
 from .attentions import (ConvAttentions, IntPair, Padding, check_shapes,
-                         empty_batch_conv2d, output_size)
+                         empty_batch_conv2d)
 from .im2col_conv2d import im2col_conv2d
 from .kernel_branches import kernel_branches_conv2d
-from .per_sample_kernels import (aggregated_conv2d, aggregation_plan,
-                                 batch_folded_conv2d)
+from .per_sample_kernels import (aggregated_conv2d, batch_folded_conv2d,
+                                 call_aggregation_plan)
 from .selection import FORMULATIONS, select_method
 from .tiled_gemm_conv2d import tiled_gemm_conv2d
 
@@ -139,9 +139,8 @@ def _prepared_inference_call(x: Tensor, weight: Tensor,
             dilation)
     run = formulation(checked)
     if checked == 'aggregated':
-        run = functools.partial(run, plan=aggregation_plan(
-            x, weight, attentions,
-            output_size(x, weight.shape[3:], stride, padding, dilation)))
+        run = functools.partial(run, plan=call_aggregation_plan(
+            x, weight, attentions, stride, padding, dilation))
     if key is not None:
         if len(_INFERENCE_CALLS) >= MAX_INFERENCE_CALLS:
             _INFERENCE_CALLS.clear()

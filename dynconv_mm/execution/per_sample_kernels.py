@@ -67,12 +67,9 @@ def per_sample_kernels(weight: Tensor,
     """Sample kernels ``[B, O, I/groups, kh, kw]``: the bank mixed by the
     kernel attention, scaled by the spatial attention and, as ``plan``
     says, by the channel and filter attentions. Each new kernel-sized
-    tensor is appended to ``stages`` as soon as it exists."""
+    tensor is appended to ``stages`` as soon as it exists. (One sample
+    at inference: :func:`_one_sample_kernel`.)"""
     _, out_channels, group_in, kh, kw = weight.shape
-    if (batch == 1 and stages is None
-            and not records_autograd(weight, *attentions)):
-        return _one_sample_kernel(weight, attentions, groups, plan).reshape(
-            1, out_channels, group_in, kh, kw)
 
     def stage(tensor: Tensor) -> Tensor:
         if stages is not None:
@@ -90,6 +87,16 @@ def per_sample_kernels(weight: Tensor,
         kernels = stage(kernels.reshape(shape6) * attentions.output.reshape(
             batch, groups, -1, 1, 1, 1).to(kernels.dtype))
     return kernels.reshape(batch, out_channels, group_in, kh, kw)
+
+
+def call_aggregation_plan(x: Tensor, weight: Tensor,
+                          attentions: ConvAttentions, stride: IntPair,
+                          padding: Padding,
+                          dilation: IntPair) -> AggregationPlan:
+    """:func:`aggregation_plan` for a call's convolution arguments."""
+    return aggregation_plan(
+        x, weight, attentions,
+        output_size(x, weight.shape[3:], stride, padding, dilation))
 
 
 def _kernel_factor(attentions: ConvAttentions, plan: AggregationPlan,
@@ -270,9 +277,8 @@ def aggregated_conv2d(x: Tensor,
     for this call's shapes), the rest on the activations."""
     batch = x.shape[0]
     if plan is None:
-        plan = aggregation_plan(
-            x, weight, attentions,
-            output_size(x, weight.shape[3:], stride, padding, dilation))
+        plan = call_aggregation_plan(x, weight, attentions, stride, padding,
+                                     dilation)
     per_sample = (attentions.kernel is not None
                   or attentions.spatial is not None
                   or (plan.input and attentions.input is not None)

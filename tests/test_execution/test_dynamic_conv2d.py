@@ -600,7 +600,7 @@ def test_batch1_inference_decided_once_per_signature(attention, monkeypatch):
     single kernel from the static bank, a 14x14 one per sample)."""
     spy = FormulationSpy(monkeypatch)
     planned = []  # aggregated_conv2d's own plans: the decided one is bound
-    monkeypatch.setattr(per_sample_kernels, 'aggregation_plan',
+    monkeypatch.setattr(per_sample_kernels, 'call_aggregation_plan',
                         lambda *args: planned.append(args))
     with torch.no_grad():
         for hw in (14, 7, 14, 7):
