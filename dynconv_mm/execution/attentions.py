@@ -146,6 +146,27 @@ def intel_cpu() -> bool:
     return CPU_VENDOR == 'GenuineIntel'
 
 
+# On an AMD CPU a batch-1 1x1 convolution runs as a matrix product up to
+# this many input elements (C_in * H * W): measured on a 2-core AMD EPYC
+# (Zen 3, AVX2) VM, the product won from 64 channels at 56x56 (0.41
+# against 0.62 ms) to 2048 at 7x7 (1.10 against 2.02 ms), tied at 512
+# channels 28x28 and lost at 256 channels 56x56 (1.73 against 1.48 ms),
+# where MKL's GEMM, slower than oneDNN's on AMD CPUs, outweighs the
+# reorders into oneDNN's layout that the product saves.
+AMD_POINTWISE_PRODUCT_MAX_INPUT = 1 << 18
+
+
+def pointwise_product_wins(x: Tensor) -> bool:
+    """Whether a batch-1 float32 1x1 convolution of ``x`` (a CPU tensor)
+    runs faster as one MKL matrix product than as oneDNN's convolution on
+    this CPU (measured on Intel and AMD CPUs; others keep the
+    convolution)."""
+    if intel_cpu():
+        return True
+    return (CPU_VENDOR == 'AuthenticAMD'
+            and x.numel() <= AMD_POINTWISE_PRODUCT_MAX_INPUT)
+
+
 def inductor_freezes() -> bool:
     """Whether this code is being compiled with Inductor's freezing on (its
     CPU inference recipe: constant weights prepacked, convolutions in
@@ -164,23 +185,24 @@ def shared_kernel_conv2d(x: Tensor, kernel: Tensor, bias: Optional[Tensor],
 
     That is ``F.conv2d`` but in one case: a pointwise convolution (1x1,
     stride 1, no padding, one group) of a single float32 sample without
-    autograd, on an Intel CPU, is one MKL matrix product ``[O, C] x [C,
-    H*W]`` on the NCHW input as it lies. There oneDNN's convolution
-    reorders the weight and the activations into its blocked layout on
-    every call, and the product beat it at every ResNet-50 1x1 shape
-    (batch 1, 2 threads: 10-60% faster, ``docs/benchmarks.md``), eager
-    and under ``torch.compile`` (compiled batch-1 OD-ResNet-50 1x: 1.13x
-    -> 1.08x the compiled static network). Not at batch 8 (the broadcast
-    product is slower), not on other CPUs (not measured at batch 1; on the
-    AMD CPU measured, MKL ran a batch-8 1x1 GEMM at half oneDNN's speed),
-    and not under Inductor's freezing, which keeps the convolutions'
-    activations in oneDNN's layout and where the products cost more than
-    they save (frozen batch-1 OD-ResNet-50 1x: 1.31x the frozen static
-    network with convolutions, 1.43x with products).
+    autograd, on a CPU where :func:`pointwise_product_wins`, is one MKL
+    matrix product ``[O, C] x [C, H*W]`` on the NCHW input as it lies.
+    There oneDNN's convolution reorders the weight and the activations
+    into its blocked layout on every call; on an Intel CPU the product
+    beat it at every ResNet-50 1x1 shape (batch 1, 2 threads: 10-60%
+    faster, ``docs/benchmarks.md``), eager and under ``torch.compile``
+    (compiled batch-1 OD-ResNet-50 1x: 1.13x -> 1.08x the compiled static
+    network), on an AMD CPU up to a size of input. Not at batch 8 (the
+    broadcast product is slower; on an AMD CPU MKL ran a batch-8 1x1 GEMM
+    at half oneDNN's speed), not on CPUs not measured, and not under
+    Inductor's freezing, which keeps the convolutions' activations in
+    oneDNN's layout and where the products cost more than they save
+    (frozen batch-1 OD-ResNet-50 1x: 1.31x the frozen static network with
+    convolutions, 1.43x with products).
     """
     if (x.shape[0] == 1 and groups == 1 and kernel.shape[2:] == (1, 1)
             and x.dtype == torch.float32 and kernel.dtype == torch.float32
-            and x.device.type == 'cpu' and intel_cpu()
+            and x.device.type == 'cpu' and pointwise_product_wins(x)
             and pair(stride) == (1, 1)
             # a 1x1 kernel: 'same' and 'valid' both pad nothing
             and (isinstance(padding, str) or pair(padding) == (0, 0))

@@ -4,14 +4,14 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
 ``tools/analysis/benchmark_layers.py``):
 
 * **Batch 1 without autograd** (inference): ``aggregated``. One sample's
-  kernel is one plain convolution (a 1x1 one, on an Intel CPU, one matrix
-  product: :func:`.attentions.shared_kernel_conv2d`); each attention goes
-  into that kernel or onto the activations, whichever is smaller. Fastest
-  on the CPU at every ResNet-50 shape measured but one: a single kernel
-  with a spatial attention on a small map (ODConv 1x, 512 channels at
-  7x7), where ``im2col`` keeps the large kernel static (1.1x against 1.34x
-  a static conv); so below ``PER_SAMPLE_MIN_PIXELS`` a single kernel runs
-  from the static bank.
+  kernel is one plain convolution (a 1x1 one, on Intel and AMD CPUs, one
+  matrix product: :func:`.attentions.shared_kernel_conv2d`); each
+  attention goes into that kernel or onto the activations, whichever is
+  smaller. Fastest on the CPU at every ResNet-50 shape measured but one:
+  a single kernel with a spatial attention on a small map (ODConv 1x, 512
+  channels at 7x7), where ``im2col`` keeps the large kernel static (1.1x
+  against 1.34x a static conv); so below ``PER_SAMPLE_MIN_PIXELS`` a
+  single kernel runs from the static bank.
 * **Otherwise, on the CPU** (training, or batches), measured at batch 8
   with freed memory kept in the process (:mod:`.cpu_memory`; without it
   every per-sample kernel page-faults anew) and the kernels formed again

@@ -204,21 +204,31 @@ POINTWISE_CHANGES = {
     'float64': dict(dtype=torch.float64),
     'channels_last': dict(channels_last=True),
     'AMD CPU': dict(vendor='AuthenticAMD'),
+    # the input below holds 6 * 5 * 7 = 210 elements
+    'AMD CPU, input over its limit': dict(vendor='AuthenticAMD',
+                                          amd_limit=209),
+    'another CPU': dict(vendor='CentaurHauls'),
+    'unknown CPU': dict(vendor=''),
     'autocast': dict(autocast=True),
 }
+# changes after which the call is still one matrix product
+POINTWISE_PRODUCTS = ('none', 'AMD CPU')
 
 
 @pytest.mark.parametrize('change', list(POINTWISE_CHANGES))
 @pytest.mark.parametrize('with_bias', [False, True])
 def test_pointwise_matrix_product_rule(change, with_bias, monkeypatch):
-    """A batch-1 float32 1x1 convolution without autograd on an Intel CPU
-    is one matrix product; any other call is ``F.conv2d``. Either way the
-    result is the convolution's."""
+    """A batch-1 float32 1x1 convolution without autograd on an Intel CPU,
+    or on an AMD CPU up to a size of input, is one matrix product; any
+    other call is ``F.conv2d``. Either way the result is the
+    convolution's."""
     options = dict(batch=1, grad=False, stride=1, padding=0, groups=1,
                    kernel=1, dtype=torch.float32, channels_last=False,
-                   vendor='GenuineIntel', autocast=False)
+                   vendor='GenuineIntel', autocast=False, amd_limit=210)
     options.update(POINTWISE_CHANGES[change])
     monkeypatch.setattr(attentions, 'CPU_VENDOR', options['vendor'])
+    monkeypatch.setattr(attentions, 'AMD_POINTWISE_PRODUCT_MAX_INPUT',
+                        options['amd_limit'])
     g = torch.Generator().manual_seed(0)
     x = torch.randn(options['batch'], 6, 5, 7, generator=g,
                     dtype=options['dtype'])
@@ -236,7 +246,7 @@ def test_pointwise_matrix_product_rule(change, with_bias, monkeypatch):
             ref = torch.nn.functional.conv2d(x, kernel, bias, *conv)
             spy = ConvSpy(monkeypatch)
             out = attentions.shared_kernel_conv2d(x, kernel, bias, *conv)
-    assert spy.calls == (0 if change == 'none' else 1)
+    assert spy.calls == (0 if change in POINTWISE_PRODUCTS else 1)
     torch.testing.assert_close(out, ref)
 
 

@@ -71,7 +71,8 @@ RESNET50_POINTWISE = ((64, 64, 56), (64, 256, 56), (256, 64, 56),
 def pointwise_products() -> None:
     """A batch-1 1x1 convolution as oneDNN's convolution and as one MKL
     matrix product on the NCHW input (what ``shared_kernel_conv2d`` runs
-    on Intel CPUs), at every ResNet-50 1x1 shape."""
+    on Intel CPUs, and on AMD CPUs up to a size of input), at every
+    ResNet-50 1x1 shape."""
     for in_c, out_c, size in RESNET50_POINTWISE:
         x = torch.randn(1, in_c, size, size)
         weight = torch.randn(out_c, in_c, 1, 1) * 0.01
