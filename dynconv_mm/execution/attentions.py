@@ -146,24 +146,30 @@ def intel_cpu() -> bool:
     return CPU_VENDOR == 'GenuineIntel'
 
 
-# On an AMD CPU a batch-1 1x1 convolution runs as a matrix product up to
-# this many input elements (C_in * H * W): measured on a 2-core AMD EPYC
-# (Zen 3, AVX2) VM, the product won from 64 channels at 56x56 (0.41
-# against 0.62 ms) to 2048 at 7x7 (1.10 against 2.02 ms), tied at 512
-# channels 28x28 and lost at 256 channels 56x56 (1.73 against 1.48 ms),
-# where MKL's GEMM, slower than oneDNN's on AMD CPUs, outweighs the
-# reorders into oneDNN's layout that the product saves.
+# The widest vector instructions torch's CPU kernels use here ('AVX2',
+# 'AVX512', ...), read once like CPU_VENDOR.
+CPU_CAPABILITY = torch.backends.cpu.get_cpu_capability()
+
+# On an AVX2 AMD CPU a batch-1 1x1 convolution runs as a matrix product up
+# to this many input elements (C_in * H * W): measured on a 2-core AMD
+# EPYC (Zen 3) VM, the product won from 64 channels at 56x56 (0.41 against
+# 0.62 ms) to 2048 at 7x7 (1.10 against 2.02 ms), tied at 512 channels
+# 28x28 and lost at 256 channels 56x56 (1.73 against 1.48 ms), where MKL's
+# GEMM, slower than oneDNN's on AMD CPUs, outweighs the reorders into
+# oneDNN's layout that the product saves.
 AMD_POINTWISE_PRODUCT_MAX_INPUT = 1 << 18
 
 
 def pointwise_product_wins(x: Tensor) -> bool:
     """Whether a batch-1 float32 1x1 convolution of ``x`` (a CPU tensor)
     runs faster as one MKL matrix product than as oneDNN's convolution on
-    this CPU (measured on Intel and AMD CPUs; others keep the
-    convolution)."""
+    this CPU. Intel CPUs: always; AMD CPUs without AVX-512: up to
+    :data:`AMD_POINTWISE_PRODUCT_MAX_INPUT`. Others keep the convolution,
+    not having been measured at batch 1 (on the AVX-512 AMD CPU measured
+    MKL ran a batch-8 1x1 GEMM at half oneDNN's speed)."""
     if intel_cpu():
         return True
-    return (CPU_VENDOR == 'AuthenticAMD'
+    return (CPU_VENDOR == 'AuthenticAMD' and CPU_CAPABILITY == 'AVX2'
             and x.numel() <= AMD_POINTWISE_PRODUCT_MAX_INPUT)
 
 
@@ -192,11 +198,10 @@ def shared_kernel_conv2d(x: Tensor, kernel: Tensor, bias: Optional[Tensor],
     beat it at every ResNet-50 1x1 shape (batch 1, 2 threads: 10-60%
     faster, ``docs/benchmarks.md``), eager and under ``torch.compile``
     (compiled batch-1 OD-ResNet-50 1x: 1.13x -> 1.08x the compiled static
-    network), on an AMD CPU up to a size of input. Not at batch 8 (the
-    broadcast product is slower; on an AMD CPU MKL ran a batch-8 1x1 GEMM
-    at half oneDNN's speed), not on CPUs not measured, and not under
-    Inductor's freezing, which keeps the convolutions' activations in
-    oneDNN's layout and where the products cost more than they save
+    network), on an AVX2 AMD CPU up to a size of input. Not at batch 8
+    (the broadcast product is slower), not on CPUs not measured, and not
+    under Inductor's freezing, which keeps the convolutions' activations
+    in oneDNN's layout and where the products cost more than they save
     (frozen batch-1 OD-ResNet-50 1x: 1.31x the frozen static network with
     convolutions, 1.43x with products).
     """

@@ -4,8 +4,8 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
 ``tools/analysis/benchmark_layers.py``):
 
 * **Batch 1 without autograd** (inference): ``aggregated``. One sample's
-  kernel is one plain convolution (a 1x1 one, on Intel and AMD CPUs, one
-  matrix product: :func:`.attentions.shared_kernel_conv2d`); each
+  kernel is one plain convolution (a 1x1 one, on Intel and AVX2 AMD CPUs,
+  one matrix product: :func:`.attentions.shared_kernel_conv2d`); each
   attention goes into that kernel or onto the activations, whichever is
   smaller. Fastest on the CPU at every ResNet-50 shape measured but one:
   a single kernel with a spatial attention on a small map (ODConv 1x, 512

@@ -207,6 +207,8 @@ POINTWISE_CHANGES = {
     # the input below holds 6 * 5 * 7 = 210 elements
     'AMD CPU, input over its limit': dict(vendor='AuthenticAMD',
                                           amd_limit=209),
+    'AMD CPU with AVX-512': dict(vendor='AuthenticAMD',
+                                 capability='AVX512'),
     'another CPU': dict(vendor='CentaurHauls'),
     'unknown CPU': dict(vendor=''),
     'autocast': dict(autocast=True),
@@ -219,14 +221,16 @@ POINTWISE_PRODUCTS = ('none', 'AMD CPU')
 @pytest.mark.parametrize('with_bias', [False, True])
 def test_pointwise_matrix_product_rule(change, with_bias, monkeypatch):
     """A batch-1 float32 1x1 convolution without autograd on an Intel CPU,
-    or on an AMD CPU up to a size of input, is one matrix product; any
+    or on an AVX2 AMD CPU up to a size of input, is one matrix product; any
     other call is ``F.conv2d``. Either way the result is the
     convolution's."""
     options = dict(batch=1, grad=False, stride=1, padding=0, groups=1,
                    kernel=1, dtype=torch.float32, channels_last=False,
-                   vendor='GenuineIntel', autocast=False, amd_limit=210)
+                   vendor='GenuineIntel', autocast=False, amd_limit=210,
+                   capability='AVX2')
     options.update(POINTWISE_CHANGES[change])
     monkeypatch.setattr(attentions, 'CPU_VENDOR', options['vendor'])
+    monkeypatch.setattr(attentions, 'CPU_CAPABILITY', options['capability'])
     monkeypatch.setattr(attentions, 'AMD_POINTWISE_PRODUCT_MAX_INPUT',
                         options['amd_limit'])
     g = torch.Generator().manual_seed(0)

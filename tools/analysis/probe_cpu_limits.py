@@ -71,7 +71,7 @@ RESNET50_POINTWISE = ((64, 64, 56), (64, 256, 56), (256, 64, 56),
 def pointwise_products() -> None:
     """A batch-1 1x1 convolution as oneDNN's convolution and as one MKL
     matrix product on the NCHW input (what ``shared_kernel_conv2d`` runs
-    on Intel CPUs, and on AMD CPUs up to a size of input), at every
+    on Intel CPUs, and on AVX2 AMD CPUs up to a size of input), at every
     ResNet-50 1x1 shape."""
     for in_c, out_c, size in RESNET50_POINTWISE:
         x = torch.randn(1, in_c, size, size)
