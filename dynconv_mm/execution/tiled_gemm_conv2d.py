@@ -126,8 +126,12 @@ class _SampleGEMM(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y: Tensor):
         cols, bank, mixing = ctx.saved_tensors
-        # in the forward's dtype, whatever autocast is on around backward
-        grad_y = grad_y.to(cols.dtype)
+        # In the forward's dtype, whatever autocast is on around backward,
+        # and dense: on an expanded gradient (a sum's, all strides 0) the
+        # batched products below run matrix by matrix (512 channels at
+        # 7x7, batch 8, four kernels: forward + backward 3.05x -> 2.10x a
+        # static conv's); densifying copies one output's worth.
+        grad_y = grad_y.to(cols.dtype).contiguous()
         with torch.autocast(cols.device.type, enabled=False):
             if torch.is_grad_enabled():  # create_graph: differentiable
                 return _whole_layer_backward(grad_y, cols, bank, mixing)
