@@ -1,4 +1,5 @@
 import os.path as osp
+import sys
 
 from setuptools import find_packages, setup
 
@@ -8,6 +9,30 @@ def read_version() -> str:
     with open(osp.join(osp.dirname(__file__), 'dynconv_mm', 'version.py')) as f:
         exec(f.read(), scope)
     return scope['__version__']
+
+
+def cpu_extensions() -> dict:
+    """The compiled CPU ops (``dynconv_mm/execution/csrc``), built against
+    the torch the build sees. tools/install.sh builds without isolation,
+    i.e. against the venv's torch. An isolated build has no torch: the
+    package is then pure Python, and computes the same in PyTorch
+    (``dynconv_mm.execution.cpu_ops`` says so).
+    """
+    try:
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except ImportError:
+        return {}
+    # OpenMP: the ops split their loops over torch's threads, through the
+    # OpenMP runtime torch has already loaded.
+    openmp = ['-fopenmp'] if sys.platform.startswith('linux') else []
+    extension = CppExtension(
+        'dynconv_mm._cpu_ops',
+        [f'dynconv_mm/execution/csrc/{name}.cpp'
+         for name in ('bindings', 'attention_cpu', 'sample_kernel_cpu')],
+        extra_compile_args=['-O3', *openmp],
+        extra_link_args=openmp)
+    return dict(ext_modules=[extension],
+                cmdclass={'build_ext': BuildExtension})
 
 
 setup(
@@ -36,4 +61,5 @@ setup(
         'tests': ['pytest>=8'],
     },
     zip_safe=False,
+    **cpu_extensions(),
 )

@@ -85,7 +85,9 @@ def _mlp(layer, x: Tensor) -> Tensor:
             var = h.var(0, unbiased=False)
         else:
             mean, var = norm.running_mean, norm.running_var
-        h = (h - mean) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
+        h = (h - mean) / torch.sqrt(var + norm.eps)
+        if norm.weight is not None:  # affine=False has neither
+            h = h * norm.weight + norm.bias
     return torch.clamp(h, min=0)
 
 

@@ -51,10 +51,12 @@ new_build_dir() {  # VAR NAME: VAR := a scratch directory removed at exit
 }
 
 # --- what decides the venv's contents; a change re-runs the (idempotent)
-# pip steps, and nothing cached is rebuilt.
+# pip steps, and nothing cached is rebuilt. The package's own C++ sources
+# are among them: the editable install compiles them into the tree.
 stamp_inputs() {
   cat "$ROOT/tools/install.sh" "$ROOT/requirements/runtime.txt" \
-    "$ROOT/requirements/tests.txt" "$ROOT/setup.py"
+    "$ROOT/requirements/tests.txt" "$ROOT/setup.py" \
+    "$ROOT"/dynconv_mm/execution/csrc/*
   printf 'DYNCONV_MM_MMCV_OPS=%s\n' "$OPS_REQUEST"
 }
 stamp_want() { stamp_inputs | sha256sum | cut -d' ' -f1; }
@@ -420,6 +422,12 @@ install_stack() {
 
   "${PIP[@]}" install -q -r "$ROOT/requirements/tests.txt"
   "${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
+  # The package's CPU op (dynconv_mm/execution/csrc), compiled next to its
+  # sources against the venv's torch: an editable install of setuptools 80
+  # builds the wheel without it.
+  log "compiling dynconv_mm's CPU attention op"
+  (cd "$ROOT" && "$VPY" setup.py -q build_ext --inplace >&2)
+  "$VPY" -c "import dynconv_mm._cpu_ops"
 }
 
 main() {

@@ -5,7 +5,10 @@ Every formulation computes the same function (see :mod:`.attentions`);
 :func:`dynamic_conv2d` runs the one :func:`select_method` picks, or the one
 asked for. The fused Triton kernels (``triton_conv2d``, and the attention
 MLP in ``triton_attention``) are imported only when used, since they need
-Triton and a GPU (or Triton's interpreter).
+Triton and a GPU (or Triton's interpreter). Two compiled CPU ops for
+inference (``cpu_ops``: the attention MLP, and a batch-1 sample's kernel in
+one pass) are built at install from ``csrc/``; without them the same
+values come from PyTorch.
 """
 from .attentions import (ConvAttentions, empty_batch_conv2d, mix_bias,
                          mix_kernels)

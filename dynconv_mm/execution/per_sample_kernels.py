@@ -30,6 +30,7 @@ from .attentions import (ConvAttentions, IntPair, Padding, accepts_empty_batch,
                          channel_view, finish, intel_cpu, mix_bias, mix_kernels,
                          output_size, records_autograd, scale_channels,
                          shared_kernel_conv2d)
+from .cpu_ops import cpu_sample_kernel, cpu_sample_kernel_applies
 from .recompute import recomputed_in_backward
 
 
@@ -121,8 +122,17 @@ def _one_sample_kernel(weight: Tensor, attentions: ConvAttentions,
                        groups: int, plan: AggregationPlan) -> Tensor:
     """One sample's kernel ``[O, I/groups, kh, kw]`` at inference: as few
     ops as the math allows, since at batch 1 each op's dispatch costs
-    about as much as its arithmetic on all but the largest kernels. The
-    new kernel is scaled in place; the bank is never written."""
+    about as much as its arithmetic on all but the largest kernels. On a
+    CPU, by the compiled op where it applies (:mod:`.cpu_ops`): one pass
+    over the bank, mixing and every factor at once. Otherwise the new
+    kernel is scaled in place; the bank is never written."""
+    channel = attentions.input if plan.input else None
+    filter_ = attentions.output if plan.output else None
+    if ((attentions.kernel is not None or attentions.spatial is not None
+         or channel is not None or filter_ is not None)
+            and cpu_sample_kernel_applies(weight, attentions)):
+        return cpu_sample_kernel(weight, attentions.kernel, channel,
+                                 attentions.spatial, filter_, groups)
     _, out_channels, group_in, kh, kw = weight.shape
     shape5 = (groups, out_channels // groups, group_in, kh, kw)
     factor = _kernel_factor(attentions, plan, shape5)

@@ -11,6 +11,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..execution import ConvAttentions
 from ..execution.attentions import autocast_enabled
+from ..execution.cpu_ops import cpu_attention_applies, cpu_attention_heads
 from ..execution.selection import triton_runnable
 from .options import check_int, check_positive
 
@@ -127,6 +128,21 @@ class AttentionTrunk(nn.Module):
                     'across several processes')
             hidden = self.norm(hidden[:, :, None, None]).flatten(1)
         return torch.relu_(hidden)
+
+    def eval_batch_norm(self) -> Optional[tuple]:
+        """The trunk's norm as the compiled CPU attention takes it:
+        ``(None, 0.0)`` without one; ``((running_mean, running_var,
+        weight, bias), eps)`` for a BatchNorm that normalises by its
+        running statistics (eval mode); ``None`` for any other norm or
+        mode (the attention then runs in PyTorch)."""
+        norm = self.norm
+        if norm is None:
+            return None, 0.0
+        if (isinstance(norm, _BatchNorm) and not norm.training
+                and norm.running_mean is not None):
+            return (norm.running_mean, norm.running_var, norm.weight,
+                    norm.bias), norm.eps
+        return None
 
     @property
     def norm_cfg_type(self) -> str:
@@ -262,6 +278,18 @@ class DynamicAttention(nn.Module):
         """
         if fused and self.trunk.norm is None and triton_runnable(x):
             return self.arrange(in_full_precision(x, self._fused_heads, x))
+        fc = self.trunk.fc
+        if cpu_attention_applies(x, fc.weight):
+            norm = self.trunk.eval_batch_norm()
+            if norm is not None:
+                heads = self.heads
+                return self.arrange(dict(zip(
+                    self.head_slices,
+                    cpu_attention_heads(x, fc.weight, fc.bias, *norm,
+                                        heads.weight, heads.bias,
+                                        self.temperature,
+                                        self.num_sigmoid_outputs,
+                                        self.head_widths))))
         return self.arrange(in_full_precision(x, self._activated, x))
 
     def _activated(self, x: Tensor) -> Dict[str, Tensor]:

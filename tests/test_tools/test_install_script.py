@@ -371,3 +371,27 @@ def test_mmcv_sdist_is_fetched_by_pip_and_its_sha256_checked(tmp_path):
     proc = run_sourced(tmp_path, f'MMCV_SDIST_SHA256={digest}; {body}')
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(dest / 'mmcv-2.1.0.tar.gz')
+
+
+def test_an_edit_of_the_compiled_ops_sources_reinstalls(tmp_path):
+    # the editable install does not compile them; the stamp must change so
+    # that the next run compiles them again (build_ext --inplace)
+    root = tmp_path / 'repo'
+    for relative in ('tools/install.sh', 'requirements/runtime.txt',
+                     'requirements/tests.txt', 'setup.py'):
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(osp.join(REPO, relative), root / relative)
+    shutil.copytree(osp.join(REPO, 'dynconv_mm', 'execution', 'csrc'),
+                    root / 'dynconv_mm' / 'execution' / 'csrc')
+    script = shlex.quote(str(root / 'tools' / 'install.sh'))
+
+    def stamp():
+        proc = subprocess.run(['bash', '-c', f'source {script}; stamp_want'],
+                              env=safe_env(tmp_path), capture_output=True,
+                              text=True, timeout=60, check=True)
+        return proc.stdout.strip()
+
+    before = stamp()
+    source = root / 'dynconv_mm' / 'execution' / 'csrc' / 'attention_cpu.cpp'
+    source.write_text(source.read_text() + '\n// edited\n')
+    assert stamp() != before

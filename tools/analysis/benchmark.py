@@ -527,10 +527,14 @@ def machine() -> dict:
     # small op pays a thread wake-up (a 2048x7x7 mean: 10 -> 55 us), and
     # without kept memory large tensors page-fault anew on every call.
     from dynconv_mm.execution import cpu_memory_state
+    from dynconv_mm.execution.cpu_ops import CPU_OPS_ERROR
     info = dict(cpu=cpu, cores=os.cpu_count(), torch=torch.__version__,
                 python=platform.python_version(),
                 omp_wait_policy=os.environ.get('OMP_WAIT_POLICY', 'default'),
-                freed_memory_kept=cpu_memory_state()['applied'])
+                freed_memory_kept=cpu_memory_state()['applied'],
+                # without them batch-1 CPU inference runs a slower path
+                cpu_ops='compiled' if CPU_OPS_ERROR is None else
+                CPU_OPS_ERROR)
     if torch.cuda.is_available():
         info['gpu'] = torch.cuda.get_device_name(0)
     return info
@@ -544,7 +548,8 @@ def markdown(result: dict) -> str:
         f'{result["threads"]} threads, torch {m["torch"]}, amp '
         f'{result["amp"]}, {result["clock"]} clock, OMP_WAIT_POLICY '
         f'{m.get("omp_wait_policy", "?")}, freed CPU memory kept: '
-        f'{m.get("freed_memory_kept", "?")}; medians over '
+        f'{m.get("freed_memory_kept", "?")}, CPU ops: '
+        f'{m.get("cpu_ops", "?")}; medians over '
         f'{result["processes"]} processes '
         f'(min-max in brackets); command: `{result["command"]}`', ''
     ]

@@ -1,0 +1,143 @@
+"""Two compiled CPU ops for inference (``csrc/``, the ``dynconv_mm._cpu_ops``
+extension), where eager PyTorch spends more on small ops and extra passes
+than on the arithmetic:
+
+* :func:`cpu_attention_heads`, the attention MLP: ``pooled [B, C] ->
+  relu(norm(pooled W1^T [+ b1])) -> act((. Wh^T + bh) / tau)``, each
+  head's ``act`` a sigmoid or a softmax over the head. Eager, that is
+  eight to ten small ops per layer, at batch 1 on a CPU 10-15 us each
+  inside a network, several times their arithmetic: the 48 attentions of
+  OD-ResNet-50 1x cost it 8-10 points of the static network's latency on
+  2 cores (``docs/benchmarks.md``). The op pools, runs the trunk and every
+  head in one call.
+* :func:`cpu_sample_kernel`, one sample's kernel from the bank, its
+  mixing coefficients and the attentions folded into it, in one pass over
+  the bank (eager: a pass per kernel and per factor over kernel-sized
+  tensors, several times the cache in deep layers).
+
+They run only where nothing needs the call to be differentiable,
+traceable or countable (:func:`cpu_ops_usable`): not under
+``torch.compile`` (which fuses the same ops itself), ``torch.jit.trace``
+or a dispatch mode (the FLOP counters, which must see every operator),
+and only on contiguous float32 CPU tensors.
+
+They are compiled when the package is installed (``tools/install.sh``;
+``setup.py`` builds them against the torch it sees). Where they were not
+(a source tree on ``PYTHONPATH``, an isolated build without torch) the
+same values are computed in PyTorch; :data:`CPU_OPS_ERROR` says why, and
+``DYNCONV_MM_CPU_OPS=0`` turns them off.
+"""
+import importlib
+import os
+from typing import List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from .attentions import ConvAttentions, records_autograd
+
+
+def _load_ops():
+    """The compiled module, and ``None``; or ``None`` and why not."""
+    if os.environ.get('DYNCONV_MM_CPU_OPS', '1') == '0':
+        return None, 'turned off by DYNCONV_MM_CPU_OPS=0'
+    try:
+        return importlib.import_module('dynconv_mm._cpu_ops'), None
+    except ImportError as error:
+        return None, f'dynconv_mm._cpu_ops is not built ({error})'
+
+
+_CPU_OPS, CPU_OPS_ERROR = _load_ops()
+
+
+def cpu_ops_available() -> bool:
+    """Whether the compiled ops are there (and not turned off)."""
+    return _CPU_OPS is not None
+
+
+def cpu_ops_usable(x: Tensor) -> bool:
+    """Whether the compiled ops may take ``x``: they are there, ``x`` is a
+    contiguous float32 CPU tensor, and nothing compiles, traces or watches
+    (a ``TorchDispatchMode``) the call. Autograd is the caller's check."""
+    return (_CPU_OPS is not None and not torch.compiler.is_compiling()
+            and not torch.jit.is_tracing()
+            # a dispatch mode (FLOP counters, dynconv_mm.analysis) must see
+            # every operator, and the ops run theirs below it
+            and not torch._C._len_torch_dispatch_stack()
+            and x.device.type == 'cpu' and x.dtype == torch.float32
+            and x.is_contiguous())
+
+
+def cpu_attention_applies(x: Tensor, trunk_weight: Tensor) -> bool:
+    """Whether :func:`cpu_attention_heads` may run the attention of ``x``
+    and of float32 parameters: autograd off, ``x`` non-empty and
+    :func:`cpu_ops_usable`."""
+    return (not torch.is_grad_enabled() and cpu_ops_usable(x)
+            and trunk_weight.dtype == torch.float32 and x.numel() > 0)
+
+
+def cpu_attention_heads(x: Tensor, trunk_weight: Tensor,
+                        trunk_bias: Optional[Tensor],
+                        norm: Optional[Sequence[Optional[Tensor]]],
+                        norm_eps: float, heads_weight: Tensor,
+                        heads_bias: Tensor, temperature: Tensor,
+                        num_sigmoid: int,
+                        widths: Sequence[int]) -> List[Tensor]:
+    """Every head's activated output ``[B, width]``, in ``widths``' order.
+
+    Args:
+        x: ``[B, C, H, W]``, pooled over ``H, W``.
+        trunk_weight, trunk_bias: the trunk FC, ``[Hd, C]`` and ``[Hd]``
+            or ``None``.
+        norm: the trunk's BatchNorm in eval mode as ``(running_mean,
+            running_var, weight, bias)`` (the affine pair may be
+            ``None``), or ``None`` for no norm; ``norm_eps`` its epsilon.
+        heads_weight, heads_bias: all heads side by side, ``[T, Hd]`` and
+            ``[T]``.
+        temperature: ``tau > 0`` (a one-value CPU tensor, read by the op),
+            dividing every logit.
+        num_sigmoid: the first ``num_sigmoid`` outputs (whole heads) take
+            a sigmoid; each later head a softmax over its width.
+        widths: each head's width, summing to ``T``.
+    """
+    mean, var, weight, bias = (None, ) * 4 if norm is None else norm
+    return _CPU_OPS.attention_heads(x, trunk_weight, trunk_bias, mean, var,
+                                    weight, bias, norm_eps, heads_weight,
+                                    heads_bias, temperature, num_sigmoid,
+                                    widths)
+
+
+def cpu_sample_kernel_applies(weight: Tensor,
+                              attentions: ConvAttentions) -> bool:
+    """Whether :func:`cpu_sample_kernel` may form a batch-1 sample's kernel
+    from ``weight`` and ``attentions``: :func:`cpu_ops_usable` for all of
+    them, and no autograd recorded."""
+    if not cpu_ops_usable(weight) or records_autograd(weight, *attentions):
+        return False
+    for attention in attentions:
+        if attention is not None and not (
+                attention.dtype == torch.float32 and attention.is_contiguous()
+                and attention.device.type == 'cpu'):
+            return False
+    return True
+
+
+def cpu_sample_kernel(weight: Tensor, mixing: Optional[Tensor],
+                      channel: Optional[Tensor], spatial: Optional[Tensor],
+                      filter: Optional[Tensor], groups: int) -> Tensor:
+    """One sample's kernel ``[O, I/groups, kh, kw]``::
+
+        f[o] * c[g(o) * I/groups + i] * s[h, w] * sum_k m[o, k] W[k, o, i, h, w]
+
+    Args:
+        weight: the bank ``W`` ``[K, O, I/groups, kh, kw]``.
+        mixing: the sample's kernel attention ``m``, ``K`` values (one per
+            kernel) or ``O * K`` (DyNet's, per output channel), or
+            ``None`` for a single kernel.
+        channel, spatial, filter: the sample's channel (``I`` values),
+            spatial (``kh * kw``) and filter (``O``) attentions to fold in,
+            each ``None`` if not folded.
+        groups: the convolution's groups (``g(o)`` is ``o``'s group).
+    """
+    return _CPU_OPS.sample_kernel(weight, mixing, channel, spatial, filter,
+                                  groups)

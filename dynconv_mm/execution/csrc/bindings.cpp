@@ -1,0 +1,13 @@
+// The Python module of dynconv_mm's compiled CPU ops; the Python side is
+// dynconv_mm/execution/cpu_ops.py.
+#include <torch/extension.h>
+
+#include "cpu_ops.h"
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("attention_heads", &dynconv_mm::attention_heads,
+        "The attention MLP's activated heads at inference (CPU, float32)");
+  m.def("sample_kernel", &dynconv_mm::sample_kernel,
+        "One sample's kernel from the bank and its attentions, in one pass "
+        "(CPU, float32)");
+}

@@ -1,0 +1,70 @@
+// dynconv_mm's compiled CPU ops (the _cpu_ops extension): declarations and
+// what their sources share. Both run at inference only, where eager
+// PyTorch would spend more on dispatching small ops, or on extra passes
+// over kernel-sized tensors, than on the arithmetic.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace dynconv_mm {
+
+// Enough work per thread that waking the second one pays (elements read).
+constexpr int64_t kGrainElements = 1 << 15;
+
+// Loops compiled for AVX-512, AVX2 and the baseline; the loader picks one
+// for the CPU it runs on (the extension is built once for any x86-64).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define DYNCONV_MM_VECTOR_CLONES \
+  __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define DYNCONV_MM_VECTOR_CLONES
+#endif
+
+// A contiguous float32 CPU tensor of exactly `sizes`, or an error that
+// names the op and the argument.
+inline void check_float_cpu(const char* op, const char* name,
+                            const at::Tensor& t,
+                            const std::vector<int64_t>& sizes) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat &&
+                  t.is_contiguous() && t.sizes() == at::IntArrayRef(sizes),
+              "dynconv_mm ", op, ": ", name,
+              " must be a contiguous float32 CPU tensor of shape ",
+              at::IntArrayRef(sizes), ", got ", t.sizes(), " ",
+              t.scalar_type(), " on ", t.device());
+}
+
+// A contiguous float32 CPU tensor of `numel` values, of any shape (a
+// sample's attention arrives as [1, n] or [1, kh, kw]), or an error that
+// names the op and the argument.
+inline void check_float_cpu_values(const char* op, const char* name,
+                                   const at::Tensor& t, int64_t numel) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat &&
+                  t.is_contiguous() && t.numel() == numel,
+              "dynconv_mm ", op, ": ", name,
+              " must be a contiguous float32 CPU tensor of ", numel,
+              " values, got ", t.sizes(), " ", t.scalar_type(), " on ",
+              t.device());
+}
+
+std::vector<at::Tensor> attention_heads(
+    const at::Tensor& x, const at::Tensor& trunk_weight,
+    const c10::optional<at::Tensor>& trunk_bias,
+    const c10::optional<at::Tensor>& norm_mean,
+    const c10::optional<at::Tensor>& norm_var,
+    const c10::optional<at::Tensor>& norm_weight,
+    const c10::optional<at::Tensor>& norm_bias, double norm_eps,
+    const at::Tensor& heads_weight, const at::Tensor& heads_bias,
+    const at::Tensor& temperature, int64_t num_sigmoid,
+    std::vector<int64_t> widths);
+
+at::Tensor sample_kernel(const at::Tensor& bank,
+                         const c10::optional<at::Tensor>& mixing,
+                         const c10::optional<at::Tensor>& channel,
+                         const c10::optional<at::Tensor>& spatial,
+                         const c10::optional<at::Tensor>& filter,
+                         int64_t groups);
+
+}  // namespace dynconv_mm
