@@ -425,7 +425,7 @@ install_stack() {
   # The package's CPU op (dynconv_mm/execution/csrc), compiled next to its
   # sources against the venv's torch: an editable install of setuptools 80
   # builds the wheel without it.
-  log "compiling dynconv_mm's CPU attention op"
+  log "compiling dynconv_mm's CPU ops"
   (cd "$ROOT" && "$VPY" setup.py -q build_ext --inplace >&2)
   "$VPY" -c "import dynconv_mm._cpu_ops"
 }

@@ -19,7 +19,11 @@ They run only where nothing needs the call to be differentiable,
 traceable or countable (:func:`cpu_ops_usable`): not under
 ``torch.compile`` (which fuses the same ops itself), ``torch.jit.trace``
 or a dispatch mode (the FLOP counters, which must see every operator),
-and only on contiguous float32 CPU tensors.
+not inside :func:`cpu_ops_suspended`, and only on contiguous float32 CPU
+tensors. Their sums run in another order than PyTorch's, so their values
+differ from it by float rounding: a layer in training mode suspends them
+(a training forward without autograd is a reentrant checkpoint's first
+pass, which must match its recomputation in backward).
 
 They are compiled when the package is installed (``tools/install.sh``;
 ``setup.py`` builds them against the torch it sees). Where they were not
@@ -29,7 +33,8 @@ same values are computed in PyTorch; :data:`CPU_OPS_ERROR` says why, and
 """
 import importlib
 import os
-from typing import List, Optional, Sequence
+from contextlib import contextmanager
+from typing import Iterator, List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -50,16 +55,33 @@ def _load_ops():
 _CPU_OPS, CPU_OPS_ERROR = _load_ops()
 
 
+_SUSPENDED = 0  # how many cpu_ops_suspended() contexts are open
+
+
+@contextmanager
+def cpu_ops_suspended() -> Iterator[None]:
+    """Within it the compiled ops do not run: everything is computed in
+    PyTorch."""
+    global _SUSPENDED
+    _SUSPENDED += 1
+    try:
+        yield
+    finally:
+        _SUSPENDED -= 1
+
+
 def cpu_ops_available() -> bool:
     """Whether the compiled ops are there (and not turned off)."""
     return _CPU_OPS is not None
 
 
 def cpu_ops_usable(x: Tensor) -> bool:
-    """Whether the compiled ops may take ``x``: they are there, ``x`` is a
-    contiguous float32 CPU tensor, and nothing compiles, traces or watches
-    (a ``TorchDispatchMode``) the call. Autograd is the caller's check."""
-    return (_CPU_OPS is not None and not torch.compiler.is_compiling()
+    """Whether the compiled ops may take ``x``: they are there and not
+    suspended, ``x`` is a contiguous float32 CPU tensor, and nothing
+    compiles, traces or watches (a ``TorchDispatchMode``) the call.
+    Autograd is the caller's check."""
+    return (_CPU_OPS is not None and not _SUSPENDED
+            and not torch.compiler.is_compiling()
             and not torch.jit.is_tracing()
             # a dispatch mode (FLOP counters, dynconv_mm.analysis) must see
             # every operator, and the ops run theirs below it

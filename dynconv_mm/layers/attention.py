@@ -279,7 +279,8 @@ class DynamicAttention(nn.Module):
         if fused and self.trunk.norm is None and triton_runnable(x):
             return self.arrange(in_full_precision(x, self._fused_heads, x))
         fc = self.trunk.fc
-        if cpu_attention_applies(x, fc.weight):
+        # not in training mode: see cpu_ops on a reentrant checkpoint
+        if not self.training and cpu_attention_applies(x, fc.weight):
             norm = self.trunk.eval_batch_norm()
             if norm is not None:
                 heads = self.heads

@@ -8,6 +8,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from ..execution import ConvAttentions, check_method, dynamic_conv2d
+from ..execution.cpu_ops import cpu_ops_suspended
 from .attention import DynamicAttention, hidden_channels
 from .options import (check_bool, check_int, check_pair,
                       reject_unknown_options)
@@ -187,6 +188,15 @@ class DynamicConv2dBase(BaseModule):
         ``attentions`` may be given by a module that owns the attention for
         several convs; by default the layer computes its own from ``x``.
         """
+        if self.training and not torch.is_grad_enabled():
+            # A reentrant checkpoint's first pass (mmdet's with_cp): its
+            # recomputation in backward runs in PyTorch, so must it.
+            with cpu_ops_suspended():
+                return self._forward(x, attentions)
+        return self._forward(x, attentions)
+
+    def _forward(self, x: Tensor,
+                 attentions: Optional[ConvAttentions]) -> Tensor:
         self._check_input(x)
         if attentions is None:
             attentions = self.attention(x, fused=self.execution == 'triton')

@@ -140,6 +140,9 @@ CASES_IN_PYTORCH = {
     'traced': (dict(), lambda x: x, _traced),
     'FLOPs counted': (dict(), lambda x: x, _counted),
     'empty batch': (dict(), lambda x: x[:0], _no_grad),
+    # called by a module that owns it for several convs (DyNet's shared
+    # coefficients), in a reentrant checkpoint's first pass
+    'attention in training mode': (dict(), lambda x: x, _no_grad),
 }
 
 
@@ -152,9 +155,26 @@ def test_where_the_op_does_not_apply_the_attention_runs_in_pytorch(
         layer.double()
     if case == 'BatchNorm in train mode':
         layer.attention.trunk.norm.train()
+    if case == 'attention in training mode':
+        layer.attention.train()
     x = convert(input_for('3x3', 2))
     run(layer, x)
     assert counting_ops.calls['attention_heads'] == 0
+
+
+@pytest.mark.parametrize('training', [False, True])
+def test_a_training_forward_without_autograd_runs_in_pytorch(counting_ops,
+                                                             training):
+    # a reentrant checkpoint's first pass (with_cp) runs the forward without
+    # autograd, and its recomputation with it: both must give the same
+    # values, so in training mode neither op runs
+    layer = build('ODConv', '3x3', num_kernels=3).train(training)
+    x = input_for('3x3', 1)
+    with torch.no_grad():
+        layer(x)
+    used = 0 if training else 1
+    assert counting_ops.calls['attention_heads'] == used
+    assert counting_ops.calls['sample_kernel'] == used
 
 
 def test_without_the_op_the_attention_is_the_same(monkeypatch):
