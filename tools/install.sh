@@ -52,7 +52,7 @@ new_build_dir() {  # VAR NAME: VAR := a scratch directory removed at exit
 
 # --- what decides the venv's contents; a change re-runs the (idempotent)
 # pip steps, and nothing cached is rebuilt. The package's own C++ sources
-# are among them: the editable install compiles them into the tree.
+# are among them: a change compiles them again (build_ext below).
 stamp_inputs() {
   cat "$ROOT/tools/install.sh" "$ROOT/requirements/runtime.txt" \
     "$ROOT/requirements/tests.txt" "$ROOT/setup.py" \
@@ -422,9 +422,9 @@ install_stack() {
 
   "${PIP[@]}" install -q -r "$ROOT/requirements/tests.txt"
   "${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
-  # The package's CPU op (dynconv_mm/execution/csrc), compiled next to its
-  # sources against the venv's torch: an editable install of setuptools 80
-  # builds the wheel without it.
+  # The package's CPU ops (dynconv_mm/execution/csrc), compiled next to
+  # their sources against the venv's torch: the editable install of
+  # setuptools 80 leaves extensions out.
   log "compiling dynconv_mm's CPU ops"
   (cd "$ROOT" && "$VPY" setup.py -q build_ext --inplace >&2)
   "$VPY" -c "import dynconv_mm._cpu_ops"
