@@ -86,8 +86,13 @@ def cpu_ops_usable(x: Tensor) -> bool:
             # a dispatch mode (FLOP counters, dynconv_mm.analysis) must see
             # every operator, and the ops run theirs below it
             and not torch._C._len_torch_dispatch_stack()
-            and x.device.type == 'cpu' and x.dtype == torch.float32
-            and x.is_contiguous())
+            and _contiguous_float32_cpu(x))
+
+
+def _contiguous_float32_cpu(t: Tensor) -> bool:
+    """What every tensor the compiled ops read must be."""
+    return (t.device.type == 'cpu' and t.dtype == torch.float32
+            and t.is_contiguous())
 
 
 def cpu_attention_applies(x: Tensor, trunk_weight: Tensor) -> bool:
@@ -136,12 +141,8 @@ def cpu_sample_kernel_applies(weight: Tensor,
     them, and no autograd recorded."""
     if not cpu_ops_usable(weight) or records_autograd(weight, *attentions):
         return False
-    for attention in attentions:
-        if attention is not None and not (
-                attention.dtype == torch.float32 and attention.is_contiguous()
-                and attention.device.type == 'cpu'):
-            return False
-    return True
+    return all(attention is None or _contiguous_float32_cpu(attention)
+               for attention in attentions)
 
 
 def cpu_sample_kernel(weight: Tensor, mixing: Optional[Tensor],

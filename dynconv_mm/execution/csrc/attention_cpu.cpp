@@ -50,7 +50,8 @@ const float* data_or_null(const c10::optional<at::Tensor>& t) {
 
 void check_vector(const char* name, const c10::optional<at::Tensor>& t,
                   int64_t size) {
-  if (t.has_value()) check_float_cpu("attention_heads", name, *t, {size});
+  if (t.has_value())
+    check_float_cpu_shape("attention_heads", name, *t, {size});
 }
 
 }  // namespace
@@ -69,11 +70,7 @@ std::vector<at::Tensor> attention_heads(
     const at::Tensor& heads_weight, const at::Tensor& heads_bias,
     const at::Tensor& temperature, int64_t num_sigmoid,
     std::vector<int64_t> widths) {
-  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat &&
-                  x.is_contiguous() && x.dim() == 4,
-              "dynconv_mm attention_heads: x must be a contiguous float32 "
-              "CPU [B, C, H, W] tensor, got ",
-              x.sizes(), " ", x.scalar_type(), " on ", x.device());
+  check_float_cpu("attention_heads", "x", x, x.dim() == 4, "[B, C, H, W]");
   const int64_t batch = x.size(0), channels = x.size(1);
   const int64_t area = x.size(2) * x.size(3);
   const int64_t hidden = trunk_weight.size(0);
@@ -83,12 +80,12 @@ std::vector<at::Tensor> attention_heads(
                 "positive, got ", widths);
     total += w;
   }
-  check_float_cpu("attention_heads", "trunk_weight", trunk_weight,
-                  {hidden, channels});
+  check_float_cpu_shape("attention_heads", "trunk_weight", trunk_weight,
+                        {hidden, channels});
   check_vector("trunk_bias", trunk_bias, hidden);
-  check_float_cpu("attention_heads", "heads_weight", heads_weight,
-                  {total, hidden});
-  check_float_cpu("attention_heads", "heads_bias", heads_bias, {total});
+  check_float_cpu_shape("attention_heads", "heads_weight", heads_weight,
+                        {total, hidden});
+  check_float_cpu_shape("attention_heads", "heads_bias", heads_bias, {total});
   TORCH_CHECK(norm_mean.has_value() == norm_var.has_value(),
               "dynconv_mm attention_heads: give both norm_mean and norm_var "
               "or neither");
@@ -158,7 +155,8 @@ std::vector<at::Tensor> attention_heads(
     for (int64_t w : widths) {
       if (start >= num_sigmoid) {
         float top = z[start] * inv_tau;
-        for (int64_t i = 1; i < w; ++i) top = std::max(top, z[start + i] * inv_tau);
+        for (int64_t i = 1; i < w; ++i)
+          top = std::max(top, z[start + i] * inv_tau);
         float sum = 0.f;
         for (int64_t i = 0; i < w; ++i) {
           z[start + i] = std::exp(z[start + i] * inv_tau - top);

@@ -23,30 +23,33 @@ constexpr int64_t kGrainElements = 1 << 15;
 #define DYNCONV_MM_VECTOR_CLONES
 #endif
 
-// A contiguous float32 CPU tensor of exactly `sizes`, or an error that
-// names the op and the argument.
+// A contiguous float32 CPU tensor whose shape is right (`shape_ok`), or an
+// error that names the op and the argument and says what was expected
+// (`expected...`, formatted only on failure).
+template <typename... Expected>
 inline void check_float_cpu(const char* op, const char* name,
-                            const at::Tensor& t,
-                            const std::vector<int64_t>& sizes) {
+                            const at::Tensor& t, bool shape_ok,
+                            const Expected&... expected) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat &&
-                  t.is_contiguous() && t.sizes() == at::IntArrayRef(sizes),
+                  t.is_contiguous() && shape_ok,
               "dynconv_mm ", op, ": ", name,
-              " must be a contiguous float32 CPU tensor of shape ",
-              at::IntArrayRef(sizes), ", got ", t.sizes(), " ",
-              t.scalar_type(), " on ", t.device());
+              " must be a contiguous float32 CPU tensor ", expected...,
+              ", got ", t.sizes(), " ", t.scalar_type(), " on ", t.device());
 }
 
-// A contiguous float32 CPU tensor of `numel` values, of any shape (a
-// sample's attention arrives as [1, n] or [1, kh, kw]), or an error that
-// names the op and the argument.
+// ... of exactly `sizes`.
+inline void check_float_cpu_shape(const char* op, const char* name,
+                                  const at::Tensor& t,
+                                  const std::vector<int64_t>& sizes) {
+  check_float_cpu(op, name, t, t.sizes() == at::IntArrayRef(sizes),
+                  "of shape ", at::IntArrayRef(sizes));
+}
+
+// ... of `numel` values, of any shape (a sample's attention arrives as
+// [1, n] or [1, kh, kw]).
 inline void check_float_cpu_values(const char* op, const char* name,
                                    const at::Tensor& t, int64_t numel) {
-  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat &&
-                  t.is_contiguous() && t.numel() == numel,
-              "dynconv_mm ", op, ": ", name,
-              " must be a contiguous float32 CPU tensor of ", numel,
-              " values, got ", t.sizes(), " ", t.scalar_type(), " on ",
-              t.device());
+  check_float_cpu(op, name, t, t.numel() == numel, "of ", numel, " values");
 }
 
 std::vector<at::Tensor> attention_heads(

@@ -1,15 +1,15 @@
 // One sample's kernel at batch-1 inference on a CPU, in one pass over the
 // bank [K, O, I_g, kh, kw]:
 //
-//   kernel[o, i, s] = f[o] * c[g(o) I_g + i] * a[s] * sum_k m[o, k] W[k, o, i, s]
+//   kernel[o,i,s] = f[o] * c[g(o) I_g + i] * a[s] * sum_k m[o,k] W[k,o,i,s]
 //
 // with the kernel attention m ([K], or DyNet's [O, K]), the channel (c),
 // spatial (a, s over kh * kw) and filter (f) attentions of ODConv, each
-// optional, and g(o) the group of output channel o. Formed in PyTorch this is one op per
-// kernel plus one per factor, each a pass over a kernel-sized tensor (a
-// 512-channel 3x3 kernel is 9.4 MB: four kernels, four passes, several
-// times the cache); here each output channel's row is summed in cache and
-// scaled before it is written.
+// optional, and g(o) the group of output channel o. Formed in PyTorch this
+// is one op per kernel plus one per factor, each a pass over a kernel-sized
+// tensor (a 512-channel 3x3 kernel is 9.4 MB: four kernels, four passes,
+// several times the cache); here each output channel's row is summed in
+// cache and scaled before it is written.
 #include "cpu_ops.h"
 
 #include <ATen/Parallel.h>
@@ -46,11 +46,8 @@ at::Tensor sample_kernel(const at::Tensor& bank,
                          const c10::optional<at::Tensor>& spatial,
                          const c10::optional<at::Tensor>& filter,
                          int64_t groups) {
-  TORCH_CHECK(bank.device().is_cpu() && bank.scalar_type() == at::kFloat &&
-                  bank.is_contiguous() && bank.dim() == 5,
-              "dynconv_mm sample_kernel: bank must be a contiguous float32 "
-              "CPU [K, C_out, C_in/groups, kh, kw] tensor, got ",
-              bank.sizes(), " ", bank.scalar_type(), " on ", bank.device());
+  check_float_cpu("sample_kernel", "bank", bank, bank.dim() == 5,
+                  "[K, C_out, C_in/groups, kh, kw]");
   const int64_t num_kernels = bank.size(0), out_channels = bank.size(1);
   const int64_t group_in = bank.size(2);
   const int64_t area = bank.size(3) * bank.size(4);
