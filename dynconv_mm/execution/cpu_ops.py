@@ -1,6 +1,6 @@
-"""Two compiled CPU ops for inference (``csrc/``, the ``dynconv_mm._cpu_ops``
-extension), where eager PyTorch spends more on small ops and extra passes
-than on the arithmetic:
+"""Compiled CPU ops (``csrc/``, the ``dynconv_mm._cpu_ops`` extension),
+where eager PyTorch spends more on small ops and extra passes than on the
+arithmetic. Two for inference:
 
 * :func:`cpu_attention_heads`, the attention MLP: ``pooled [B, C] ->
   relu(norm(pooled W1^T [+ b1])) -> act((. Wh^T + bh) / tau)``, each
@@ -15,7 +15,13 @@ than on the arithmetic:
   the bank (eager: a pass per kernel and per factor over kernel-sized
   tensors, several times the cache in deep layers).
 
-They run only where nothing needs the call to be differentiable,
+And three for ``tiled_gemm``'s per-sample GEMMs, in training too
+(:func:`cpu_sample_gemm_forward`, :func:`cpu_sample_gemm_input_grad`,
+:func:`cpu_sample_gemm_weight_grads`): each sample's kernel is mixed from
+the bank inside the GEMM's tiles, where PyTorch writes a tile of kernels
+(and in backward of kernel gradients) to memory between batched products.
+
+The inference ops run only where nothing needs the call to be differentiable,
 traceable or countable (:func:`cpu_ops_usable`): not under
 ``torch.compile`` (which fuses the same ops itself), ``torch.jit.trace``
 or a dispatch mode (the FLOP counters, which must see every operator),
@@ -24,6 +30,10 @@ tensors. Their sums run in another order than PyTorch's, so their values
 differ from it by float rounding: a layer in training mode suspends them
 (a training forward without autograd is a reentrant checkpoint's first
 pass, which must match its recomputation in backward).
+
+The GEMM ops run inside an autograd Function (``tiled_gemm``'s), with or
+without autograd alike, so they are not suspended: a checkpoint's two
+passes both run them. They need AVX2 and FMA (:func:`cpu_sample_gemm_usable`).
 
 They are compiled when the package is installed (``tools/install.sh``;
 ``setup.py`` builds them against the torch it sees). Where they were not
@@ -80,19 +90,60 @@ def cpu_ops_usable(x: Tensor) -> bool:
     suspended, ``x`` is a contiguous float32 CPU tensor, and nothing
     compiles, traces or watches (a ``TorchDispatchMode``) the call.
     Autograd is the caller's check."""
-    return (_CPU_OPS is not None and not _SUSPENDED
-            and not torch.compiler.is_compiling()
-            and not torch.jit.is_tracing()
-            # a dispatch mode (FLOP counters, dynconv_mm.analysis) must see
-            # every operator, and the ops run theirs below it
-            and not torch._C._len_torch_dispatch_stack()
+    return (_CPU_OPS is not None and not _SUSPENDED and _unobserved()
             and _contiguous_float32_cpu(x))
+
+
+def _unobserved() -> bool:
+    """Nothing compiles, traces or watches the call: a dispatch mode (FLOP
+    counters, dynconv_mm.analysis) must see every operator, and the ops
+    run theirs below it."""
+    return (not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+            and not torch._C._len_torch_dispatch_stack())
 
 
 def _contiguous_float32_cpu(t: Tensor) -> bool:
     """What every tensor the compiled ops read must be."""
     return (t.device.type == 'cpu' and t.dtype == torch.float32
             and t.is_contiguous())
+
+
+def _sample_gemm_supported() -> bool:
+    return _CPU_OPS is not None and _CPU_OPS.sample_gemm_supported()
+
+
+def cpu_sample_gemm_usable(*tensors: Tensor) -> bool:
+    """Whether the sample-GEMM ops may take ``tensors``: they are there,
+    the CPU has AVX2 and FMA, every tensor is a contiguous float32 CPU
+    tensor, and nothing compiles, traces or watches the call (as
+    :func:`cpu_ops_usable`, without its suspension)."""
+    return (_sample_gemm_supported() and _unobserved()
+            and all(_contiguous_float32_cpu(t) for t in tensors))
+
+
+def cpu_sample_gemm_forward(cols: Tensor, bank: Tensor,
+                            mixing: Tensor) -> Tensor:
+    """``y[b, g] = (sum_k m[b, k] bank[k, g]) @ cols[b, g]``: cols ``[B,
+    g, J, P]``, bank ``[K, g, O/g, J]``, mixing ``m`` ``[B, K]`` (or DyNet's
+    ``[B, g, O/g, K]``, per output row); y ``[B, g, O/g, P]``."""
+    return _CPU_OPS.sample_gemm_forward(cols, bank, mixing)
+
+
+def cpu_sample_gemm_input_grad(grad_y_t: Tensor, bank: Tensor,
+                               mixing: Tensor) -> Tensor:
+    """The gradient of :func:`cpu_sample_gemm_forward`'s ``cols``,
+    transposed (``[B, g, P, J]``), from the transposed output gradient
+    ``grad_y_t`` ``[B, g, P, O/g]``."""
+    return _CPU_OPS.sample_gemm_input_grad(grad_y_t, bank, mixing)
+
+
+def cpu_sample_gemm_weight_grads(grad_y: Tensor, cols_t: Tensor,
+                                 bank: Tensor,
+                                 mixing: Tensor) -> List[Tensor]:
+    """The gradients of :func:`cpu_sample_gemm_forward`'s bank and mixing,
+    from the output gradient ``[B, g, O/g, P]`` and the transposed input
+    ``cols_t`` ``[B, g, P, J]``."""
+    return _CPU_OPS.sample_gemm_weight_grads(grad_y, cols_t, bank, mixing)
 
 
 def cpu_attention_applies(x: Tensor, trunk_weight: Tensor) -> bool:

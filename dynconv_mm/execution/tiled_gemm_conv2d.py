@@ -34,6 +34,8 @@ from torch import Tensor
 
 from .attentions import (ConvAttentions, IntPair, Padding, accepts_empty_batch,
                          compute_dtype, finish, output_size)
+from .cpu_ops import (cpu_sample_gemm_forward, cpu_sample_gemm_input_grad,
+                      cpu_sample_gemm_usable, cpu_sample_gemm_weight_grads)
 from .im2col_conv2d import columns_size, im2col_conv2d, unfold_scaled
 from .recompute import scaled_input_conv2d
 
@@ -43,6 +45,17 @@ from .recompute import scaled_input_conv2d
 # tools/analysis/probe_cpu_limits.py): 2 MiB tiles 51 ms, 4 MiB 43 ms,
 # 8 MiB (~52 channels) 37 ms, 16 MiB 44 ms; the whole layer at once 50 ms.
 TILE_BYTES = 8 << 20
+
+# The compiled GEMMs (dynconv_mm.execution.cpu_ops) run a layer whose
+# kernel rows (C_in/groups x kh x kw) are at least this long, on maps
+# below 10x10 output pixels: measured on a 2-core AMD EPYC VM at batch 8,
+# forward + backward, they take a 512-channel 3x3 layer at 7x7 (rows of
+# 4608) from 2.20-2.45x a static conv to 1.83-2.06x (four to six
+# kernels), but do not beat MKL on 1x1 kernels (rows of 256-2048, 7x7 and
+# 14x14 maps), where the batched products are larger and the mixing a
+# smaller share (docs/benchmarks.md).
+COMPILED_GEMM_MIN_ROW = 4096
+COMPILED_GEMM_MAX_PIXELS = 99
 
 
 def tiles(samples: int, group_out: int, row_size: int,
@@ -110,6 +123,8 @@ class _SampleGEMM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cols: Tensor, bank: Tensor, mixing: Tensor) -> Tensor:
         ctx.save_for_backward(cols, bank, mixing)
+        if _compiled_gemm_applies(cols, bank, mixing):
+            return cpu_sample_gemm_forward(cols, bank, mixing)
         batch, groups, row_size, pixels = cols.shape
         group_out = bank.shape[2]
         flat_cols = cols.reshape(batch * groups, row_size, pixels)
@@ -135,6 +150,10 @@ class _SampleGEMM(torch.autograd.Function):
         with torch.autocast(cols.device.type, enabled=False):
             if torch.is_grad_enabled():  # create_graph: differentiable
                 return _whole_layer_backward(grad_y, cols, bank, mixing)
+            if _compiled_gemm_applies(cols, bank, mixing, grad_y):
+                return _compiled_backward(grad_y, cols, bank, mixing,
+                                          ctx.needs_input_grad[0],
+                                          any(ctx.needs_input_grad[1:]))
             return _tiled_backward(grad_y, cols, bank, mixing,
                                    ctx.needs_input_grad[0],
                                    any(ctx.needs_input_grad[1:]))
@@ -180,6 +199,30 @@ def _tiled_backward(
                 grad_mixing[:, :, start:stop] = tile_grad_mixing
     grad_cols = (None if grad_cols_t is None else
                  grad_cols_t.transpose(1, 2).view(cols.shape))
+    return grad_cols, grad_bank, grad_mixing
+
+
+def _compiled_gemm_applies(cols: Tensor, *tensors: Tensor) -> bool:
+    """Whether the compiled GEMMs run a call on ``cols`` ``[B, g, J, P]``
+    (see :data:`COMPILED_GEMM_MIN_ROW`)."""
+    return (cols.shape[2] >= COMPILED_GEMM_MIN_ROW
+            and cols.shape[3] <= COMPILED_GEMM_MAX_PIXELS
+            and cpu_sample_gemm_usable(cols, *tensors))
+
+
+def _compiled_backward(
+        grad_y: Tensor, cols: Tensor, bank: Tensor, mixing: Tensor,
+        input_grad: bool, weight_grads: bool
+) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+    """:func:`_tiled_backward` by the compiled ops (kernels mixed in their
+    register tiles, no kernel gradient formed)."""
+    grad_cols = grad_bank = grad_mixing = None
+    if input_grad:
+        grad_cols = cpu_sample_gemm_input_grad(
+            grad_y.transpose(2, 3).contiguous(), bank, mixing).transpose(2, 3)
+    if weight_grads:
+        grad_bank, grad_mixing = cpu_sample_gemm_weight_grads(
+            grad_y, cols.transpose(2, 3).contiguous(), bank, mixing)
     return grad_cols, grad_bank, grad_mixing
 
 

@@ -70,4 +70,24 @@ at::Tensor sample_kernel(const at::Tensor& bank,
                          const c10::optional<at::Tensor>& filter,
                          int64_t groups);
 
+// tiled_gemm's per-sample GEMMs with the kernels mixed in their tiles
+// (sample_gemm_cpu.cpp), offered where sample_gemm_supported() (AVX2 and
+// FMA). Per group of the bank W [K, G, O_g, J] and the mixing m [B, K] (or
+// DyNet's [B, G, O_g, K]): the output y [B, G, O_g, P] of the unfolded
+// input cols [B, G, J, P]; the input gradient, transposed, [B, G, P, J],
+// of the transposed grad_y_t [B, G, P, O_g]; the bank's and the mixing's
+// gradients {dW, dm} from grad_y and the transposed input cols_t
+// [B, G, P, J].
+bool sample_gemm_supported();
+at::Tensor sample_gemm_forward(const at::Tensor& cols,
+                               const at::Tensor& bank,
+                               const at::Tensor& mixing);
+at::Tensor sample_gemm_input_grad(const at::Tensor& grad_y_t,
+                                  const at::Tensor& bank,
+                                  const at::Tensor& mixing);
+std::vector<at::Tensor> sample_gemm_weight_grads(const at::Tensor& grad_y,
+                                                 const at::Tensor& cols_t,
+                                                 const at::Tensor& bank,
+                                                 const at::Tensor& mixing);
+
 }  // namespace dynconv_mm

@@ -1,0 +1,554 @@
+// tiled_gemm's per-sample GEMMs on a CPU, with each sample's kernel mixed
+// from the bank inside the GEMM's own tiles (per group g, dropped below):
+//
+//   forward      y[b, o, p]  = sum_j W_b[o, j] cols[b, j, p]
+//   input grad   dcols[b, p, j] = sum_o gy[b, o, p] W_b[o, j]  (transposed)
+//   weight grads dW[k, o, j] = sum_b m[b, k] G_b[o, j]
+//                dm[b, k]    = sum_{o,j} G_b[o, j] W[k, o, j]  (DyNet: per o)
+//   with W_b = sum_k m[b, k] W[k]  (DyNet: m[b, o, k]),
+//        G_b[o, j] = sum_p gy[b, o, p] cols[b, j, p].
+//
+// PyTorch runs them as batched products (MKL) around passes that form a
+// tile of kernels W_b (B times its share of the bank, written and read
+// back), and on the weight side G_b, written and read twice by products
+// of shapes the BLAS runs poorly ([B, J] x [J, K] per row). Here the few
+// rows of W_b a tile needs are mixed into a small panel in cache, and
+// each tile of G_b is reduced into both gradients while in cache: on a
+// 512-channel 3x3 layer at 7x7, batch 8, four kernels, those passes took
+// as long as the products themselves.
+//
+// One register tile does all three: R rows of A times a panel of 16
+// columns, summed over an inner dimension (AVX2 + FMA). Without AVX2 the
+// ops are not offered (`sample_gemm_supported`) and PyTorch runs them.
+#include "cpu_ops.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define DYNCONV_MM_SAMPLE_GEMM 1
+#endif
+
+namespace dynconv_mm {
+
+#ifdef DYNCONV_MM_SAMPLE_GEMM
+namespace {
+
+#define DYNCONV_MM_AVX2 __attribute__((target("avx2,fma")))
+constexpr int kLanes = 16;  // columns of a register tile: two registers
+constexpr int kRows = 6;    // rows of a register tile
+
+// Shapes and data of one call (per group g; the bank is [K, G, O, J]).
+struct Layout {
+  int64_t batch, groups, group_out, pixels, row, num_kernels;
+  const float* bank;
+  const float* m;  // [B, K], or DyNet's [B, G, O, K]
+  bool per_row;
+
+  float mixing(int64_t b, int64_t g, int64_t o, int64_t k) const {
+    return per_row ? m[((b * groups + g) * group_out + o) * num_kernels + k]
+                   : m[b * num_kernels + k];
+  }
+  int64_t mixing_index(int64_t b, int64_t g, int64_t o, int64_t k) const {
+    return per_row ? ((b * groups + g) * group_out + o) * num_kernels + k
+                   : b * num_kernels + k;
+  }
+  const float* bank_row(int64_t k, int64_t g, int64_t o) const {
+    return bank + ((k * groups + g) * group_out + o) * row;
+  }
+};
+
+DYNCONV_MM_AVX2 inline float lane_sum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v),
+                        _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// out[r, 0:16] (+)= sum_i a[r, i] * panel[i, 0:16] for R rows, in 2R
+// registers (a's rows `a_stride` apart, the panel's `panel_stride`,
+// out's `out_stride`); `add` adds to out instead of writing it.
+template <int R>
+DYNCONV_MM_AVX2 inline __attribute__((always_inline)) void register_tile(
+    const float* a, int64_t a_stride, int64_t inner, const float* panel,
+    int64_t panel_stride, float* out, int64_t out_stride, bool add) {
+  __m256 acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  int64_t i = 0;
+  if constexpr (R <= 2) {
+    // Too few chains for the FMAs' latency: a second set of accumulators
+    // over every other step.
+    __m256 odd[R][2];
+    for (int r = 0; r < R; ++r) odd[r][0] = odd[r][1] = _mm256_setzero_ps();
+    for (; i + 2 <= inner; i += 2)
+      for (int s = 0; s < 2; ++s) {
+        const float* row = panel + (i + s) * panel_stride;
+        const __m256 c0 = _mm256_loadu_ps(row), c1 = _mm256_loadu_ps(row + 8);
+        for (int r = 0; r < R; ++r) {
+          const __m256 x = _mm256_broadcast_ss(a + r * a_stride + i + s);
+          __m256(&sum)[2] = s == 0 ? acc[r] : odd[r];
+          sum[0] = _mm256_fmadd_ps(x, c0, sum[0]);
+          sum[1] = _mm256_fmadd_ps(x, c1, sum[1]);
+        }
+      }
+    for (int r = 0; r < R; ++r)
+      for (int h = 0; h < 2; ++h)
+        acc[r][h] = _mm256_add_ps(acc[r][h], odd[r][h]);
+  }
+  for (; i < inner; ++i) {
+    const __m256 c0 = _mm256_loadu_ps(panel + i * panel_stride);
+    const __m256 c1 = _mm256_loadu_ps(panel + i * panel_stride + 8);
+    for (int r = 0; r < R; ++r) {
+      const __m256 x = _mm256_broadcast_ss(a + r * a_stride + i);
+      acc[r][0] = _mm256_fmadd_ps(x, c0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(x, c1, acc[r][1]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int h = 0; h < 2; ++h) {
+      float* o = out + r * out_stride + 8 * h;
+      _mm256_storeu_ps(o, add ? _mm256_add_ps(_mm256_loadu_ps(o), acc[r][h])
+                              : acc[r][h]);
+    }
+}
+
+// register_tile over `rows` rows (any count), kRows at a time.
+DYNCONV_MM_AVX2 void rows_of_tiles(int64_t rows, const float* a,
+                                   int64_t a_stride, int64_t inner,
+                                   const float* panel, int64_t panel_stride,
+                                   float* out, int64_t out_stride,
+                                   bool add = false) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+    const float* a0 = a + r0 * a_stride;
+    float* out0 = out + r0 * out_stride;
+    switch (std::min<int64_t>(kRows, rows - r0)) {
+#define DYNCONV_MM_ROWS(R)                                                \
+  case R:                                                                 \
+    register_tile<R>(a0, a_stride, inner, panel, panel_stride, out0,      \
+                     out_stride, add);                                    \
+    break;
+      DYNCONV_MM_ROWS(1) DYNCONV_MM_ROWS(2) DYNCONV_MM_ROWS(3)
+      DYNCONV_MM_ROWS(4) DYNCONV_MM_ROWS(5) DYNCONV_MM_ROWS(6)
+#undef DYNCONV_MM_ROWS
+    }
+  }
+}
+
+// The coefficients of row o of W_b, c[k] = mixing(b, g, o, k), to `c`.
+inline void row_mixing(const Layout& l, int64_t b, int64_t g, int64_t o,
+                       float* c) {
+  for (int64_t k = 0; k < l.num_kernels; ++k) c[k] = l.mixing(b, g, o, k);
+}
+
+// dst[0:n] = sum_k c[k] * src[k * src_stride + 0:n]: n columns of a row
+// of W_b from its K bank rows (`src_stride` apart) and coefficients `c`.
+DYNCONV_MM_AVX2 void mix_row(const float* src, int64_t src_stride,
+                             const float* c, int64_t num_kernels, int64_t n,
+                             float* dst) {
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256 sum = _mm256_setzero_ps();
+    for (int64_t k = 0; k < num_kernels; ++k)
+      sum = _mm256_fmadd_ps(_mm256_broadcast_ss(c + k),
+                            _mm256_loadu_ps(src + k * src_stride + j), sum);
+    _mm256_storeu_ps(dst + j, sum);
+  }
+  for (; j < n; ++j) {
+    float sum = 0.f;
+    for (int64_t k = 0; k < num_kernels; ++k)
+      sum += c[k] * src[k * src_stride + j];
+    dst[j] = sum;
+  }
+}
+
+DYNCONV_MM_AVX2 float dot(const float* x, const float* y, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), acc);
+  float sum = lane_sum(acc);
+  for (; i < n; ++i) sum += x[i] * y[i];
+  return sum;
+}
+
+// ---- forward: a unit is (g, rows [o_begin, o_end)), all samples -------
+// Over the rows' bank a block of columns at a time (a few hundred KB, in
+// cache for every sample): each sample's rows of W_b on the block are
+// mixed into a panel, and its register tiles over the block of the input
+// are added to y. Columns of y past the last 16 (P = 49: one) are dot
+// products with the input's transposed copy (`tail`, [B, G, P % 16, J]).
+constexpr int64_t kBlock = 128;
+constexpr int64_t kForwardRows = 4 * kRows;
+
+DYNCONV_MM_AVX2 void forward_unit(const Layout& l, const float* cols,
+                                  const float* tail, float* y, int64_t g,
+                                  int64_t o_begin, int64_t o_end) {
+  const int64_t P = l.pixels, J = l.row, O = l.group_out;
+  const int64_t full = P / kLanes * kLanes, extra = P - full;
+  std::vector<float> panel(kRows * kBlock);  // rows of W_b on a block
+  std::vector<float> c(l.num_kernels);
+  for (int64_t j0 = 0; j0 < J; j0 += kBlock) {
+    const int64_t n = std::min(kBlock, J - j0);
+    for (int64_t b = 0; b < l.batch; ++b)
+      for (int64_t o0 = o_begin; o0 < o_end; o0 += kRows) {
+        const int64_t rows = std::min<int64_t>(kRows, o_end - o0);
+        const int64_t bg = b * l.groups + g;
+        const float* x = cols + (bg * J + j0) * P;  // [n, P]
+        float* out = y + (bg * O + o0) * P;         // [rows, P]
+        for (int64_t r = 0; r < rows; ++r) {
+          row_mixing(l, b, g, o0 + r, c.data());
+          mix_row(l.bank_row(0, g, o0 + r) + j0, l.groups * O * J,
+                  c.data(), l.num_kernels, n, panel.data() + r * kBlock);
+        }
+        for (int64_t p0 = 0; p0 < full; p0 += kLanes)
+          rows_of_tiles(rows, panel.data(), kBlock, n, x + p0, P, out + p0, P,
+                        j0 > 0);
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t p = 0; p < extra; ++p) {
+            const float d = dot(panel.data() + r * kBlock,
+                                tail + (bg * extra + p) * J + j0, n);
+            out[r * P + full + p] = j0 > 0 ? out[r * P + full + p] + d : d;
+          }
+      }
+  }
+}
+
+// ---- input gradient: a unit is (g, columns [j_begin, j_end)), all
+// samples ------------------------------------------------------------------
+// The unit's columns of the bank (K x O_g short rows) are copied together
+// once (rows J apart fall in a fraction of the cache's sets: 4608 floats
+// apart, an eighth of the L2's), then mixed into each sample's panel,
+// W_b[:, j_begin:j_end] ([O_g][64]), which the register tiles take 16
+// columns at a time, with the rows of the transposed output gradient
+// gy_t [B, G, P, O_g] as A.
+constexpr int64_t kInputColumns = 4 * kLanes;
+
+DYNCONV_MM_AVX2 void input_grad_unit(const Layout& l, const float* gy_t,
+                                     float* grad_cols_t, int64_t g,
+                                     int64_t j_begin, int64_t j_end) {
+  const int64_t P = l.pixels, J = l.row, O = l.group_out, K = l.num_kernels;
+  const int64_t n = j_end - j_begin;
+  std::vector<float> bank(K * O * kInputColumns);  // [K][O][64]
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t o = 0; o < O; ++o)
+      std::copy_n(l.bank_row(k, g, o) + j_begin, n,
+                  bank.data() + (k * O + o) * kInputColumns);
+  std::vector<float> panel(O * kInputColumns, 0.f);
+  std::vector<float> edge(P * kLanes);  // the last columns' results
+  std::vector<float> c(K);
+  for (int64_t b = 0; b < l.batch; ++b) {
+    const int64_t bg = b * l.groups + g;
+    for (int64_t o = 0; o < O; ++o) {
+      row_mixing(l, b, g, o, c.data());
+      mix_row(bank.data() + o * kInputColumns, O * kInputColumns, c.data(),
+              K, n, panel.data() + o * kInputColumns);
+    }
+    const float* a = gy_t + bg * P * O;  // [P, O]
+    float* out = grad_cols_t + bg * P * J + j_begin;
+    for (int64_t t = 0; t < n; t += kLanes) {
+      if (t + kLanes <= n) {
+        rows_of_tiles(P, a, O, O, panel.data() + t, kInputColumns, out + t,
+                      J);
+      } else {  // the panel's columns past n: computed, not stored
+        rows_of_tiles(P, a, O, O, panel.data() + t, kInputColumns,
+                      edge.data(), kLanes);
+        for (int64_t p = 0; p < P; ++p)
+          std::copy_n(edge.data() + p * kLanes, n - t, out + p * J + t);
+      }
+    }
+  }
+}
+
+// ---- weight gradients: a unit is (g, columns [j_begin, j_end)), every
+// row --------------------------------------------------------------------
+// One bank row's share of NB samples: dw (+)= sum_i c[i] G_i (`first`:
+// written, not added to) and the dot products <G_i, w>, kept as 8 lanes
+// each in `dots` (`dots_stride` apart), over `width` columns.
+template <int NB>
+DYNCONV_MM_AVX2 inline __attribute__((always_inline)) void reduce_samples(
+    const float* w, float* dw, bool first, const float* G,
+    int64_t G_stride, const float* c, float* dots, int64_t dots_stride,
+    int64_t width) {
+  __m256 dot[NB];
+  for (int i = 0; i < NB; ++i)
+    dot[i] = _mm256_loadu_ps(dots + i * dots_stride);
+  for (int64_t h = 0; h < width; h += 8) {
+    const __m256 wv = _mm256_loadu_ps(w + h);
+    __m256 sum = first ? _mm256_setzero_ps() : _mm256_loadu_ps(dw + h);
+    for (int i = 0; i < NB; ++i) {
+      const __m256 g = _mm256_loadu_ps(G + i * G_stride + h);
+      sum = _mm256_fmadd_ps(_mm256_broadcast_ss(c + i), g, sum);
+      dot[i] = _mm256_fmadd_ps(g, wv, dot[i]);
+    }
+    _mm256_storeu_ps(dw + h, sum);
+  }
+  for (int i = 0; i < NB; ++i)
+    _mm256_storeu_ps(dots + i * dots_stride, dot[i]);
+}
+
+// Rows o0 .. o0+rows: first every sample's G on the unit's columns, to
+// `products` ([B][rows][width], in cache); then, bank row by bank row, its
+// gradient summed over the samples (eight at a time in registers) and the
+// mixing's dot products, 8 lanes each in `dots` ([B][K], or per row
+// [B][K][kRows], summed to `partial` here). Both read and write rows of
+// the bank contiguously, which the prefetcher follows.
+DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const float* gy,
+                                      float* grad_bank, int64_t g,
+                                      int64_t o0, int64_t rows,
+                                      int64_t j_begin, int64_t n,
+                                      const float* packed, float* products,
+                                      float* edge, float* dots,
+                                      float* partial) {
+  const int64_t K = l.num_kernels, P = l.pixels, B = l.batch;
+  const int64_t width = (n + kLanes - 1) / kLanes * kLanes;
+  for (int64_t t = 0; t * kLanes < n; ++t)
+    for (int64_t b = 0; b < B; ++b)
+      rows_of_tiles(rows, gy + ((b * l.groups + g) * l.group_out + o0) * P,
+                    P, P, packed + (t * B + b) * P * kLanes, kLanes,
+                    products + b * rows * width + t * kLanes, width);
+  const int64_t dots_rows = l.per_row ? kRows : 1;
+  const int64_t sample_stride = K * dots_rows * 8;
+  std::vector<float> c(B);
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* w = l.bank_row(k, g, o0 + r) + j_begin;
+      float* dw_row = grad_bank + (w - l.bank);
+      float* dw = dw_row;
+      if (n < width) {  // the row's end: padded copies ([2][width])
+        std::fill_n(edge, width, 0.f);
+        std::copy_n(w, n, edge);
+        w = edge;
+        dw = edge + width;
+      }
+      for (int64_t b = 0; b < B; ++b) c[b] = l.mixing(b, g, o0 + r, k);
+      float* d = dots + (k * dots_rows + (l.per_row ? r : 0)) * 8;
+      for (int64_t b0 = 0; b0 < B; b0 += 8) {
+        const float* G = products + (b0 * rows + r) * width;
+        const int64_t G_stride = rows * width;
+        float* db = d + b0 * sample_stride;
+        switch (std::min<int64_t>(8, B - b0)) {
+#define DYNCONV_MM_SAMPLES(NB)                                              \
+  case NB:                                                                  \
+    reduce_samples<NB>(w, dw, b0 == 0, G, G_stride, c.data() + b0, db,      \
+                       sample_stride, width);                               \
+    break;
+          DYNCONV_MM_SAMPLES(1) DYNCONV_MM_SAMPLES(2) DYNCONV_MM_SAMPLES(3)
+          DYNCONV_MM_SAMPLES(4) DYNCONV_MM_SAMPLES(5) DYNCONV_MM_SAMPLES(6)
+          DYNCONV_MM_SAMPLES(7) DYNCONV_MM_SAMPLES(8)
+#undef DYNCONV_MM_SAMPLES
+        }
+      }
+      if (n < width) std::copy_n(dw, n, dw_row);
+    }
+  if (l.per_row) {  // this tile's rows are done: their sums, lanes reset
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t r = 0; r < rows; ++r) {
+          float* d = dots + ((b * K + k) * kRows + r) * 8;
+          partial[l.mixing_index(b, g, o0 + r, k)] +=
+              lane_sum(_mm256_loadu_ps(d));
+          std::fill_n(d, 8, 0.f);
+        }
+  }
+}
+
+DYNCONV_MM_AVX2 void weight_grad_unit(const Layout& l, const float* gy,
+                                      const float* cols_t, float* grad_bank,
+                                      int64_t g, int64_t j_begin,
+                                      int64_t j_end, float* partial) {
+  const int64_t P = l.pixels, B = l.batch, K = l.num_kernels;
+  const int64_t n = j_end - j_begin;
+  const int64_t tiles = (n + kLanes - 1) / kLanes;
+  // The unit's columns of every sample, 16 at a time ([tiles][B][P][16],
+  // zero past the last): contiguous for the register tiles, where the
+  // transposed input's rows are J apart.
+  std::vector<float> packed(tiles * B * P * kLanes, 0.f);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t p = 0; p < P; ++p) {  // each row's columns in order
+      const float* src = cols_t + ((b * l.groups + g) * P + p) * l.row;
+      for (int64_t t = 0; t < tiles; ++t) {
+        const int64_t j0 = j_begin + t * kLanes;
+        const int64_t m = std::min<int64_t>(kLanes, j_end - j0);
+        float* dst = packed.data() + ((t * B + b) * P + p) * kLanes;
+        if (m == kLanes) {
+          _mm256_storeu_ps(dst, _mm256_loadu_ps(src + j0));
+          _mm256_storeu_ps(dst + 8, _mm256_loadu_ps(src + j0 + 8));
+        } else {
+          std::copy_n(src + j0, m, dst);
+        }
+      }
+    }
+  std::vector<float> products(B * kRows * tiles * kLanes);
+  std::vector<float> edge(2 * tiles * kLanes);
+  std::vector<float> dots(B * K * (l.per_row ? kRows : 1) * 8, 0.f);
+  for (int64_t o0 = 0; o0 < l.group_out; o0 += kRows)
+    weight_grad_rows(l, gy, grad_bank, g, o0,
+                     std::min<int64_t>(kRows, l.group_out - o0), j_begin, n,
+                     packed.data(), products.data(), edge.data(),
+                     dots.data(), partial);
+  if (!l.per_row)  // shared mixing: the unit's sums
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t k = 0; k < K; ++k)
+        partial[b * K + k] +=
+            lane_sum(_mm256_loadu_ps(dots.data() + (b * K + k) * 8));
+}
+
+// The weight gradients' unit: every row, and as many columns as keep the
+// packed input within this many bytes (in L2 while all rows take it).
+constexpr int64_t kPackedBytes = 256 << 10;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+Layout check_bank_and_mixing(const char* op, const at::Tensor& bank,
+                             const at::Tensor& mixing, int64_t batch) {
+  check_float_cpu(op, "bank", bank, bank.dim() == 4,
+                  "[K, groups, C_out/groups, J]");
+  const int64_t K = bank.size(0), G = bank.size(1), O = bank.size(2);
+  const bool per_row = mixing.dim() == 4;
+  if (per_row)
+    check_float_cpu_shape(op, "mixing", mixing, {batch, G, O, K});
+  else
+    check_float_cpu_shape(op, "mixing", mixing, {batch, K});
+  return Layout{batch, G, O, 0, bank.size(3), K, bank.data_ptr<float>(),
+                mixing.data_ptr<float>(), per_row};
+}
+
+}  // namespace
+
+bool sample_gemm_supported() {
+  static const bool supported =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return supported;
+}
+
+namespace {
+
+// The layout of an op's call, its arguments checked: the bank, the mixing
+// and `t`, the per-sample operand [B, G, ., .] (`expected`), whose
+// dimension `width_dim` (2 or 3) must be the bank's rows per group O_g
+// (`output_rows`) or its row length J, and whose other one is the pixels.
+Layout checked_layout(const char* op, const char* name, const at::Tensor& t,
+                      const char* expected, bool output_rows,
+                      int64_t width_dim, const at::Tensor& bank,
+                      const at::Tensor& mixing) {
+  TORCH_CHECK(sample_gemm_supported(), "dynconv_mm ", op,
+              ": needs a CPU with AVX2 and FMA");
+  check_float_cpu(op, name, t, t.dim() == 4, expected);
+  Layout l = check_bank_and_mixing(op, bank, mixing, t.size(0));
+  const int64_t pixel_dim = 5 - width_dim;
+  std::vector<int64_t> sizes{l.batch, l.groups, 0, 0};
+  sizes[width_dim] = output_rows ? l.group_out : l.row;
+  sizes[pixel_dim] = t.size(pixel_dim);
+  check_float_cpu_shape(op, name, t, sizes);
+  l.pixels = t.size(pixel_dim);
+  return l;
+}
+
+}  // namespace
+
+at::Tensor sample_gemm_forward(const at::Tensor& cols, const at::Tensor& bank,
+                               const at::Tensor& mixing) {
+  const Layout l = checked_layout("sample_gemm_forward", "cols", cols,
+                                  "[B, groups, J, P]", false, 2, bank,
+                                  mixing);
+  at::Tensor y = at::empty({l.batch, l.groups, l.group_out, l.pixels},
+                           cols.options());
+  const int64_t full = l.pixels / kLanes * kLanes;
+  const at::Tensor tail =
+      cols.narrow(3, full, l.pixels - full).transpose(2, 3).contiguous();
+  const int64_t row_units = ceil_div(l.group_out, kForwardRows);
+  at::parallel_for(0, l.groups * row_units, 1, [&](int64_t begin,
+                                                   int64_t end) {
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t o0 = u % row_units * kForwardRows;
+      forward_unit(l, cols.data_ptr<float>(), tail.data_ptr<float>(),
+                   y.data_ptr<float>(), u / row_units, o0,
+                   std::min(l.group_out, o0 + kForwardRows));
+    }
+  });
+  return y;
+}
+
+at::Tensor sample_gemm_input_grad(const at::Tensor& grad_y_t,
+                                  const at::Tensor& bank,
+                                  const at::Tensor& mixing) {
+  const Layout l = checked_layout("sample_gemm_input_grad", "grad_y_t",
+                                  grad_y_t, "[B, groups, P, C_out/groups]",
+                                  true, 3, bank, mixing);
+  at::Tensor grad_cols_t = at::empty({l.batch, l.groups, l.pixels, l.row},
+                                     grad_y_t.options());
+  const int64_t column_units = ceil_div(l.row, kInputColumns);
+  at::parallel_for(0, l.groups * column_units, 1, [&](int64_t begin,
+                                                      int64_t end) {
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t j0 = u % column_units * kInputColumns;
+      input_grad_unit(l, grad_y_t.data_ptr<float>(),
+                      grad_cols_t.data_ptr<float>(), u / column_units, j0,
+                      std::min(l.row, j0 + kInputColumns));
+    }
+  });
+  return grad_cols_t;
+}
+
+std::vector<at::Tensor> sample_gemm_weight_grads(const at::Tensor& grad_y,
+                                                 const at::Tensor& cols_t,
+                                                 const at::Tensor& bank,
+                                                 const at::Tensor& mixing) {
+  const Layout l = checked_layout("sample_gemm_weight_grads", "grad_y",
+                                  grad_y, "[B, groups, C_out/groups, P]",
+                                  true, 2, bank, mixing);
+  check_float_cpu_shape("sample_gemm_weight_grads", "cols_t", cols_t,
+                        {l.batch, l.groups, l.pixels, l.row});
+  at::Tensor grad_bank = at::empty_like(bank);
+  // (the input is packed once per unit: a unit takes every row)
+  const int64_t columns =
+      kLanes * std::clamp<int64_t>(
+                   kPackedBytes / (l.batch * l.pixels * kLanes * 4), 1, 16);
+  const int64_t column_units = ceil_div(l.row, columns);
+  const int64_t units = l.groups * column_units;
+  // Each unit's share of the mixing gradient, summed below: the same
+  // result whatever the number of threads. Per row, the units of one
+  // column range write disjoint entries of one row of partials.
+  at::Tensor partials = at::zeros(
+      {column_units * (l.per_row ? 1 : l.groups), mixing.numel()},
+      mixing.options());
+  at::parallel_for(0, units, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t co = u % column_units, j0 = co * columns;
+      weight_grad_unit(
+          l, grad_y.data_ptr<float>(), cols_t.data_ptr<float>(),
+          grad_bank.data_ptr<float>(), u / column_units, j0,
+          std::min(l.row, j0 + columns),
+          partials.data_ptr<float>() + (l.per_row ? co : u) * mixing.numel());
+    }
+  });
+  return {grad_bank, partials.sum(0).view(mixing.sizes())};
+}
+
+#else  // not x86-64 with GCC: never offered, PyTorch runs them
+
+bool sample_gemm_supported() { return false; }
+
+at::Tensor sample_gemm_forward(const at::Tensor&, const at::Tensor&,
+                               const at::Tensor&) {
+  TORCH_CHECK(false, "dynconv_mm sample_gemm_forward: x86-64 only");
+}
+
+at::Tensor sample_gemm_input_grad(const at::Tensor&, const at::Tensor&,
+                                  const at::Tensor&) {
+  TORCH_CHECK(false, "dynconv_mm sample_gemm_input_grad: x86-64 only");
+}
+
+std::vector<at::Tensor> sample_gemm_weight_grads(const at::Tensor&,
+                                                 const at::Tensor&,
+                                                 const at::Tensor&,
+                                                 const at::Tensor&) {
+  TORCH_CHECK(false, "dynconv_mm sample_gemm_weight_grads: x86-64 only");
+}
+#endif  // DYNCONV_MM_SAMPLE_GEMM
+
+}  // namespace dynconv_mm

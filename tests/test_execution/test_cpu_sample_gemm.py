@@ -1,0 +1,257 @@
+"""The compiled per-sample GEMMs of ``tiled_gemm``
+(``dynconv_mm/execution/csrc/sample_gemm_cpu.cpp``): each op against the
+same products in float64 written out here, through ``dynamic_conv2d``
+against the slow oracle (forward and every gradient), where they must
+not run, and their refusals of bad arguments."""
+import importlib
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import dynconv_mm.execution.cpu_ops as cpu_ops
+from dynconv_mm.execution import ConvAttentions, dynamic_conv2d
+from cpu_ops_spy import count_cpu_op_calls
+from oracle import reference_dynamic_conv2d
+from test_dynamic_conv2d import inputs_of, make_case
+
+tiled = importlib.import_module('dynconv_mm.execution.tiled_gemm_conv2d')
+
+OPS = ('sample_gemm_forward', 'sample_gemm_input_grad',
+       'sample_gemm_weight_grads')
+
+
+@pytest.fixture
+def counting_ops(monkeypatch):
+    spy = count_cpu_op_calls(monkeypatch)
+    if not cpu_ops._CPU_OPS.sample_gemm_supported():
+        pytest.skip('this CPU has no AVX2 and FMA: the sample-GEMM ops '
+                    'are not offered')
+    return spy
+
+
+def float64_products(cols, bank, mixing, grad_y):
+    """y, the transposed input gradient, the bank's and the mixing's
+    gradients, in float64, by einsum (W_b mixed whole)."""
+    cols, bank, mixing, grad_y = (t.double()
+                                  for t in (cols, bank, mixing, grad_y))
+    if mixing.dim() == 2:
+        kernels = torch.einsum('bk,kgoj->bgoj', mixing, bank)
+    else:
+        kernels = torch.einsum('bgok,kgoj->bgoj', mixing, bank)
+    y = kernels @ cols
+    grad_cols_t = grad_y.transpose(2, 3) @ kernels
+    grad_kernels = grad_y @ cols.transpose(2, 3)
+    if mixing.dim() == 2:
+        grad_bank = torch.einsum('bk,bgoj->kgoj', mixing, grad_kernels)
+        grad_mixing = torch.einsum('bgoj,kgoj->bk', grad_kernels, bank)
+    else:
+        grad_bank = torch.einsum('bgok,bgoj->kgoj', mixing, grad_kernels)
+        grad_mixing = torch.einsum('bgoj,kgoj->bgok', grad_kernels, bank)
+    return y, grad_cols_t, grad_bank, grad_mixing
+
+
+def run_ops(cols, bank, mixing, grad_y):
+    ops = cpu_ops._CPU_OPS
+    y = ops.sample_gemm_forward(cols, bank, mixing)
+    grad_cols_t = ops.sample_gemm_input_grad(
+        grad_y.transpose(2, 3).contiguous(), bank, mixing)
+    grad_bank, grad_mixing = ops.sample_gemm_weight_grads(
+        grad_y, cols.transpose(2, 3).contiguous(), bank, mixing)
+    return y, grad_cols_t, grad_bank, grad_mixing
+
+
+# (B, groups, O/g, J, P, K): tails everywhere the register tiles have
+# them: rows (O/g not a multiple of 6), columns (J not of 8 or 16), pixels
+# (P below 16: all by dot products; 20, 33, 49: some), samples (9: more
+# than 8 at a time), columns past one unit (J = 300 and 4104) and one
+# kernel
+SHAPES = {
+    'tiny': (2, 1, 1, 3, 1, 2),
+    'tails': (3, 2, 7, 19, 5, 3),
+    'pixels20': (2, 1, 13, 37, 20, 2),
+    'groups3': (1, 3, 5, 40, 33, 3),
+    'batch9': (9, 1, 17, 300, 49, 4),
+    'one_kernel': (4, 1, 6, 64, 16, 1),
+    'long_rows': (3, 1, 8, 4104, 25, 3),
+}
+
+
+@pytest.mark.parametrize('per_row', [False, True], ids=['shared', 'per_row'])
+@pytest.mark.parametrize('shape', SHAPES)
+def test_ops_match_float64_products(counting_ops, shape, per_row):
+    batch, groups, rows, row, pixels, kernels = SHAPES[shape]
+    g = torch.Generator().manual_seed(0)
+    cols = torch.randn(batch, groups, row, pixels, generator=g)
+    bank = torch.randn(kernels, groups, rows, row, generator=g)
+    grad_y = torch.randn(batch, groups, rows, pixels, generator=g)
+    # coefficients far from uniform, different per sample (and row)
+    mixing = torch.rand(*((batch, groups, rows, kernels) if per_row else
+                          (batch, kernels)), generator=g) + 0.2
+    got = run_ops(cols, bank, mixing, grad_y)
+    want = float64_products(cols, bank, mixing, grad_y)
+    for name, a, b in zip(('y', 'grad_cols_t', 'grad_bank', 'grad_mixing'),
+                          got, want):
+        assert a.dtype == torch.float32 and a.shape == b.shape, name
+        scale = b.abs().max().item()
+        torch.testing.assert_close(a.double(), b, rtol=1e-5,
+                                   atol=1e-5 * scale, msg=name)
+    assert all(counting_ops.calls[op] == 1 for op in OPS)
+
+
+def test_ops_agree_across_thread_counts(counting_ops):
+    """Every unit sums in a fixed order, and the mixing's partial sums are
+    added in unit order: one thread and two give the same bits."""
+    batch, groups, rows, row, pixels, kernels = SHAPES['long_rows']
+    g = torch.Generator().manual_seed(1)
+    cols = torch.randn(batch, groups, row, pixels, generator=g)
+    bank = torch.randn(kernels, groups, rows, row, generator=g)
+    grad_y = torch.randn(batch, groups, rows, pixels, generator=g)
+    mixing = torch.rand(batch, kernels, generator=g)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run_ops(cols, bank, mixing, grad_y)
+        torch.set_num_threads(2)
+        two = run_ops(cols, bank, mixing, grad_y)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
+
+
+@pytest.fixture
+def any_row_runs_compiled(monkeypatch):
+    """The test layers' kernel rows are short: let the ops take them."""
+    monkeypatch.setattr(tiled, 'COMPILED_GEMM_MIN_ROW', 1)
+
+
+def float32_case(geometry, attention):
+    x, weight, bias, att, conv = make_case(geometry, attention, True)
+    as32 = lambda t: t.detach().float().requires_grad_()  # noqa: E731
+    return (as32(x), as32(weight), as32(bias),
+            {k: as32(v) for k, v in att.items()}, conv)
+
+
+@pytest.mark.parametrize('geometry', ['plain3x3', 'groups2', 'stride2',
+                                      '1x1', 'batch1'])
+@pytest.mark.parametrize('attention', ['dynamic_conv', 'dynet',
+                                       'odconv_4x'])
+def test_tiled_gemm_through_the_ops_matches_oracle(counting_ops,
+                                                   any_row_runs_compiled,
+                                                   geometry, attention):
+    """Forward and every gradient of a layer run by the ops, against the
+    per-sample ``F.conv2d`` oracle in float64."""
+    x, weight, bias, att, conv = float32_case(geometry, attention)
+    out = dynamic_conv2d(x, weight, ConvAttentions(**att), bias,
+                         method='tiled_gemm', **conv)
+    tensors = inputs_of(x, weight, bias, att)
+    cot = torch.randn(out.shape, dtype=torch.float64,
+                      generator=torch.Generator().manual_seed(1))
+    got = torch.autograd.grad(out, tensors, cot.float())
+    assert all(counting_ops.calls[op] == 1 for op in OPS)
+    as64 = [t.detach().double().requires_grad_() for t in tensors]
+    x64, w64 = as64[:2]
+    b64, att64 = as64[2], dict(zip(att, as64[3:]))
+    ref = reference_dynamic_conv2d(x64, w64, bias=b64, **att64, **conv)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(got, torch.autograd.grad(ref, as64, cot)):
+        torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-4)
+
+
+def test_frozen_layer_skips_the_weight_op(counting_ops,
+                                          any_row_runs_compiled):
+    x, weight, bias, att, conv = float32_case('plain3x3', 'dynamic_conv')
+    for t in [weight, bias] + list(att.values()):
+        t.requires_grad_(False)
+    out = dynamic_conv2d(x, weight, ConvAttentions(**att), bias,
+                         method='tiled_gemm', **conv)
+    out.sum().backward()
+    assert counting_ops.calls['sample_gemm_input_grad'] == 1
+    assert counting_ops.calls['sample_gemm_weight_grads'] == 0
+
+
+def run_layer(x, weight, bias, att, conv):
+    out = dynamic_conv2d(x, weight, ConvAttentions(**att), bias,
+                         method='tiled_gemm', **conv)
+    out.sum().backward()
+    return out
+
+
+def test_rows_below_the_threshold_stay_in_pytorch(counting_ops):
+    x, weight, bias, att, conv = float32_case('plain3x3', 'dynamic_conv')
+    assert weight[0, 0].numel() < tiled.COMPILED_GEMM_MIN_ROW
+    run_layer(x, weight, bias, att, conv)
+    assert not any(counting_ops.calls[op] for op in OPS)
+
+
+def test_long_rows_on_a_small_map_run_compiled(counting_ops):
+    """A layer at the threshold, as the 512-channel 3x3 layers of
+    ResNet-50's last stage (rows of 4608) are."""
+    g = torch.Generator().manual_seed(0)
+    c_in = -(-tiled.COMPILED_GEMM_MIN_ROW // 9)
+    x = torch.randn(2, c_in, 5, 5, generator=g, requires_grad=True)
+    weight = torch.randn(2, 3, c_in, 3, 3, generator=g, requires_grad=True)
+    kernel = torch.rand(2, 2, generator=g, requires_grad=True)
+    run_layer(x, weight, None, dict(kernel=kernel), dict(padding=1))
+    assert all(counting_ops.calls[op] == 1 for op in OPS)
+    # and not on a map of 10x10 output pixels or more
+    counting_ops.calls.clear()
+    x = torch.randn(2, c_in, 10, 10, generator=g, requires_grad=True)
+    run_layer(x, weight, None, dict(kernel=kernel), dict(padding=1))
+    assert not any(counting_ops.calls[op] for op in OPS)
+
+
+@pytest.mark.parametrize('case', ['float64', 'bf16_autocast', 'flop_counter',
+                                  'create_graph', 'turned_off'])
+def test_where_the_ops_must_not_run(counting_ops, any_row_runs_compiled,
+                                    case, monkeypatch):
+    x, weight, bias, att, conv = float32_case('plain3x3', 'dynamic_conv')
+    if case == 'float64':
+        x, weight, bias = (t.detach().double().requires_grad_()
+                           for t in (x, weight, bias))
+        att = {k: v.detach().double().requires_grad_()
+               for k, v in att.items()}
+    if case == 'turned_off':  # DYNCONV_MM_CPU_OPS=0 at import
+        monkeypatch.setattr(cpu_ops, '_CPU_OPS', None)
+    if case == 'bf16_autocast':
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            run_layer(x, weight, bias, att, conv)
+    elif case == 'flop_counter':
+        with FlopCounterMode(display=False):
+            run_layer(x, weight, bias, att, conv)
+    elif case == 'create_graph':
+        out = dynamic_conv2d(x, weight, ConvAttentions(**att), bias,
+                             method='tiled_gemm', **conv)
+        (gx, ) = torch.autograd.grad(out.sum(), [x], create_graph=True)
+        assert gx.requires_grad
+        assert counting_ops.calls['sample_gemm_forward'] == 1
+        counting_ops.calls.clear()
+    else:
+        run_layer(x, weight, bias, att, conv)
+    assert not any(counting_ops.calls[op] for op in OPS)
+
+
+@pytest.mark.parametrize('op, args, message', [
+    ('sample_gemm_forward', lambda c, b, m, gy: (c.double(), b, m), 'cols'),
+    ('sample_gemm_forward',  # rows of 4, not the input's 5
+     lambda c, b, m, gy: (c, b[..., :-1].contiguous(), m), 'cols'),
+    ('sample_gemm_forward', lambda c, b, m, gy: (c, b[..., :-1], m),
+     'bank'),  # not contiguous
+    ('sample_gemm_forward', lambda c, b, m, gy: (c, b, m[:, :1]), 'mixing'),
+    ('sample_gemm_forward', lambda c, b, m, gy: (c, b[0], m), 'bank'),
+    ('sample_gemm_input_grad',
+     lambda c, b, m, gy: (gy.transpose(2, 3), b, m), 'grad_y_t'),
+    ('sample_gemm_weight_grads', lambda c, b, m, gy: (gy, c, b, m),
+     'cols_t'),
+    ('sample_gemm_weight_grads',
+     lambda c, b, m, gy: (gy[:, :, :1], c.transpose(2, 3).contiguous(), b,
+                          m), 'grad_y'),
+])
+def test_bad_arguments_are_refused_by_name(counting_ops, op, args, message):
+    cols = torch.randn(2, 1, 5, 4)
+    bank = torch.randn(3, 1, 6, 5)
+    mixing = torch.rand(2, 3)
+    grad_y = torch.randn(2, 1, 6, 4)
+    with pytest.raises(RuntimeError, match=f'dynconv_mm {op}: {message}'):
+        getattr(cpu_ops._CPU_OPS, op)(*args(cols, bank, mixing, grad_y))
