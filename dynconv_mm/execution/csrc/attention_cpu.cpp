@@ -16,6 +16,14 @@
 #include <vector>
 
 namespace dynconv_mm {
+
+DYNCONV_MM_VECTOR_CLONES
+float dot(const float* a, const float* b, int64_t n) {
+  float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
 namespace {
 
 DYNCONV_MM_VECTOR_CLONES
@@ -23,14 +31,6 @@ float row_sum(const float* row, int64_t n) {
   float acc = 0.f;
 #pragma omp simd reduction(+ : acc)
   for (int64_t i = 0; i < n; ++i) acc += row[i];
-  return acc;
-}
-
-DYNCONV_MM_VECTOR_CLONES
-float dot(const float* a, const float* b, int64_t n) {
-  float acc = 0.f;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
   return acc;
 }
 

@@ -23,6 +23,9 @@ constexpr int64_t kGrainElements = 1 << 15;
 #define DYNCONV_MM_VECTOR_CLONES
 #endif
 
+// sum_i a[i] * b[i] over n floats (attention_cpu.cpp), vectorised.
+float dot(const float* a, const float* b, int64_t n);
+
 // A contiguous float32 CPU tensor whose shape is right (`shape_ok`), or an
 // error that names the op and the argument and says what was expected
 // (`expected...`, formatted only on failure).

@@ -165,16 +165,6 @@ DYNCONV_MM_AVX2 void mix_row(const float* src, int64_t src_stride,
   }
 }
 
-DYNCONV_MM_AVX2 float dot(const float* x, const float* y, int64_t n) {
-  __m256 acc = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), acc);
-  float sum = lane_sum(acc);
-  for (; i < n; ++i) sum += x[i] * y[i];
-  return sum;
-}
-
 // ---- forward: a unit is (g, rows [o_begin, o_end)), all samples -------
 // Over the rows' bank a block of columns at a time (a few hundred KB, in
 // cache for every sample): each sample's rows of W_b on the block are
@@ -301,7 +291,7 @@ DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const float* gy,
                                       int64_t o0, int64_t rows,
                                       int64_t j_begin, int64_t n,
                                       const float* packed, float* products,
-                                      float* edge, float* dots,
+                                      float* edge, float* c, float* dots,
                                       float* partial) {
   const int64_t K = l.num_kernels, P = l.pixels, B = l.batch;
   const int64_t width = (n + kLanes - 1) / kLanes * kLanes;
@@ -312,7 +302,6 @@ DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const float* gy,
                     products + b * rows * width + t * kLanes, width);
   const int64_t dots_rows = l.per_row ? kRows : 1;
   const int64_t sample_stride = K * dots_rows * 8;
-  std::vector<float> c(B);
   for (int64_t k = 0; k < K; ++k)
     for (int64_t r = 0; r < rows; ++r) {
       const float* w = l.bank_row(k, g, o0 + r) + j_begin;
@@ -333,7 +322,7 @@ DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const float* gy,
         switch (std::min<int64_t>(8, B - b0)) {
 #define DYNCONV_MM_SAMPLES(NB)                                              \
   case NB:                                                                  \
-    reduce_samples<NB>(w, dw, b0 == 0, G, G_stride, c.data() + b0, db,      \
+    reduce_samples<NB>(w, dw, b0 == 0, G, G_stride, c + b0, db,             \
                        sample_stride, width);                               \
     break;
           DYNCONV_MM_SAMPLES(1) DYNCONV_MM_SAMPLES(2) DYNCONV_MM_SAMPLES(3)
@@ -385,10 +374,11 @@ DYNCONV_MM_AVX2 void weight_grad_unit(const Layout& l, const float* gy,
   std::vector<float> products(B * kRows * tiles * kLanes);
   std::vector<float> edge(2 * tiles * kLanes);
   std::vector<float> dots(B * K * (l.per_row ? kRows : 1) * 8, 0.f);
+  std::vector<float> c(B);  // a bank row's coefficients, per sample
   for (int64_t o0 = 0; o0 < l.group_out; o0 += kRows)
     weight_grad_rows(l, gy, grad_bank, g, o0,
                      std::min<int64_t>(kRows, l.group_out - o0), j_begin, n,
-                     packed.data(), products.data(), edge.data(),
+                     packed.data(), products.data(), edge.data(), c.data(),
                      dots.data(), partial);
   if (!l.per_row)  // shared mixing: the unit's sums
     for (int64_t b = 0; b < B; ++b)
@@ -403,30 +393,6 @@ constexpr int64_t kPackedBytes = 256 << 10;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-Layout check_bank_and_mixing(const char* op, const at::Tensor& bank,
-                             const at::Tensor& mixing, int64_t batch) {
-  check_float_cpu(op, "bank", bank, bank.dim() == 4,
-                  "[K, groups, C_out/groups, J]");
-  const int64_t K = bank.size(0), G = bank.size(1), O = bank.size(2);
-  const bool per_row = mixing.dim() == 4;
-  if (per_row)
-    check_float_cpu_shape(op, "mixing", mixing, {batch, G, O, K});
-  else
-    check_float_cpu_shape(op, "mixing", mixing, {batch, K});
-  return Layout{batch, G, O, 0, bank.size(3), K, bank.data_ptr<float>(),
-                mixing.data_ptr<float>(), per_row};
-}
-
-}  // namespace
-
-bool sample_gemm_supported() {
-  static const bool supported =
-      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return supported;
-}
-
-namespace {
-
 // The layout of an op's call, its arguments checked: the bank, the mixing
 // and `t`, the per-sample operand [B, G, ., .] (`expected`), whose
 // dimension `width_dim` (2 or 3) must be the bank's rows per group O_g
@@ -438,17 +404,31 @@ Layout checked_layout(const char* op, const char* name, const at::Tensor& t,
   TORCH_CHECK(sample_gemm_supported(), "dynconv_mm ", op,
               ": needs a CPU with AVX2 and FMA");
   check_float_cpu(op, name, t, t.dim() == 4, expected);
-  Layout l = check_bank_and_mixing(op, bank, mixing, t.size(0));
+  check_float_cpu(op, "bank", bank, bank.dim() == 4,
+                  "[K, groups, C_out/groups, J]");
+  const int64_t B = t.size(0), K = bank.size(0), G = bank.size(1),
+                O = bank.size(2);
+  const bool per_row = mixing.dim() == 4;
+  if (per_row)
+    check_float_cpu_shape(op, "mixing", mixing, {B, G, O, K});
+  else
+    check_float_cpu_shape(op, "mixing", mixing, {B, K});
   const int64_t pixel_dim = 5 - width_dim;
-  std::vector<int64_t> sizes{l.batch, l.groups, 0, 0};
-  sizes[width_dim] = output_rows ? l.group_out : l.row;
+  std::vector<int64_t> sizes{B, G, 0, 0};
+  sizes[width_dim] = output_rows ? O : bank.size(3);
   sizes[pixel_dim] = t.size(pixel_dim);
   check_float_cpu_shape(op, name, t, sizes);
-  l.pixels = t.size(pixel_dim);
-  return l;
+  return Layout{B, G, O, t.size(pixel_dim), bank.size(3), K,
+                bank.data_ptr<float>(), mixing.data_ptr<float>(), per_row};
 }
 
 }  // namespace
+
+bool sample_gemm_supported() {
+  static const bool supported =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return supported;
+}
 
 at::Tensor sample_gemm_forward(const at::Tensor& cols, const at::Tensor& bank,
                                const at::Tensor& mixing) {
