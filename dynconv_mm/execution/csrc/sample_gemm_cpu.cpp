@@ -165,6 +165,20 @@ DYNCONV_MM_AVX2 void mix_row(const float* src, int64_t src_stride,
   }
 }
 
+// Asks for the cache lines of n floats at `src` ahead of their use (`write`:
+// to be written). The ops walk the bank a few hundred bytes per row with
+// rows 4-18 KB apart: more streams than the hardware prefetcher follows,
+// so without these each piece waits on memory (the forward at batch 1 and
+// the weight gradients, both with four to six kernels: 7-20% longer).
+inline void prefetch(const float* src, int64_t n, bool write = false) {
+  for (int64_t j = 0; j < n; j += 64 / sizeof(float)) {
+    if (write)
+      __builtin_prefetch(src + j, 1, 3);
+    else
+      __builtin_prefetch(src + j, 0, 3);
+  }
+}
+
 // ---- forward: a unit is (g, rows [o_begin, o_end)), all samples -------
 // Over the rows' bank a block of columns at a time (a few hundred KB, in
 // cache for every sample): each sample's rows of W_b on the block are
@@ -193,6 +207,10 @@ DYNCONV_MM_AVX2 void forward_unit(const Layout& l, const float* cols,
           row_mixing(l, b, g, o0 + r, c.data());
           mix_row(l.bank_row(0, g, o0 + r) + j0, l.groups * O * J,
                   c.data(), l.num_kernels, n, panel.data() + r * kBlock);
+          if (b == 0 && j0 + kBlock < J)  // the rows' next block
+            for (int64_t k = 0; k < l.num_kernels; ++k)
+              prefetch(l.bank_row(k, g, o0 + r) + j0 + kBlock,
+                       std::min(kBlock, J - j0 - kBlock));
         }
         for (int64_t p0 = 0; p0 < full; p0 += kLanes)
           rows_of_tiles(rows, panel.data(), kBlock, n, x + p0, P, out + p0, P,
@@ -284,8 +302,8 @@ DYNCONV_MM_AVX2 inline __attribute__((always_inline)) void reduce_samples(
 // `products` ([B][rows][width], in cache); then, bank row by bank row, its
 // gradient summed over the samples (eight at a time in registers) and the
 // mixing's dot products, 8 lanes each in `dots` ([B][K], or per row
-// [B][K][kRows], summed to `partial` here). Both read and write rows of
-// the bank contiguously, which the prefetcher follows.
+// [B][K][kRows], summed to `partial` here). Each bank row's piece of the
+// next tile is prefetched while this tile's is reduced.
 DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const float* gy,
                                       float* grad_bank, int64_t g,
                                       int64_t o0, int64_t rows,
@@ -312,6 +330,11 @@ DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const float* gy,
         std::copy_n(w, n, edge);
         w = edge;
         dw = edge + width;
+      }
+      if (o0 + kRows + r < l.group_out) {  // this row of the next tile
+        const float* ahead = l.bank_row(k, g, o0 + kRows + r) + j_begin;
+        prefetch(ahead, n);
+        prefetch(grad_bank + (ahead - l.bank), n, true);
       }
       for (int64_t b = 0; b < B; ++b) c[b] = l.mixing(b, g, o0 + r, k);
       float* d = dots + (k * dots_rows + (l.per_row ? r : 0)) * 8;
