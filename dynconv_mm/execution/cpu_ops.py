@@ -31,6 +31,11 @@ differ from it by float rounding: a layer in training mode suspends them
 (a training forward without autograd is a reentrant checkpoint's first
 pass, which must match its recomputation in backward).
 
+And two for the unfolded input of ``im2col`` and ``tiled_gemm``
+(:func:`cpu_unfold_columns`, :func:`cpu_fold_columns`): ``F.unfold`` and
+``F.fold`` with the samples' channels over threads, the fold from
+columns of any strides.
+
 The GEMM ops run inside an autograd Function (``tiled_gemm``'s), with or
 without autograd alike, so they are not suspended: a checkpoint's two
 passes both run them. They need AVX2 and FMA (:func:`cpu_sample_gemm_usable`).
@@ -44,7 +49,7 @@ same values are computed in PyTorch; :data:`CPU_OPS_ERROR` says why, and
 import importlib
 import os
 from contextlib import contextmanager
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -137,13 +142,50 @@ def cpu_sample_gemm_input_grad(grad_y_t: Tensor, bank: Tensor,
     return _CPU_OPS.sample_gemm_input_grad(grad_y_t, bank, mixing)
 
 
-def cpu_sample_gemm_weight_grads(grad_y: Tensor, cols_t: Tensor,
+def cpu_sample_gemm_weight_grads(grad_y: Tensor, cols: Tensor,
                                  bank: Tensor,
                                  mixing: Tensor) -> List[Tensor]:
     """The gradients of :func:`cpu_sample_gemm_forward`'s bank and mixing,
-    from the output gradient ``[B, g, O/g, P]`` and the transposed input
-    ``cols_t`` ``[B, g, P, J]``."""
-    return _CPU_OPS.sample_gemm_weight_grads(grad_y, cols_t, bank, mixing)
+    from the output gradient ``[B, g, O/g, P]`` and its input ``cols``."""
+    return _CPU_OPS.sample_gemm_weight_grads(grad_y, cols, bank, mixing)
+
+
+def cpu_unfold_usable(x: Tensor) -> bool:
+    """Whether :func:`cpu_unfold_columns` may unfold ``x``: the ops are
+    there, ``x`` is a contiguous float32 CPU tensor and nothing compiles,
+    traces or watches the call. Not suspended: unfolding and folding give
+    the same bits as ``F.unfold`` and ``F.fold``."""
+    return (_CPU_OPS is not None and _unobserved()
+            and _contiguous_float32_cpu(x))
+
+
+def cpu_fold_usable(cols: Tensor) -> bool:
+    """Whether :func:`cpu_fold_columns` may fold ``cols`` (float32 on the
+    CPU, of any strides; otherwise as :func:`cpu_unfold_usable`)."""
+    return (_CPU_OPS is not None and _unobserved()
+            and cols.device.type == 'cpu' and cols.dtype == torch.float32)
+
+
+def cpu_unfold_columns(x: Tensor, kernel_size: Tuple[int, int],
+                       dilation: Tuple[int, int], padding: Tuple[int, int],
+                       stride: Tuple[int, int]) -> Tensor:
+    """``F.unfold(x, kernel_size, dilation, padding, stride)`` of ``x``
+    ``[B, C, H, W]``: ``[B, C*kh*kw, H_out*W_out]``, the samples' channels
+    split over threads (PyTorch's runs one sample at a time)."""
+    return _CPU_OPS.unfold_columns(x, kernel_size, dilation, padding, stride)
+
+
+def cpu_fold_columns(cols: Tensor, size: Tuple[int, int],
+                     kernel_size: Tuple[int, int], dilation: Tuple[int, int],
+                     padding: Tuple[int, int],
+                     stride: Tuple[int, int]) -> Tensor:
+    """``F.fold(cols, size, kernel_size, dilation, padding, stride)`` of
+    ``cols`` ``[B, C*kh*kw, P]`` of any strides (PyTorch's needs them
+    contiguous, and the sample GEMMs' input gradient is a transposed
+    view): ``[B, C, H, W]``, summed in the same order, so the same
+    bits."""
+    return _CPU_OPS.fold_columns(cols, size[0], size[1], kernel_size,
+                                 dilation, padding, stride)
 
 
 def cpu_attention_applies(x: Tensor, trunk_weight: Tensor) -> bool:

@@ -13,7 +13,7 @@ unfolded input is ``kh*kw`` times the input, so it pays where the spatial
 size is small and the kernel large (ResNet's 14x14 and 7x7 stages), where a
 per-sample kernel would cost more memory traffic than the activations.
 """
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -22,8 +22,45 @@ from torch import Tensor
 from .attentions import (ConvAttentions, IntPair, Padding, accepts_empty_batch,
                          compute_dtype, explicit_padding, finish, output_size,
                          pair, scale_channels, shared_kernel_conv2d)
+from .cpu_ops import (cpu_fold_columns, cpu_fold_usable, cpu_unfold_columns,
+                      cpu_unfold_usable)
 from .kernel_branches import branch_bank, mix_branches
 from .recompute import scaled_input_conv2d
+
+
+class _UnfoldColumns(torch.autograd.Function):
+    """``F.unfold`` by the compiled op, backward ``F.fold`` by its own:
+    the unfolded input's gradient from ``tiled_gemm``'s compiled GEMMs is
+    a transposed view, which PyTorch's fold would copy first."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, kernel_size, dilation, padding,
+                stride) -> Tensor:
+        ctx.geometry = (x.shape[2:], kernel_size, dilation, padding, stride)
+        return cpu_unfold_columns(x, kernel_size, dilation, padding, stride)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        size, *geometry = ctx.geometry
+        if torch.is_grad_enabled() or not cpu_fold_usable(grad):
+            # create_graph (a differentiable fold), or not foldable here
+            grad_x = F.fold(grad, size, *geometry)
+        else:
+            grad_x = cpu_fold_columns(grad, size, *geometry)
+        return grad_x, None, None, None, None
+
+
+def unfold(x: Tensor, kernel_size: Tuple[int, int],
+           dilation: Tuple[int, int], padding: Tuple[int, int],
+           stride: Tuple[int, int]) -> Tensor:
+    """``F.unfold(x, ...)`` (symmetric ``padding``), on the CPU by the
+    compiled ops where they are usable (:mod:`.cpu_ops`): a 512-channel
+    3x3 layer's columns at 7x7, batch 8, in 0.9 ms instead of 1.7, their
+    gradient in 1.5 ms instead of 6.4 (2-core AMD EPYC VM)."""
+    if cpu_unfold_usable(x):
+        return _UnfoldColumns.apply(x, kernel_size, dilation, padding,
+                                    stride)
+    return F.unfold(x, kernel_size, dilation, padding, stride)
 
 
 def columns_size(x: Tensor, kernel_size, out_pixels: int) -> int:
@@ -63,7 +100,8 @@ def unfold_scaled(x: Tensor,
         top = left = 0
     if not ((kh, kw) == (1, 1) and pair(stride) == (1, 1) and top == left
             == 0):  # else a 1x1 kernel's columns are the input itself
-        cols = F.unfold(cols, (kh, kw), dilation, (top, left), stride)
+        cols = unfold(cols, (kh, kw), pair(dilation), (top, left),
+                      pair(stride))
         stages.append(cols)
     if spatial is not None:
         rows = spatial.reshape(batch, 1, kh * kw)

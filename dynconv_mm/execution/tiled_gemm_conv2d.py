@@ -222,7 +222,7 @@ def _compiled_backward(
             grad_y.transpose(2, 3).contiguous(), bank, mixing).transpose(2, 3)
     if weight_grads:
         grad_bank, grad_mixing = cpu_sample_gemm_weight_grads(
-            grad_y, cols.transpose(2, 3).contiguous(), bank, mixing)
+            grad_y, cols, bank, mixing)
     return grad_cols, grad_bank, grad_mixing
 
 

@@ -57,7 +57,7 @@ def run_ops(cols, bank, mixing, grad_y):
     grad_cols_t = ops.sample_gemm_input_grad(
         grad_y.transpose(2, 3).contiguous(), bank, mixing)
     grad_bank, grad_mixing = ops.sample_gemm_weight_grads(
-        grad_y, cols.transpose(2, 3).contiguous(), bank, mixing)
+        grad_y, cols, bank, mixing)
     return y, grad_cols_t, grad_bank, grad_mixing
 
 
@@ -242,11 +242,13 @@ def test_where_the_ops_must_not_run(counting_ops, any_row_runs_compiled,
     ('sample_gemm_forward', lambda c, b, m, gy: (c, b[0], m), 'bank'),
     ('sample_gemm_input_grad',
      lambda c, b, m, gy: (gy.transpose(2, 3), b, m), 'grad_y_t'),
-    ('sample_gemm_weight_grads', lambda c, b, m, gy: (gy, c, b, m),
-     'cols_t'),
     ('sample_gemm_weight_grads',
-     lambda c, b, m, gy: (gy[:, :, :1], c.transpose(2, 3).contiguous(), b,
-                          m), 'grad_y'),
+     lambda c, b, m, gy: (gy, c.transpose(2, 3).contiguous(), b, m),
+     'cols'),
+    ('sample_gemm_weight_grads',
+     lambda c, b, m, gy: (gy, c.transpose(2, 3), b, m), 'cols'),
+    ('sample_gemm_weight_grads', lambda c, b, m, gy: (gy[:, :, :1], c, b, m),
+     'grad_y'),
 ])
 def test_bad_arguments_are_refused_by_name(counting_ops, op, args, message):
     cols = torch.randn(2, 1, 5, 4)

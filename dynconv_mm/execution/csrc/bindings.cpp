@@ -19,4 +19,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Their input gradient, transposed (CPU, float32)");
   m.def("sample_gemm_weight_grads", &dynconv_mm::sample_gemm_weight_grads,
         "Their bank's and mixing's gradients (CPU, float32)");
+  m.def("unfold_columns", &dynconv_mm::unfold_columns,
+        "F.unfold, samples and channels over threads (CPU, float32)");
+  m.def("fold_columns", &dynconv_mm::fold_columns,
+        "F.fold of columns of any strides, channels over threads (CPU, "
+        "float32)");
 }

@@ -1,7 +1,7 @@
 // dynconv_mm's compiled CPU ops (the _cpu_ops extension): declarations and
-// what their sources share. Both run at inference only, where eager
-// PyTorch would spend more on dispatching small ops, or on extra passes
-// over kernel-sized tensors, than on the arithmetic.
+// what their sources share. They run where eager PyTorch would spend more
+// on dispatching small ops, on extra passes over kernel- or activation-
+// sized tensors, or on one thread, than on the arithmetic.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -79,8 +79,7 @@ at::Tensor sample_kernel(const at::Tensor& bank,
 // DyNet's [B, G, O_g, K]): the output y [B, G, O_g, P] of the unfolded
 // input cols [B, G, J, P]; the input gradient, transposed, [B, G, P, J],
 // of the transposed grad_y_t [B, G, P, O_g]; the bank's and the mixing's
-// gradients {dW, dm} from grad_y and the transposed input cols_t
-// [B, G, P, J].
+// gradients {dW, dm} from grad_y and the input cols.
 bool sample_gemm_supported();
 at::Tensor sample_gemm_forward(const at::Tensor& cols,
                                const at::Tensor& bank,
@@ -89,8 +88,19 @@ at::Tensor sample_gemm_input_grad(const at::Tensor& grad_y_t,
                                   const at::Tensor& bank,
                                   const at::Tensor& mixing);
 std::vector<at::Tensor> sample_gemm_weight_grads(const at::Tensor& grad_y,
-                                                 const at::Tensor& cols_t,
+                                                 const at::Tensor& cols,
                                                  const at::Tensor& bank,
                                                  const at::Tensor& mixing);
+
+// F.unfold's columns [B, C*kh*kw, H_out*W_out] of a contiguous x
+// [B, C, H, W], and F.fold of columns of any strides back to an input of
+// H x W (unfold_cpu.cpp); padding is symmetric, as F.unfold's.
+at::Tensor unfold_columns(const at::Tensor& x, at::IntArrayRef kernel_size,
+                          at::IntArrayRef dilation, at::IntArrayRef padding,
+                          at::IntArrayRef stride);
+at::Tensor fold_columns(const at::Tensor& cols, int64_t height,
+                        int64_t width, at::IntArrayRef kernel_size,
+                        at::IntArrayRef dilation, at::IntArrayRef padding,
+                        at::IntArrayRef stride);
 
 }  // namespace dynconv_mm

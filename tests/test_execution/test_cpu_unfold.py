@@ -1,0 +1,197 @@
+"""The compiled unfold and fold of ``im2col`` and ``tiled_gemm``
+(``dynconv_mm/execution/csrc/unfold_cpu.cpp``): the same bits as
+``F.unfold`` and ``F.fold`` over geometries with padding, stride,
+dilation and non-square kernels, the fold from columns of any strides;
+the layers that unfold, through them, against the slow oracle; where
+they must not run; and their refusals of bad arguments."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+import dynconv_mm.execution.cpu_ops as cpu_ops
+from dynconv_mm.execution import ConvAttentions, dynamic_conv2d
+from dynconv_mm.execution.im2col_conv2d import unfold
+from cpu_ops_spy import count_cpu_op_calls
+from oracle import reference_dynamic_conv2d
+from test_dynamic_conv2d import inputs_of, make_case
+
+
+@pytest.fixture
+def counting_ops(monkeypatch):
+    return count_cpu_op_calls(monkeypatch)
+
+
+# (B, C, H, W, kernel_size, dilation, padding, stride)
+GEOMETRIES = {
+    '3x3': (2, 5, 7, 7, (3, 3), (1, 1), (1, 1), (1, 1)),
+    'no_padding': (1, 3, 6, 5, (3, 3), (1, 1), (0, 0), (1, 1)),
+    'stride2': (3, 4, 9, 8, (3, 3), (1, 1), (1, 1), (2, 2)),
+    'mixed': (2, 5, 9, 11, (3, 2), (2, 1), (2, 0), (2, 3)),
+    'large_padding': (1, 2, 4, 4, (3, 3), (1, 1), (3, 2), (1, 1)),
+    '1x1_strided': (3, 4, 6, 6, (1, 1), (1, 1), (2, 2), (2, 2)),
+    'kernel_of_the_map': (2, 3, 5, 5, (5, 5), (1, 1), (0, 0), (1, 1)),
+    'stride_past_padding': (2, 3, 5, 7, (2, 3), (1, 2), (1, 1), (3, 2)),
+}
+
+
+def geometry_case(name):
+    batch, channels, height, width, *geometry = GEOMETRIES[name]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, channels, height, width, generator=g)
+    cols = F.unfold(x, *geometry)
+    grad = torch.randn(cols.shape, generator=g)
+    return x, geometry, grad
+
+
+@pytest.mark.parametrize('name', GEOMETRIES)
+def test_unfold_equals_pytorch(counting_ops, name):
+    x, geometry, _ = geometry_case(name)
+    assert torch.equal(cpu_ops.cpu_unfold_columns(x, *geometry),
+                       F.unfold(x, *geometry))
+
+
+@pytest.mark.parametrize('layout', ['contiguous', 'transposed', 'strided'])
+@pytest.mark.parametrize('name', GEOMETRIES)
+def test_fold_equals_pytorch_from_any_strides(counting_ops, name, layout):
+    """Summed in col2im's order: the same bits, whatever the columns'
+    layout (the sample GEMMs' input gradient is a transposed view)."""
+    x, geometry, grad = geometry_case(name)
+    if layout == 'transposed':
+        grad = grad.transpose(1, 2).contiguous().transpose(1, 2)
+    elif layout == 'strided':  # every other sample of a larger tensor
+        grad = torch.stack([grad, torch.full_like(grad, float('nan'))],
+                           1).flatten(0, 1)[::2]
+    got = cpu_ops.cpu_fold_columns(grad, x.shape[2:], *geometry)
+    assert torch.equal(got, F.fold(grad.contiguous(), x.shape[2:],
+                                   *geometry))
+
+
+def test_unfold_splits_over_threads_alike(counting_ops):
+    x, geometry, grad = geometry_case('mixed')
+    x = x.repeat(4, 8, 1, 1)  # enough channels for both threads
+    grad = F.unfold(x, *geometry).normal_(generator=torch.Generator()
+                                          .manual_seed(2))
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            results.append((cpu_ops.cpu_unfold_columns(x, *geometry),
+                            cpu_ops.cpu_fold_columns(grad, x.shape[2:],
+                                                     *geometry)))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
+def test_unfold_gradient_by_the_fold_op(counting_ops):
+    x, geometry, grad = geometry_case('stride_past_padding')
+    x.requires_grad_()
+    (got, ) = torch.autograd.grad(unfold(x, *geometry), [x], grad)
+    assert counting_ops.calls['unfold_columns'] == 1
+    assert counting_ops.calls['fold_columns'] == 1
+    assert torch.equal(got, F.fold(grad, x.shape[2:], *geometry))
+
+
+def test_unfold_second_derivative(counting_ops):
+    """create_graph: the fold runs as ``F.fold``, differentiable."""
+    x, geometry, grad = geometry_case('3x3')
+    x.requires_grad_()
+    cols = unfold(x, *geometry)
+    (gx, ) = torch.autograd.grad((cols**2 * grad).sum(), [x],
+                                 create_graph=True)
+    assert counting_ops.calls['fold_columns'] == 0
+    # (not create_graph: this pass may run the op)
+    (ggx, ) = torch.autograd.grad(gx.sum(), [x])
+    x_ref = x.detach().requires_grad_()
+    cols_ref = F.unfold(x_ref, *geometry)
+    (gx_ref, ) = torch.autograd.grad((cols_ref**2 * grad).sum(), [x_ref],
+                                     create_graph=True)
+    (ggx_ref, ) = torch.autograd.grad(gx_ref.sum(), [x_ref])
+    torch.testing.assert_close(gx, gx_ref)
+    torch.testing.assert_close(ggx, ggx_ref)
+
+
+def float32_case(geometry, attention):
+    x, weight, bias, att, conv = make_case(geometry, attention, True)
+    as32 = lambda t: t.detach().float().requires_grad_()  # noqa: E731
+    return (as32(x), as32(weight), as32(bias),
+            {k: as32(v) for k, v in att.items()}, conv)
+
+
+@pytest.mark.parametrize('method', ['im2col', 'tiled_gemm'])
+@pytest.mark.parametrize('geometry', ['plain3x3', 'stride2', 'groups2',
+                                      'batch1'])
+@pytest.mark.parametrize('attention', ['odconv_4x', 'odconv_1x'])
+def test_layers_that_unfold_match_oracle(counting_ops, method, geometry,
+                                         attention):
+    """Forward and every gradient through the ops, against the per-sample
+    ``F.conv2d`` oracle in float64."""
+    x, weight, bias, att, conv = float32_case(geometry, attention)
+    out = dynamic_conv2d(x, weight, ConvAttentions(**att), bias,
+                         method=method, **conv)
+    tensors = inputs_of(x, weight, bias, att)
+    cot = torch.randn(out.shape, dtype=torch.float64,
+                      generator=torch.Generator().manual_seed(1))
+    got = torch.autograd.grad(out, tensors, cot.float())
+    # (the columns may be unfolded again in backward, not kept)
+    assert counting_ops.calls['unfold_columns'] >= 1
+    assert counting_ops.calls['fold_columns'] == 1
+    as64 = [t.detach().double().requires_grad_() for t in tensors]
+    x64, w64 = as64[:2]
+    b64, att64 = as64[2], dict(zip(att, as64[3:]))
+    ref = reference_dynamic_conv2d(x64, w64, bias=b64, **att64, **conv)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(got, torch.autograd.grad(ref, as64, cot)):
+        torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize('case', ['float64', 'bf16', 'not_contiguous',
+                                  'flop_counter', 'turned_off'])
+def test_where_the_ops_must_not_run(counting_ops, case, monkeypatch):
+    x, geometry, _ = geometry_case('3x3')
+    if case == 'float64':
+        x = x.double()
+    elif case == 'bf16':
+        x = x.bfloat16()
+    elif case == 'not_contiguous':
+        x = x.transpose(2, 3)
+    elif case == 'turned_off':  # DYNCONV_MM_CPU_OPS=0 at import
+        monkeypatch.setattr(cpu_ops, '_CPU_OPS', None)
+    x.requires_grad_()
+    if case == 'flop_counter':
+        with FlopCounterMode(display=False):
+            cols = unfold(x, *geometry)
+    else:
+        cols = unfold(x, *geometry)
+    cols.sum().backward()
+    assert not counting_ops.calls
+    assert torch.equal(cols, F.unfold(x, *geometry))
+
+
+@pytest.mark.parametrize('op, args, message', [
+    ('unfold_columns', lambda x, c: (x[0], (3, 3), (1, 1), (1, 1), (1, 1)),
+     'x must be a contiguous float32 CPU tensor'),
+    ('unfold_columns', lambda x, c: (x.double(), (3, 3), (1, 1), (1, 1),
+                                     (1, 1)), 'x must be'),
+    ('unfold_columns', lambda x, c: (x, (3, ), (1, 1), (1, 1), (1, 1)),
+     'kernel_size must have 2 values'),
+    ('unfold_columns', lambda x, c: (x, (3, 3), (1, 1), (1, -1), (1, 1)),
+     'padding must be >= 0'),
+    ('unfold_columns', lambda x, c: (x, (3, 3), (1, 1), (1, 1), (0, 1)),
+     'stride must be >= 1'),
+    ('unfold_columns', lambda x, c: (x, (9, 9), (1, 1), (0, 0), (1, 1)),
+     'gives no output'),
+    ('fold_columns', lambda x, c: (c.double(), 5, 5, (3, 3), (1, 1), (1, 1),
+                                   (1, 1)), 'cols must be a float32'),
+    ('fold_columns', lambda x, c: (c, 5, 5, (2, 2), (1, 1), (1, 1), (1, 1)),
+     'does not divide'),
+    ('fold_columns', lambda x, c: (c, 6, 5, (3, 3), (1, 1), (1, 1), (1, 1)),
+     '25 columns, but a 6x5 input'),
+])
+def test_bad_arguments_are_refused_by_name(counting_ops, op, args, message):
+    x = torch.randn(2, 3, 5, 5)
+    cols = F.unfold(x, 3, padding=1)
+    with pytest.raises(RuntimeError, match=f'dynconv_mm {op}: .*{message}'):
+        getattr(cpu_ops._CPU_OPS, op)(*args(x, cols))
