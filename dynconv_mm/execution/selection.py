@@ -24,8 +24,8 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
   1.2-1.5x, 4.0-4.9x and 6.5-8.1x, and ``tiled_gemm`` (per-sample kernels
   formed a tile at a time, :mod:`.tiled_gemm_conv2d`) 2.1-3.0x with four
   and 2.7-3.7x with six (with the compiled GEMMs of :mod:`.cpu_ops`,
-  which mix the kernels inside their register tiles, 1.8-2.1x on
-  512-channel 3x3 layers). So with ``K > 1`` kernels ``tiled_gemm`` runs
+  which mix the kernels inside their register tiles, 1.5-1.8x on
+  512-channel 3x3 layers, 2.0-2.4x on 2048->512 1x1 ones). So with ``K > 1`` kernels ``tiled_gemm`` runs
   7x7 maps, and 1x1 kernels up to ``TILED_1X1_MAX_PIXELS`` (14x14:
   1.5-1.7x against 1.8-2.3x); per-sample kernels elsewhere (3x3 kernels
   on 14x14 maps: 1.7-2.3x against 2.5-2.7x). A single kernel on 7x7 maps

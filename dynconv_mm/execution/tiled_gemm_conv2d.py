@@ -48,13 +48,16 @@ TILE_BYTES = 8 << 20
 
 # The compiled GEMMs (dynconv_mm.execution.cpu_ops) run a layer whose
 # kernel rows (C_in/groups x kh x kw) are at least this long, on maps
-# below 10x10 output pixels: measured on a 2-core AMD EPYC VM at batch 8,
-# forward + backward, they take a 512-channel 3x3 layer at 7x7 (rows of
-# 4608) from 2.20-2.45x a static conv to 1.83-2.06x (four to six
-# kernels), but do not beat MKL on 1x1 kernels (rows of 256-2048, 7x7 and
-# 14x14 maps), where the batched products are larger and the mixing a
-# smaller share (docs/benchmarks.md).
-COMPILED_GEMM_MIN_ROW = 4096
+# below 10x10 output pixels. Measured on a 2-core AMD EPYC VM at batch 8,
+# forward + backward, ratio to a static conv (DynamicConv K=4 / ODConv 4x
+# / DyNet g=6), in PyTorch -> by the ops: a 512-channel 3x3 layer at 7x7
+# (rows of 4608) 2.20 / 2.28 / 2.45x -> 1.47 / 1.65 / 1.77x (with the
+# compiled unfold); 2048->512 1x1 at 7x7 (rows of 2048) 2.21-2.29 / 2.29 /
+# 2.61-2.64x -> 1.95-2.03 / 2.03 / 2.40-2.44x. With rows of 512
+# (512->2048 at 7x7) they tie or lose, and on 14x14 maps (1x1, rows of
+# 256-1024) MKL's larger products win: 1024->256 1.55 / 1.73 / 1.66x ->
+# 1.69 / 1.96 / 2.01x (docs/benchmarks.md).
+COMPILED_GEMM_MIN_ROW = 2048
 COMPILED_GEMM_MAX_PIXELS = 99
 
 
