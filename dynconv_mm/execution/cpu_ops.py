@@ -21,6 +21,11 @@ And three for ``tiled_gemm``'s per-sample GEMMs, in training too
 the bank inside the GEMM's tiles, where PyTorch writes a tile of kernels
 (and in backward of kernel gradients) to memory between batched products.
 
+And two for the unfolded input of ``im2col`` and ``tiled_gemm``, in
+training too (:func:`cpu_unfold_columns`, :func:`cpu_fold_columns`):
+``F.unfold`` and ``F.fold`` with the samples' channels over threads, the
+fold from columns of any strides; they give PyTorch's bits.
+
 The inference ops run only where nothing needs the call to be differentiable,
 traceable or countable (:func:`cpu_ops_usable`): not under
 ``torch.compile`` (which fuses the same ops itself), ``torch.jit.trace``
@@ -30,11 +35,6 @@ tensors. Their sums run in another order than PyTorch's, so their values
 differ from it by float rounding: a layer in training mode suspends them
 (a training forward without autograd is a reentrant checkpoint's first
 pass, which must match its recomputation in backward).
-
-And two for the unfolded input of ``im2col`` and ``tiled_gemm``
-(:func:`cpu_unfold_columns`, :func:`cpu_fold_columns`): ``F.unfold`` and
-``F.fold`` with the samples' channels over threads, the fold from
-columns of any strides.
 
 The GEMM ops run inside an autograd Function (``tiled_gemm``'s), with or
 without autograd alike, so they are not suspended: a checkpoint's two
