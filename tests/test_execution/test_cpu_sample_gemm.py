@@ -12,8 +12,8 @@ from torch.utils.flop_counter import FlopCounterMode
 import dynconv_mm.execution.cpu_ops as cpu_ops
 from dynconv_mm.execution import ConvAttentions, dynamic_conv2d
 from cpu_ops_spy import count_cpu_op_calls
-from oracle import reference_dynamic_conv2d
-from test_dynamic_conv2d import inputs_of, make_case
+from float32_layer_check import (check_float32_layer_against_oracle,
+                                 float32_case)
 
 tiled = importlib.import_module('dynconv_mm.execution.tiled_gemm_conv2d')
 
@@ -126,13 +126,6 @@ def any_row_runs_compiled(monkeypatch):
     monkeypatch.setattr(tiled, 'COMPILED_GEMM_MIN_ROW', 1)
 
 
-def float32_case(geometry, attention):
-    x, weight, bias, att, conv = make_case(geometry, attention, True)
-    as32 = lambda t: t.detach().float().requires_grad_()  # noqa: E731
-    return (as32(x), as32(weight), as32(bias),
-            {k: as32(v) for k, v in att.items()}, conv)
-
-
 @pytest.mark.parametrize('geometry', ['plain3x3', 'groups2', 'stride2',
                                       '1x1', 'batch1'])
 @pytest.mark.parametrize('attention', ['dynamic_conv', 'dynet',
@@ -142,21 +135,12 @@ def test_tiled_gemm_through_the_ops_matches_oracle(counting_ops,
                                                    geometry, attention):
     """Forward and every gradient of a layer run by the ops, against the
     per-sample ``F.conv2d`` oracle in float64."""
-    x, weight, bias, att, conv = float32_case(geometry, attention)
-    out = dynamic_conv2d(x, weight, ConvAttentions(**att), bias,
-                         method='tiled_gemm', **conv)
-    tensors = inputs_of(x, weight, bias, att)
-    cot = torch.randn(out.shape, dtype=torch.float64,
-                      generator=torch.Generator().manual_seed(1))
-    got = torch.autograd.grad(out, tensors, cot.float())
-    assert all(counting_ops.calls[op] == 1 for op in OPS)
-    as64 = [t.detach().double().requires_grad_() for t in tensors]
-    x64, w64 = as64[:2]
-    b64, att64 = as64[2], dict(zip(att, as64[3:]))
-    ref = reference_dynamic_conv2d(x64, w64, bias=b64, **att64, **conv)
-    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
-    for a, b in zip(got, torch.autograd.grad(ref, as64, cot)):
-        torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-4)
+
+    def each_op_ran_once():
+        assert all(counting_ops.calls[op] == 1 for op in OPS)
+
+    check_float32_layer_against_oracle(geometry, attention, 'tiled_gemm',
+                                       each_op_ran_once)
 
 
 def test_frozen_layer_skips_the_weight_op(counting_ops,

@@ -10,11 +10,9 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import dynconv_mm.execution.cpu_ops as cpu_ops
-from dynconv_mm.execution import ConvAttentions, dynamic_conv2d
 from dynconv_mm.execution.im2col_conv2d import unfold
 from cpu_ops_spy import count_cpu_op_calls
-from oracle import reference_dynamic_conv2d
-from test_dynamic_conv2d import inputs_of, make_case
+from float32_layer_check import check_float32_layer_against_oracle
 
 
 @pytest.fixture
@@ -113,13 +111,6 @@ def test_unfold_second_derivative(counting_ops):
     torch.testing.assert_close(ggx, ggx_ref)
 
 
-def float32_case(geometry, attention):
-    x, weight, bias, att, conv = make_case(geometry, attention, True)
-    as32 = lambda t: t.detach().float().requires_grad_()  # noqa: E731
-    return (as32(x), as32(weight), as32(bias),
-            {k: as32(v) for k, v in att.items()}, conv)
-
-
 @pytest.mark.parametrize('method', ['im2col', 'tiled_gemm'])
 @pytest.mark.parametrize('geometry', ['plain3x3', 'stride2', 'groups2',
                                       'batch1'])
@@ -128,23 +119,14 @@ def test_layers_that_unfold_match_oracle(counting_ops, method, geometry,
                                          attention):
     """Forward and every gradient through the ops, against the per-sample
     ``F.conv2d`` oracle in float64."""
-    x, weight, bias, att, conv = float32_case(geometry, attention)
-    out = dynamic_conv2d(x, weight, ConvAttentions(**att), bias,
-                         method=method, **conv)
-    tensors = inputs_of(x, weight, bias, att)
-    cot = torch.randn(out.shape, dtype=torch.float64,
-                      generator=torch.Generator().manual_seed(1))
-    got = torch.autograd.grad(out, tensors, cot.float())
-    # (the columns may be unfolded again in backward, not kept)
-    assert counting_ops.calls['unfold_columns'] >= 1
-    assert counting_ops.calls['fold_columns'] == 1
-    as64 = [t.detach().double().requires_grad_() for t in tensors]
-    x64, w64 = as64[:2]
-    b64, att64 = as64[2], dict(zip(att, as64[3:]))
-    ref = reference_dynamic_conv2d(x64, w64, bias=b64, **att64, **conv)
-    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
-    for a, b in zip(got, torch.autograd.grad(ref, as64, cot)):
-        torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-4)
+
+    def unfolded_and_folded_by_the_ops():
+        # (the columns may be unfolded again in backward, not kept)
+        assert counting_ops.calls['unfold_columns'] >= 1
+        assert counting_ops.calls['fold_columns'] == 1
+
+    check_float32_layer_against_oracle(geometry, attention, method,
+                                       unfolded_and_folded_by_the_ops)
 
 
 @pytest.mark.parametrize('case', ['float64', 'bf16', 'not_contiguous',
