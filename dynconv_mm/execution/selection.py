@@ -25,10 +25,11 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
   formed a tile at a time, :mod:`.tiled_gemm_conv2d`) 2.1-3.0x with four
   and 2.7-3.7x with six (with the compiled GEMMs of :mod:`.cpu_ops`,
   which mix the kernels inside their register tiles, 1.5-1.8x on
-  512-channel 3x3 layers, 2.0-2.4x on 2048->512 1x1 ones). So with ``K > 1`` kernels ``tiled_gemm`` runs
-  7x7 maps, and 1x1 kernels up to ``TILED_1X1_MAX_PIXELS`` (14x14:
-  1.5-1.7x against 1.8-2.3x); per-sample kernels elsewhere (3x3 kernels
-  on 14x14 maps: 1.7-2.3x against 2.5-2.7x). A single kernel on 7x7 maps
+  512-channel 3x3 layers, 2.0-2.4x on 2048->512 1x1 ones). So with
+  ``K > 1`` kernels ``tiled_gemm`` runs 7x7 maps, and 1x1 kernels up to
+  ``TILED_1X1_MAX_PIXELS`` (14x14: 1.5-1.7x against 1.8-2.3x);
+  per-sample kernels elsewhere (3x3 kernels on 14x14 maps: 1.7-2.3x
+  against 2.5-2.7x). A single kernel on 7x7 maps
   runs from the static bank, and a single 1x1 kernel (no spatial
   attention) up to ``STATIC_1X1_MAX_PIXELS`` (28x28: 1.3-1.5x against
   1.5-1.7x). Without kept memory per-sample kernels on 7x7 maps cost
