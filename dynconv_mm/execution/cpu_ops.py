@@ -95,8 +95,7 @@ def cpu_ops_usable(x: Tensor) -> bool:
     suspended, ``x`` is a contiguous float32 CPU tensor, and nothing
     compiles, traces or watches (a ``TorchDispatchMode``) the call.
     Autograd is the caller's check."""
-    return (_CPU_OPS is not None and not _SUSPENDED and _unobserved()
-            and _contiguous_float32_cpu(x))
+    return not _SUSPENDED and _takes(x)
 
 
 def _unobserved() -> bool:
@@ -105,6 +104,14 @@ def _unobserved() -> bool:
     run theirs below it."""
     return (not torch.compiler.is_compiling() and not torch.jit.is_tracing()
             and not torch._C._len_torch_dispatch_stack())
+
+
+def _takes(*tensors: Tensor) -> bool:
+    """The ops are there, nothing compiles, traces or watches the call, and
+    every tensor is a contiguous float32 CPU tensor (suspension and the
+    CPU's instructions are each op's own check)."""
+    return (_CPU_OPS is not None and _unobserved()
+            and all(_contiguous_float32_cpu(t) for t in tensors))
 
 
 def _contiguous_float32_cpu(t: Tensor) -> bool:
@@ -122,8 +129,7 @@ def cpu_sample_gemm_usable(*tensors: Tensor) -> bool:
     the CPU has AVX2 and FMA, every tensor is a contiguous float32 CPU
     tensor, and nothing compiles, traces or watches the call (as
     :func:`cpu_ops_usable`, without its suspension)."""
-    return (_sample_gemm_supported() and _unobserved()
-            and all(_contiguous_float32_cpu(t) for t in tensors))
+    return _sample_gemm_supported() and _takes(*tensors)
 
 
 def cpu_sample_gemm_forward(cols: Tensor, bank: Tensor,
@@ -155,8 +161,7 @@ def cpu_unfold_usable(x: Tensor) -> bool:
     there, ``x`` is a contiguous float32 CPU tensor and nothing compiles,
     traces or watches the call. Not suspended: unfolding and folding give
     the same bits as ``F.unfold`` and ``F.fold``."""
-    return (_CPU_OPS is not None and _unobserved()
-            and _contiguous_float32_cpu(x))
+    return _takes(x)
 
 
 def cpu_fold_usable(cols: Tensor) -> bool:

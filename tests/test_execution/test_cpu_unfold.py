@@ -169,6 +169,8 @@ def test_where_the_ops_must_not_run(counting_ops, case, monkeypatch):
                                    (1, 1)), 'cols must be a float32'),
     ('fold_columns', lambda x, c: (c, 5, 5, (2, 2), (1, 1), (1, 1), (1, 1)),
      'does not divide'),
+    ('fold_columns', lambda x, c: (c, 5, 5, (0, 3), (1, 1), (1, 1), (1, 1)),
+     'kernel_size must be >= 1'),
     ('fold_columns', lambda x, c: (c, 6, 5, (3, 3), (1, 1), (1, 1), (1, 1)),
      '25 columns, but a 6x5 input'),
 ])

@@ -17,36 +17,38 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <string>
 #include <utility>
 
 namespace dynconv_mm {
 namespace {
 
 struct Geometry {
-  int64_t channels, height, width, kh, kw, dh, dw, ph, pw, sh, sw;
-  int64_t out_h, out_w;
+  int64_t height, width, kh, kw, dh, dw, ph, pw, sh, sw, out_h, out_w;
 };
 
-Geometry checked_geometry(const char* op, int64_t channels, int64_t height,
-                          int64_t width, at::IntArrayRef kernel_size,
+// The convolution arguments, each refused by name unless it has 2 values
+// of at least its bound, and the output size they give.
+Geometry checked_geometry(const char* op, int64_t height, int64_t width,
+                          at::IntArrayRef kernel_size,
                           at::IntArrayRef dilation, at::IntArrayRef padding,
                           at::IntArrayRef stride) {
-  for (const auto& [name, pair] :
-       {std::pair<const char*, at::IntArrayRef>{"kernel_size", kernel_size},
-        {"dilation", dilation},
-        {"padding", padding},
-        {"stride", stride}}) {
-    TORCH_CHECK(pair.size() == 2, "dynconv_mm ", op, ": ", name,
-                " must have 2 values, got ", pair);
-    const int64_t low = std::string(name) == "padding" ? 0 : 1;
-    TORCH_CHECK(pair[0] >= low && pair[1] >= low, "dynconv_mm ", op, ": ",
-                name, " must be >= ", low, ", got ", pair);
+  struct Argument {
+    const char* name;
+    at::IntArrayRef values;
+    int64_t low;
+  };
+  for (const Argument& a : {Argument{"kernel_size", kernel_size, 1},
+                            Argument{"dilation", dilation, 1},
+                            Argument{"padding", padding, 0},
+                            Argument{"stride", stride, 1}}) {
+    TORCH_CHECK(a.values.size() == 2, "dynconv_mm ", op, ": ", a.name,
+                " must have 2 values, got ", a.values);
+    TORCH_CHECK(a.values[0] >= a.low && a.values[1] >= a.low, "dynconv_mm ",
+                op, ": ", a.name, " must be >= ", a.low, ", got ", a.values);
   }
-  Geometry g{channels,    height,      width,      kernel_size[0],
-             kernel_size[1], dilation[0], dilation[1], padding[0],
-             padding[1],  stride[0],   stride[1],  0,
-             0};
+  Geometry g{height,      width,       kernel_size[0], kernel_size[1],
+             dilation[0], dilation[1], padding[0],     padding[1],
+             stride[0],   stride[1],   0,              0};
   g.out_h = (height + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1;
   g.out_w = (width + 2 * g.pw - g.dw * (g.kw - 1) - 1) / g.sw + 1;
   TORCH_CHECK(g.out_h > 0 && g.out_w > 0, "dynconv_mm ", op, ": a ", height,
@@ -73,18 +75,19 @@ at::Tensor unfold_columns(const at::Tensor& x, at::IntArrayRef kernel_size,
                           at::IntArrayRef dilation, at::IntArrayRef padding,
                           at::IntArrayRef stride) {
   check_float_cpu("unfold_columns", "x", x, x.dim() == 4, "[B, C, H, W]");
-  const Geometry g =
-      checked_geometry("unfold_columns", x.size(1), x.size(2), x.size(3),
-                       kernel_size, dilation, padding, stride);
+  const Geometry g = checked_geometry("unfold_columns", x.size(2),
+                                      x.size(3), kernel_size, dilation,
+                                      padding, stride);
+  const int64_t channels = x.size(1);
   const int64_t batch = x.size(0), area = g.kh * g.kw;
   const int64_t pixels = g.out_h * g.out_w;
   at::Tensor cols =
-      at::empty({batch, g.channels * area, pixels}, x.options());
+      at::empty({batch, channels * area, pixels}, x.options());
   const float* src = x.data_ptr<float>();
   float* dst = cols.data_ptr<float>();
   const int64_t plane = g.height * g.width;
   at::parallel_for(
-      0, batch * g.channels,
+      0, batch * channels,
       std::max<int64_t>(1, kGrainElements / (area * pixels)),
       [&](int64_t begin, int64_t end) {
         for (int64_t bc = begin; bc < end; ++bc) {
@@ -127,20 +130,18 @@ at::Tensor fold_columns(const at::Tensor& cols, int64_t height,
               "dynconv_mm fold_columns: cols must be a float32 CPU tensor "
               "[B, C*kh*kw, P], got ",
               cols.sizes(), " ", cols.scalar_type(), " on ", cols.device());
-  TORCH_CHECK(kernel_size.size() == 2 && kernel_size[0] >= 1 &&
-                  kernel_size[1] >= 1 &&
-                  cols.size(1) % (kernel_size[0] * kernel_size[1]) == 0,
-              "dynconv_mm fold_columns: kernel_size ", kernel_size,
-              " does not divide the columns' ", cols.size(1), " rows");
-  const int64_t area = kernel_size[0] * kernel_size[1];
-  const Geometry g =
-      checked_geometry("fold_columns", cols.size(1) / area, height, width,
-                       kernel_size, dilation, padding, stride);
+  const Geometry g = checked_geometry("fold_columns", height, width,
+                                      kernel_size, dilation, padding, stride);
+  const int64_t area = g.kh * g.kw;
+  TORCH_CHECK(cols.size(1) % area == 0, "dynconv_mm fold_columns: ",
+              "kernel_size ", kernel_size, " does not divide the columns' ",
+              cols.size(1), " rows");
+  const int64_t channels = cols.size(1) / area;
   TORCH_CHECK(g.out_h * g.out_w == cols.size(2), "dynconv_mm fold_columns: ",
               cols.size(2), " columns, but a ", height, "x", width,
               " input unfolds into ", g.out_h, "x", g.out_w);
   const int64_t batch = cols.size(0);
-  at::Tensor x = at::empty({batch, g.channels, height, width},
+  at::Tensor x = at::empty({batch, channels, height, width},
                            cols.options().memory_format(
                                at::MemoryFormat::Contiguous));
   const float* src = cols.data_ptr<float>();
@@ -148,11 +149,11 @@ at::Tensor fold_columns(const at::Tensor& cols, int64_t height,
                 sp = cols.stride(2);
   float* dst = x.data_ptr<float>();
   at::parallel_for(
-      0, batch * g.channels,
+      0, batch * channels,
       std::max<int64_t>(1, kGrainElements / (area * height * width)),
       [&](int64_t begin, int64_t end) {
         for (int64_t bc = begin; bc < end; ++bc) {
-          const int64_t b = bc / g.channels, c = bc % g.channels;
+          const int64_t b = bc / channels, c = bc % channels;
           const float* base = src + b * sb + c * area * sj;
           float* out = dst + bc * height * width;
           std::fill_n(out, height * width, 0.f);
