@@ -13,7 +13,8 @@ arithmetic. Two for inference:
 * :func:`cpu_sample_kernel`, one sample's kernel from the bank, its
   mixing coefficients and the attentions folded into it, in one pass over
   the bank (eager: a pass per kernel and per factor over kernel-sized
-  tensors, several times the cache in deep layers).
+  tensors, several times the cache in deep layers). It needs AVX2 and
+  FMA.
 
 And three for ``tiled_gemm``'s per-sample GEMMs, in training too
 (:func:`cpu_sample_gemm_forward`, :func:`cpu_sample_gemm_input_grad`,
@@ -120,8 +121,8 @@ def _contiguous_float32_cpu(t: Tensor) -> bool:
             and t.is_contiguous())
 
 
-def _sample_gemm_supported() -> bool:
-    return _CPU_OPS is not None and _CPU_OPS.sample_gemm_supported()
+def _avx2_fma_supported() -> bool:
+    return _CPU_OPS is not None and _CPU_OPS.avx2_fma_supported()
 
 
 def cpu_sample_gemm_usable(*tensors: Tensor) -> bool:
@@ -129,7 +130,7 @@ def cpu_sample_gemm_usable(*tensors: Tensor) -> bool:
     the CPU has AVX2 and FMA, every tensor is a contiguous float32 CPU
     tensor, and nothing compiles, traces or watches the call (as
     :func:`cpu_ops_usable`, without its suspension)."""
-    return _sample_gemm_supported() and _takes(*tensors)
+    return _avx2_fma_supported() and _takes(*tensors)
 
 
 def cpu_sample_gemm_forward(cols: Tensor, bank: Tensor,
@@ -236,8 +237,9 @@ def cpu_sample_kernel_applies(weight: Tensor,
                               attentions: ConvAttentions) -> bool:
     """Whether :func:`cpu_sample_kernel` may form a batch-1 sample's kernel
     from ``weight`` and ``attentions``: :func:`cpu_ops_usable` for all of
-    them, and no autograd recorded."""
-    if not cpu_ops_usable(weight) or records_autograd(weight, *attentions):
+    them, the CPU has AVX2 and FMA, and no autograd recorded."""
+    if (not cpu_ops_usable(weight) or not _avx2_fma_supported()
+            or records_autograd(weight, *attentions)):
         return False
     return all(attention is None or _contiguous_float32_cpu(attention)
                for attention in attentions)

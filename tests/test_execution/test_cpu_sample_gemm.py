@@ -24,7 +24,7 @@ OPS = ('sample_gemm_forward', 'sample_gemm_input_grad',
 @pytest.fixture
 def counting_ops(monkeypatch):
     spy = count_cpu_op_calls(monkeypatch)
-    if not cpu_ops._CPU_OPS.sample_gemm_supported():
+    if not cpu_ops._CPU_OPS.avx2_fma_supported():
         pytest.skip('this CPU has no AVX2 and FMA: the sample-GEMM ops '
                     'are not offered')
     return spy

@@ -19,6 +19,10 @@ GEOMETRIES = {
     'groups2': (8, 6, (3, 3), 2),
     'depthwise': (5, 5, (3, 3), 5),
     'nonsquare': (4, 6, (3, 1), 1),
+    # rows of kernel (C_in/groups*kh*kw) the op mixes 8 at a time: shorter
+    # than 8, and a multiple of 8
+    'short rows': (3, 5, (1, 1), 1),
+    'rows of 16': (16, 4, (1, 1), 1),
 }
 # the kernel attention: none (one kernel), one per kernel, or DyNet's per
 # output channel
@@ -124,6 +128,21 @@ def test_where_the_op_does_not_apply_the_kernel_is_formed_in_pytorch(
     y = dynamic_conv2d(x, weight, attentions, None, 1, 1, 1, groups,
                        'aggregated')
     want = reference_dynamic_conv2d(x, weight.detach(), padding=1,
+                                    **attentions._asdict())
+    torch.testing.assert_close(y, want)
+    assert counting_ops.calls['sample_kernel'] == 0
+
+
+def test_without_avx2_and_fma_the_kernel_is_formed_in_pytorch(
+        counting_ops, monkeypatch):
+    monkeypatch.setattr(cpu_ops, '_avx2_fma_supported', lambda: False)
+    weight, attentions, groups = bank_and_attentions('3x3', 'per_kernel',
+                                                     True, True, True)
+    x = torch.randn(1, 6, 5, 5)
+    with torch.no_grad():
+        y = dynamic_conv2d(x, weight, attentions, None, 1, 1, 1, groups,
+                           'aggregated')
+    want = reference_dynamic_conv2d(x, weight, padding=1,
                                     **attentions._asdict())
     torch.testing.assert_close(y, want)
     assert counting_ops.calls['sample_kernel'] == 0

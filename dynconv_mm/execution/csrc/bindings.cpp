@@ -10,8 +10,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("sample_kernel", &dynconv_mm::sample_kernel,
         "One sample's kernel from the bank and its attentions, in one pass "
         "(CPU, float32)");
-  m.def("sample_gemm_supported", &dynconv_mm::sample_gemm_supported,
-        "Whether this CPU runs the sample_gemm ops (AVX2 and FMA)");
+  m.def("avx2_fma_supported", &dynconv_mm::avx2_fma_supported,
+        "Whether this CPU runs the sample_kernel and sample_gemm ops (AVX2 and "
+        "FMA)");
   m.def("sample_gemm_forward", &dynconv_mm::sample_gemm_forward,
         "tiled_gemm's per-sample GEMMs, kernels mixed in the tiles (CPU, "
         "float32)");

@@ -19,7 +19,7 @@
 //
 // One register tile does all three: R rows of A times a panel of 16
 // columns, summed over an inner dimension (AVX2 + FMA). Without AVX2 the
-// ops are not offered (`sample_gemm_supported`) and PyTorch runs them.
+// ops are not offered (`avx2_fma_supported`) and PyTorch runs them.
 #include "cpu_ops.h"
 
 #include <ATen/Parallel.h>
@@ -35,9 +35,32 @@
 namespace dynconv_mm {
 
 #ifdef DYNCONV_MM_SAMPLE_GEMM
+#define DYNCONV_MM_AVX2 __attribute__((target("avx2,fma")))
+
+// dst[0:n] = sum_k c[k] * src[k * src_stride + 0:n]: n columns of a row
+// of W_b from its K bank rows (`src_stride` apart) and coefficients `c`,
+// the K rows read side by side.
+DYNCONV_MM_AVX2 void mix_row(const float* src, int64_t src_stride,
+                             const float* c, int64_t num_kernels, int64_t n,
+                             float* dst) {
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256 sum = _mm256_setzero_ps();
+    for (int64_t k = 0; k < num_kernels; ++k)
+      sum = _mm256_fmadd_ps(_mm256_broadcast_ss(c + k),
+                            _mm256_loadu_ps(src + k * src_stride + j), sum);
+    _mm256_storeu_ps(dst + j, sum);
+  }
+  for (; j < n; ++j) {
+    float sum = 0.f;
+    for (int64_t k = 0; k < num_kernels; ++k)
+      sum += c[k] * src[k * src_stride + j];
+    dst[j] = sum;
+  }
+}
+
 namespace {
 
-#define DYNCONV_MM_AVX2 __attribute__((target("avx2,fma")))
 constexpr int kLanes = 16;  // columns of a register tile: two registers
 constexpr int kRows = 6;    // rows of a register tile
 
@@ -142,27 +165,6 @@ DYNCONV_MM_AVX2 void rows_of_tiles(int64_t rows, const float* a,
 inline void row_mixing(const Layout& l, int64_t b, int64_t g, int64_t o,
                        float* c) {
   for (int64_t k = 0; k < l.num_kernels; ++k) c[k] = l.mixing(b, g, o, k);
-}
-
-// dst[0:n] = sum_k c[k] * src[k * src_stride + 0:n]: n columns of a row
-// of W_b from its K bank rows (`src_stride` apart) and coefficients `c`.
-DYNCONV_MM_AVX2 void mix_row(const float* src, int64_t src_stride,
-                             const float* c, int64_t num_kernels, int64_t n,
-                             float* dst) {
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    __m256 sum = _mm256_setzero_ps();
-    for (int64_t k = 0; k < num_kernels; ++k)
-      sum = _mm256_fmadd_ps(_mm256_broadcast_ss(c + k),
-                            _mm256_loadu_ps(src + k * src_stride + j), sum);
-    _mm256_storeu_ps(dst + j, sum);
-  }
-  for (; j < n; ++j) {
-    float sum = 0.f;
-    for (int64_t k = 0; k < num_kernels; ++k)
-      sum += c[k] * src[k * src_stride + j];
-    dst[j] = sum;
-  }
 }
 
 // Asks for the cache lines of n floats at `src` ahead of their use (`write`:
@@ -421,7 +423,7 @@ Layout checked_layout(const char* op, const char* name, const at::Tensor& t,
                       const char* expected, bool output_rows,
                       int64_t width_dim, const at::Tensor& bank,
                       const at::Tensor& mixing) {
-  TORCH_CHECK(sample_gemm_supported(), "dynconv_mm ", op,
+  TORCH_CHECK(avx2_fma_supported(), "dynconv_mm ", op,
               ": needs a CPU with AVX2 and FMA");
   check_float_cpu(op, name, t, t.dim() == 4, expected);
   check_float_cpu(op, "bank", bank, bank.dim() == 4,
@@ -444,7 +446,7 @@ Layout checked_layout(const char* op, const char* name, const at::Tensor& t,
 
 }  // namespace
 
-bool sample_gemm_supported() {
+bool avx2_fma_supported() {
   static const bool supported =
       __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return supported;
@@ -531,7 +533,11 @@ std::vector<at::Tensor> sample_gemm_weight_grads(const at::Tensor& grad_y,
 
 #else  // not x86-64 with GCC: never offered, PyTorch runs them
 
-bool sample_gemm_supported() { return false; }
+bool avx2_fma_supported() { return false; }
+
+void mix_row(const float*, int64_t, const float*, int64_t, int64_t, float*) {
+  TORCH_CHECK(false, "dynconv_mm mix_row: x86-64 only");
+}
 
 at::Tensor sample_gemm_forward(const at::Tensor&, const at::Tensor&,
                                const at::Tensor&) {

@@ -8,8 +8,11 @@
 // optional, and g(o) the group of output channel o. Formed in PyTorch this
 // is one op per kernel plus one per factor, each a pass over a kernel-sized
 // tensor (a 512-channel 3x3 kernel is 9.4 MB: four kernels, four passes,
-// several times the cache); here each output channel's row is summed in
-// cache and scaled before it is written.
+// several times the cache); here each output channel's row is mixed from
+// the K kernels' rows read side by side (AVX2 and FMA), which the
+// prefetchers stream faster than K rows one after another (on a Zen 3 VM
+// 0.72-0.86x the time with four kernels), and scaled in cache before it
+// is written.
 #include "cpu_ops.h"
 
 #include <ATen/Parallel.h>
@@ -19,18 +22,6 @@
 
 namespace dynconv_mm {
 namespace {
-
-DYNCONV_MM_VECTOR_CLONES
-void scale_sum(float* out, const float* w, float coefficient, int64_t n,
-               bool first) {
-  if (first) {
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) out[j] = coefficient * w[j];
-  } else {
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) out[j] += coefficient * w[j];
-  }
-}
 
 DYNCONV_MM_VECTOR_CLONES
 void scale_rows(float* out, const float* factor, float scale, int64_t n) {
@@ -46,6 +37,8 @@ at::Tensor sample_kernel(const at::Tensor& bank,
                          const c10::optional<at::Tensor>& spatial,
                          const c10::optional<at::Tensor>& filter,
                          int64_t groups) {
+  TORCH_CHECK(avx2_fma_supported(),
+              "dynconv_mm sample_kernel: needs a CPU with AVX2 and FMA");
   check_float_cpu("sample_kernel", "bank", bank, bank.dim() == 5,
                   "[K, C_out, C_in/groups, kh, kw]");
   const int64_t num_kernels = bank.size(0), out_channels = bank.size(1);
@@ -93,16 +86,16 @@ at::Tensor sample_kernel(const at::Tensor& bank,
         // The channel-spatial factor of the current group, [I_g * kh * kw].
         std::vector<float> factor(has_factor ? row : 0);
         int64_t factor_group = -1;
+        std::vector<float> coefficients(num_kernels);
         for (int64_t o = begin; o < end; ++o) {
           float* dst = out + o * row;
-          for (int64_t k = 0; k < num_kernels; ++k) {
-            const float coefficient =
+          for (int64_t k = 0; k < num_kernels; ++k)
+            coefficients[k] =
                 m == nullptr ? 1.f
                              : (per_channel_mixing ? m[o * num_kernels + k]
                                                    : m[k]);
-            scale_sum(dst, w + (k * out_channels + o) * row, coefficient, row,
-                      k == 0);
-          }
+          mix_row(w + o * row, out_channels * row, coefficients.data(),
+                  num_kernels, row, dst);
           const float scale = f == nullptr ? 1.f : f[o];
           if (has_factor) {
             const int64_t g = o / group_out;
