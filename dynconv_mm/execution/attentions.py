@@ -207,7 +207,7 @@ def shared_kernel_conv2d(x: Tensor, kernel: Tensor, bias: Optional[Tensor],
     """
     if (x.shape[0] == 1 and groups == 1 and kernel.shape[2:] == (1, 1)
             and x.dtype == torch.float32 and kernel.dtype == torch.float32
-            and x.device.type == 'cpu' and pointwise_product_wins(x)
+            and x.is_cpu and pointwise_product_wins(x)
             and pair(stride) == (1, 1)
             # a 1x1 kernel: 'same' and 'valid' both pad nothing
             and (isinstance(padding, str) or pair(padding) == (0, 0))

@@ -51,9 +51,10 @@ def in_full_precision(x: Tensor, run: Callable[..., Any], *args: Any) -> Any:
     logits, softmax and sigmoid run in its parameters' dtype. Under fp16
     autocast a logit over 65504 (e.g. 700 at temperature 0.01) would be
     inf and the softmax NaN."""
-    device = x.device.type
     # A context only where autocast is on: at batch-1 inference every
-    # Python call around the attention's handful of small ops counts.
+    # Python call around the attention's handful of small ops counts
+    # (is_cpu first: building x.device costs ~0.4 us).
+    device = 'cpu' if x.is_cpu else x.device.type
     if autocast_enabled(device):
         with torch.autocast(device_type=device, enabled=False):
             return run(*args)
