@@ -66,8 +66,8 @@ std::vector<at::Tensor> attention_heads(
     const at::Tensor& temperature, int64_t num_sigmoid,
     std::vector<int64_t> widths);
 
-// Whether this CPU has AVX2 and FMA, which the ops below but the
-// attention's need (sample_gemm_cpu.cpp; elsewhere PyTorch runs them).
+// Whether this CPU has AVX2 and FMA, which sample_kernel and the
+// sample_gemm ops need (sample_gemm_cpu.cpp; elsewhere PyTorch runs them).
 bool avx2_fma_supported();
 
 // dst[0:n] = sum_k c[k] * src[k * src_stride + 0:n]: a row mixed from K
@@ -83,11 +83,11 @@ at::Tensor sample_kernel(const at::Tensor& bank,
                          int64_t groups);
 
 // tiled_gemm's per-sample GEMMs with the kernels mixed in their tiles
-// (sample_gemm_cpu.cpp). Per group of the bank W [K, G, O_g, J] and the mixing m [B, K] (or
-// DyNet's [B, G, O_g, K]): the output y [B, G, O_g, P] of the unfolded
-// input cols [B, G, J, P]; the input gradient, transposed, [B, G, P, J],
-// of the transposed grad_y_t [B, G, P, O_g]; the bank's and the mixing's
-// gradients {dW, dm} from grad_y and the input cols.
+// (sample_gemm_cpu.cpp). Per group of the bank W [K, G, O_g, J] and the
+// mixing m [B, K] (or DyNet's [B, G, O_g, K]): the output y [B, G, O_g, P]
+// of the unfolded input cols [B, G, J, P]; the input gradient, transposed,
+// [B, G, P, J], of the transposed grad_y_t [B, G, P, O_g]; the bank's and
+// the mixing's gradients {dW, dm} from grad_y and the input cols.
 at::Tensor sample_gemm_forward(const at::Tensor& cols,
                                const at::Tensor& bank,
                                const at::Tensor& mixing);
