@@ -34,3 +34,11 @@ def count_cpu_op_calls(monkeypatch) -> CountingOps:
     spy = CountingOps(cpu_ops._CPU_OPS)
     monkeypatch.setattr(cpu_ops, '_CPU_OPS', spy)
     return spy
+
+
+def skip_without_avx2_fma(ops: str) -> None:
+    """Skip a test of ``ops`` (the sample-kernel or sample-GEMM ops), which
+    are not offered on a CPU without AVX2 and FMA."""
+    if not cpu_ops._avx2_fma_supported():
+        pytest.skip(f'this CPU has no AVX2 and FMA: the {ops} ops are not '
+                    'offered')

@@ -242,11 +242,9 @@ def cpu_sample_kernel_applies(weight: Tensor,
     """Whether :func:`cpu_sample_kernel` may form a batch-1 sample's kernel
     from ``weight`` and ``attentions``: :func:`cpu_ops_usable` for all of
     them, the CPU has AVX2 and FMA, and no autograd recorded."""
-    if (not cpu_ops_usable(weight) or not _avx2_fma_supported()
-            or records_autograd(weight, *attentions)):
-        return False
-    return all(attention is None or _contiguous_float32_cpu(attention)
-               for attention in attentions)
+    return (not _SUSPENDED and _avx2_fma_supported()
+            and not records_autograd(weight, *attentions)
+            and _takes(weight, *(a for a in attentions if a is not None)))
 
 
 def cpu_sample_kernel(weight: Tensor, mixing: Optional[Tensor],

@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import dynconv_mm.execution.cpu_ops as cpu_ops
 from dynconv_mm.execution import ConvAttentions, dynamic_conv2d
-from cpu_ops_spy import count_cpu_op_calls
+from cpu_ops_spy import count_cpu_op_calls, skip_without_avx2_fma
 from float32_layer_check import (check_float32_layer_against_oracle,
                                  float32_case)
 
@@ -24,9 +24,7 @@ OPS = ('sample_gemm_forward', 'sample_gemm_input_grad',
 @pytest.fixture
 def counting_ops(monkeypatch):
     spy = count_cpu_op_calls(monkeypatch)
-    if not cpu_ops._CPU_OPS.avx2_fma_supported():
-        pytest.skip('this CPU has no AVX2 and FMA: the sample-GEMM ops '
-                    'are not offered')
+    skip_without_avx2_fma('sample-GEMM')
     return spy
 
 
