@@ -111,8 +111,12 @@ def _takes(*tensors: Tensor) -> bool:
     """The ops are there, nothing compiles, traces or watches the call, and
     every tensor is a contiguous float32 CPU tensor (suspension and the
     CPU's instructions are each op's own check)."""
-    return (_CPU_OPS is not None and _unobserved()
-            and all(_contiguous_float32_cpu(t) for t in tensors))
+    if _CPU_OPS is None or not _unobserved():
+        return False
+    for t in tensors:  # a loop, not all() over a generator: ~1 us less
+        if not _contiguous_float32_cpu(t):
+            return False
+    return True
 
 
 def _contiguous_float32_cpu(t: Tensor) -> bool:

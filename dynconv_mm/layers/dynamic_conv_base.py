@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..execution import ConvAttentions, check_method, dynamic_conv2d
 from ..execution.cpu_ops import cpu_ops_suspended
-from .attention import DynamicAttention, hidden_channels
+from .attention import DynamicAttention, hidden_channels, module_entry
 from .options import (check_bool, check_int, check_pair,
                       reject_unknown_options)
 
@@ -199,10 +199,12 @@ class DynamicConv2dBase(BaseModule):
                  attentions: Optional[ConvAttentions]) -> Tensor:
         self._check_input(x)
         if attentions is None:
-            attentions = self.attention(x, fused=self.execution == 'triton')
-        return dynamic_conv2d(x, self.weight, attentions, self.bias,
-                              self.stride, self.padding, self.dilation,
-                              self.groups, self.execution_method())
+            attentions = module_entry(self, 'attention')(
+                x, fused=self.execution == 'triton')
+        return dynamic_conv2d(x, module_entry(self, 'weight'), attentions,
+                              module_entry(self, 'bias'), self.stride,
+                              self.padding, self.dilation, self.groups,
+                              self.execution_method())
 
     def _check_input(self, x: Any) -> None:
         """Refuse an input the convolution cannot take, naming this layer

@@ -102,6 +102,27 @@ def test_a_changed_temperature_is_read_on_every_call(counting_ops):
         assert not torch.allclose(before, layer.attention(x).kernel)
 
 
+class _Doubled(torch.nn.Module):
+
+    def forward(self, weight):
+        return weight * 2
+
+
+def test_parametrized_weights_are_read_through_their_parametrization(
+        counting_ops, layer_type):
+    """A weight under ``torch.nn.utils.parametrize`` is a property, in none
+    of its module's tables: the attention reads it as any attribute."""
+    from torch.nn.utils import parametrize
+    layer = build(layer_type, '3x3')
+    for module in (layer.attention.trunk.fc, layer.attention.heads):
+        parametrize.register_parametrization(module, 'weight', _Doubled())
+    x = input_for('3x3', 1)
+    with torch.no_grad():
+        assert_attentions_match(layer, x)
+        torch.testing.assert_close(layer(x), reference_layer_forward(layer, x))
+    assert counting_ops.calls['attention_heads'] == 2
+
+
 def _no_grad(layer, x):
     with torch.no_grad():
         return layer.attention(x)
