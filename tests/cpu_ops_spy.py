@@ -12,12 +12,14 @@ class CountingOps:
     def __init__(self, ops):
         self._ops = ops
         self.calls = Counter()
+        self.last_arguments = {}  # each op's arguments in its last call
 
     def __getattr__(self, name):
         op = getattr(self._ops, name)
 
         def counted(*args):
             self.calls[name] += 1
+            self.last_arguments[name] = args
             return op(*args)
 
         return counted

@@ -103,6 +103,31 @@ def test_batch1_inference_through_the_op_matches_oracle(
             mixing != 'single' or attentions.spatial is not None)
 
 
+@pytest.mark.parametrize('mixing', MIXINGS)
+def test_at_batch1_every_attention_rides_in_the_ops_mixing(offered_op,
+                                                           mixing):
+    """Where the op mixes kernels, the channel and filter attentions join
+    its pass even where the plan would scale the activations (a 1x1 map,
+    smaller than the kernel); a single kernel keeps the plan (the op would
+    be a pass over it of its own)."""
+    weight, attentions, groups = bank_and_attentions(
+        '3x3', mixing, spatial=False, channel=mixing != 'per_channel',
+        filter_=mixing != 'per_channel')
+    x = torch.randn(1, GEOMETRIES['3x3'][0], 1, 1)
+    with torch.no_grad():
+        got = dynamic_conv2d(x, weight, attentions, None, 1, 1, 1, groups,
+                             'aggregated')
+    torch.testing.assert_close(got, reference_dynamic_conv2d(
+        x, weight, padding=1, groups=groups, **attentions._asdict()))
+    if mixing == 'single':  # nothing to form: the bank's own kernel
+        assert offered_op.calls['sample_kernel'] == 0
+        return
+    _, mixed, channel, _, filter_, _ = offered_op.last_arguments[
+        'sample_kernel']
+    assert mixed is attentions.kernel
+    assert channel is attentions.input and filter_ is attentions.output
+
+
 def _recorded(weight, attentions):
     weight.requires_grad_()
     return weight, attentions
