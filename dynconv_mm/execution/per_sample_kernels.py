@@ -297,7 +297,7 @@ def aggregated_conv2d(x: Tensor,
         # The compiled op reads the whole bank to mix this sample's kernel:
         # the channel and filter attentions ride in that pass at no cost,
         # where on the activations each would be a pass of its own
-        # (batch-1 OD-ResNet-50 4x: 1.4-2.8 ms of ~100 ms less). Decided
+        # (batch-1 OD-ResNet-50 4x: ~1.4 ms of ~100 ms less). Decided
         # per call: within cpu_ops_suspended() PyTorch forms the kernel.
         plan = AggregationPlan(True, True)
     per_sample = (kernel_attention is not None or spatial is not None
