@@ -119,18 +119,23 @@ def _kernel_factor(attentions: ConvAttentions, plan: AggregationPlan,
 
 
 def _one_sample_kernel(weight: Tensor, attentions: ConvAttentions,
-                       groups: int, plan: AggregationPlan) -> Tensor:
+                       groups: int, plan: AggregationPlan,
+                       by_op: Optional[bool] = None) -> Tensor:
     """One sample's kernel ``[O, I/groups, kh, kw]`` at inference: as few
     ops as the math allows, since at batch 1 each op's dispatch costs
     about as much as its arithmetic on all but the largest kernels. On a
     CPU, by the compiled op where it applies (:mod:`.cpu_ops`): one pass
     over the bank, mixing and every factor at once. Otherwise the new
-    kernel is scaled in place; the bank is never written."""
+    kernel is scaled in place; the bank is never written. ``by_op``:
+    :func:`.cpu_ops.cpu_sample_kernel_applies` where the caller has
+    already asked it (``None``: asked here)."""
     channel = attentions.input if plan.input else None
     filter_ = attentions.output if plan.output else None
-    if ((attentions.kernel is not None or attentions.spatial is not None
-         or channel is not None or filter_ is not None)
-            and cpu_sample_kernel_applies(weight, attentions)):
+    if by_op is None and (attentions.kernel is not None
+                          or attentions.spatial is not None
+                          or channel is not None or filter_ is not None):
+        by_op = cpu_sample_kernel_applies(weight, attentions)
+    if by_op:
         return cpu_sample_kernel(weight, attentions.kernel, channel,
                                  attentions.spatial, filter_, groups)
     _, out_channels, group_in, kh, kw = weight.shape
@@ -292,14 +297,17 @@ def aggregated_conv2d(x: Tensor,
         plan = call_aggregation_plan(x, weight, attentions, stride, padding,
                                      dilation)
     kernel_attention, spatial, channel, filter_ = attentions
-    if (batch == 1 and kernel_attention is not None
-            and cpu_sample_kernel_applies(weight, attentions)):
-        # The compiled op reads the whole bank to mix this sample's kernel:
-        # the channel and filter attentions ride in that pass at no cost,
-        # where on the activations each would be a pass of its own
-        # (batch-1 OD-ResNet-50 4x: ~1.4 ms of ~100 ms less). Decided
-        # per call: within cpu_ops_suspended() PyTorch forms the kernel.
-        plan = AggregationPlan(True, True)
+    by_op = None  # whether the compiled op forms the kernel: asked once
+    if batch == 1 and kernel_attention is not None:
+        by_op = cpu_sample_kernel_applies(weight, attentions)
+        if by_op:
+            # The compiled op reads the whole bank to mix this sample's
+            # kernel: the channel and filter attentions ride in that pass
+            # at no cost, where on the activations each would be a pass of
+            # its own (batch-1 OD-ResNet-50 4x: ~1.4 ms of ~100 ms less).
+            # Decided per call: within cpu_ops_suspended() PyTorch forms
+            # the kernel.
+            plan = AggregationPlan(True, True)
     per_sample = (kernel_attention is not None or spatial is not None
                   or (plan.input and channel is not None)
                   or (plan.output and filter_ is not None))
@@ -313,8 +321,8 @@ def aggregated_conv2d(x: Tensor,
         # The batch-1 inference path: one kernel, formed (or the bank's
         # own), and one convolution; no more ops than that, since there
         # each one's dispatch is a visible share of a small layer's time.
-        kernel = (_one_sample_kernel(weight, attentions, groups, plan)
-                  if per_sample else weight[0])
+        kernel = (_one_sample_kernel(weight, attentions, groups, plan,
+                                     by_op) if per_sample else weight[0])
         y = shared_kernel_conv2d(x, kernel, None if conv_bias is None else
                                  conv_bias[0], stride, padding, dilation,
                                  groups)
