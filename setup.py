@@ -29,7 +29,7 @@ def cpu_extensions() -> dict:
         'dynconv_mm._cpu_ops',
         [f'dynconv_mm/execution/csrc/{name}.cpp'
          for name in ('bindings', 'attention_cpu', 'sample_kernel_cpu',
-                      'sample_gemm_cpu', 'unfold_cpu')],
+                      'sample_gemm_cpu', 'sample_conv_cpu', 'unfold_cpu')],
         extra_compile_args=['-O3', *openmp],
         extra_link_args=openmp)
     return dict(ext_modules=[extension],

@@ -15,6 +15,12 @@ arithmetic. Two for inference:
   the bank (eager: a pass per kernel and per factor over kernel-sized
   tensors, several times the cache in deep layers). It needs AVX2 and
   FMA.
+* :func:`cpu_sample_conv`, one sample's convolution with that kernel
+  never formed: mixed a few rows at a time inside a GEMM's register tiles
+  over the unfolded input, the next rows' bank prefetched while the tiles
+  compute, so reading the bank overlaps the arithmetic instead of
+  preceding it. It needs AVX-512; where it runs is
+  :func:`cpu_sample_conv_wins`.
 
 And three for ``tiled_gemm``'s per-sample GEMMs, in training too
 (:func:`cpu_sample_gemm_forward`, :func:`cpu_sample_gemm_input_grad`,
@@ -55,7 +61,8 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .attentions import ConvAttentions, records_autograd
+from .attentions import (ConvAttentions, IntPair, Padding, autocast_enabled,
+                         intel_cpu, output_size, pair, records_autograd)
 
 
 def _load_ops():
@@ -131,6 +138,68 @@ _AVX2_FMA = _CPU_OPS is not None and _CPU_OPS.avx2_fma_supported()
 
 def _avx2_fma_supported() -> bool:
     return _AVX2_FMA
+
+
+_AVX512 = _CPU_OPS is not None and _CPU_OPS.avx512_supported()
+
+# Measured on a 2-core Intel Emerald Rapids VM (docs/benchmarks.md), every
+# ResNet-50 shape at batch 1 with four kernels, one and DyNet-like: the op
+# beat forming the kernel and convolving wherever the bank outweighs the
+# activations: every layer on 7x7 maps (ODConv 4x 512-channel 3x3: 1.68x
+# against 2.19x a static convolution), 1x1 layers whose block of unfolded
+# input, min(C_in, 512) rows by H*W, fits this (1024->256 at 14x14: 1.26x
+# against 1.39x; 64->256 at 56x56: 0.76x against 0.99x) and lost where it
+# does not (256->64 at 56x56: 1.82x against 1.00x); with a kxk kernel it
+# lost from 14x14 up (the unfolding and wider pixel tiles).
+SAMPLE_CONV_MAX_BLOCK_BYTES = 1 << 20
+SAMPLE_CONV_MAX_UNFOLDED_PIXELS = 64
+
+
+def cpu_sample_conv_wins(x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                         stride: IntPair, padding: Padding,
+                         dilation: IntPair, groups: int) -> bool:
+    """Whether a batch-1 sample's convolution runs as
+    :func:`cpu_sample_conv` (the caller has checked
+    :func:`cpu_sample_kernel_applies`): an Intel CPU with AVX-512 (measured
+    there only), one group, numeric padding, ``x`` and ``bias`` as the ops
+    take them and not recorded by autograd, no autocast, and a shape where
+    it was measured to win."""
+    if not (_AVX512 and groups == 1 and not isinstance(padding, str)
+            and intel_cpu() and _takes(x)
+            and (bias is None or _contiguous_float32_cpu(bias))
+            and not records_autograd(x, bias)
+            and not autocast_enabled('cpu')):
+        return False
+    kernel_size = tuple(weight.shape[3:])
+    height, width = output_size(x, kernel_size, stride, padding, dilation)
+    pixels = height * width
+    if (kernel_size == (1, 1) and pair(stride) == (1, 1)
+            and pair(padding) == (0, 0)):
+        rows = min(x.shape[1], 512)  # the op's block of columns
+        return rows * pixels * 4 <= SAMPLE_CONV_MAX_BLOCK_BYTES
+    return pixels <= SAMPLE_CONV_MAX_UNFOLDED_PIXELS
+
+
+def cpu_sample_conv(x: Tensor, weight: Tensor, attentions: ConvAttentions,
+                    bias: Optional[Tensor], stride: IntPair,
+                    padding: Padding, dilation: IntPair) -> Tensor:
+    """``F.conv2d(x, kernel, bias, stride, padding, dilation)`` of one
+    sample ``x`` ``[1, C_in, H, W]``, with ``kernel`` the sample's kernel
+    that :func:`cpu_sample_kernel` would form from the bank ``weight``
+    ``[K, C_out, C_in, kh, kw]`` and every attention (one group), without
+    forming it. ``[1, C_out, H_out, W_out]``."""
+    kernel_size = tuple(weight.shape[3:])
+    out_size = output_size(x, kernel_size, stride, padding, dilation)
+    if (kernel_size == (1, 1) and pair(stride) == (1, 1)
+            and pair(padding) == (0, 0)):
+        cols = x.view(x.shape[1], -1)
+    else:
+        cols = _CPU_OPS.unfold_columns(x, kernel_size, pair(dilation),
+                                       pair(padding), pair(stride))[0]
+    y = _CPU_OPS.sample_conv(cols, weight, attentions.kernel,
+                             attentions.input, attentions.spatial,
+                             attentions.output, bias)
+    return y.view(1, weight.shape[1], *out_size)
 
 
 def cpu_sample_gemm_usable(*tensors: Tensor) -> bool:

@@ -30,7 +30,8 @@ from .attentions import (ConvAttentions, IntPair, Padding, accepts_empty_batch,
                          channel_view, finish, intel_cpu, mix_bias, mix_kernels,
                          output_size, records_autograd, scale_channels,
                          shared_kernel_conv2d)
-from .cpu_ops import cpu_sample_kernel, cpu_sample_kernel_applies
+from .cpu_ops import (cpu_sample_conv, cpu_sample_conv_wins,
+                      cpu_sample_kernel, cpu_sample_kernel_applies)
 from .recompute import recomputed_in_backward
 
 
@@ -298,9 +299,13 @@ def aggregated_conv2d(x: Tensor,
                                      dilation)
     kernel_attention, spatial, channel, filter_ = attentions
     by_op = None  # whether the compiled op forms the kernel: asked once
-    if batch == 1 and kernel_attention is not None:
+    in_tiles = False  # whether it is never formed (cpu_sample_conv)
+    if batch == 1 and (kernel_attention is not None or spatial is not None
+                       or channel is not None or filter_ is not None):
         by_op = cpu_sample_kernel_applies(weight, attentions)
-        if by_op:
+        in_tiles = by_op and cpu_sample_conv_wins(
+            x, weight, bias, stride, padding, dilation, groups)
+        if in_tiles or (by_op and kernel_attention is not None):
             # The compiled op reads the whole bank to mix this sample's
             # kernel: the channel and filter attentions ride in that pass
             # at no cost, where on the activations each would be a pass of
@@ -317,7 +322,10 @@ def aggregated_conv2d(x: Tensor,
     bias_in_conv = filter_ is None or plan.output
     mixed_bias = None if bias is None else mix_bias(bias, kernel_attention)
     conv_bias = mixed_bias if bias_in_conv else None
-    if batch == 1 and not records_autograd(weight, *attentions):
+    if in_tiles:  # batch-1 inference, the kernel mixed in the GEMM's tiles
+        y = cpu_sample_conv(x, weight, attentions, None if conv_bias is None
+                            else conv_bias[0], stride, padding, dilation)
+    elif batch == 1 and not records_autograd(weight, *attentions):
         # The batch-1 inference path: one kernel, formed (or the bank's
         # own), and one convolution; no more ops than that, since there
         # each one's dispatch is a visible share of a small layer's time.

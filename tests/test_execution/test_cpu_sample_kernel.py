@@ -35,9 +35,12 @@ def counting_ops(monkeypatch):
 
 
 @pytest.fixture
-def offered_op(counting_ops):
-    """:func:`counting_ops` where the CPU runs the op (AVX2 and FMA)."""
+def offered_op(counting_ops, monkeypatch):
+    """:func:`counting_ops` where the CPU runs the op (AVX2 and FMA), the
+    kernel formed by it: never mixed in a GEMM's tiles instead
+    (``cpu_sample_conv``, AVX-512: test_cpu_sample_conv.py)."""
     skip_without_avx2_fma('sample-kernel')
+    monkeypatch.setattr(cpu_ops, '_AVX512', False)
     return counting_ops
 
 

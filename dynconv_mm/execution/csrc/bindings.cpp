@@ -20,6 +20,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Their input gradient, transposed (CPU, float32)");
   m.def("sample_gemm_weight_grads", &dynconv_mm::sample_gemm_weight_grads,
         "Their bank's and mixing's gradients (CPU, float32)");
+  m.def("avx512_supported", &dynconv_mm::avx512_supported,
+        "Whether this CPU runs the sample_conv op (AVX-512)");
+  m.def("sample_conv", &dynconv_mm::sample_conv,
+        "One sample's convolution, its kernel mixed in the GEMM's tiles "
+        "(CPU, float32)");
   m.def("unfold_columns", &dynconv_mm::unfold_columns,
         "F.unfold, samples and channels over threads (CPU, float32)");
   m.def("fold_columns", &dynconv_mm::fold_columns,

@@ -1,0 +1,306 @@
+// One sample's convolution at batch-1 inference on a CPU with AVX-512, as
+// a GEMM over its unfolded input whose kernel is mixed inside the GEMM's
+// tiles and never formed:
+//
+//   y[o, p] = sum_j (f[o] sum_k m[o, k] W[k, o, j]) e[j] cols[j, p] + b[o]
+//
+// with the bank W [K, O, J] (J = C_in kh kw), the kernel attention m ([K],
+// or DyNet's [O, K]), e[j] = c[i] a[s] the channel and spatial attentions
+// of ODConv at j = i kh kw + s, f the filter attention, b the bias, each
+// optional. sample_kernel + a convolution read the bank, write the kernel
+// and read it again, and the bank's read (the memory's bandwidth) and the
+// convolution's arithmetic take turns. Here a panel of six rows of the
+// kernel is mixed in cache right before the register tiles use it, and the
+// next panel's bank rows are prefetched a few lines per step of the tiles,
+// so the read overlaps the arithmetic: on an Emerald Rapids VM (2 cores,
+// ~28 GB/s), a 512-channel 3x3 layer at 7x7 with four kernels took 2.9 ms
+// as sample_kernel + a convolution (its bank read alone 1.3 ms, a static
+// convolution 1.3 ms) and takes 2.0-2.3 ms here (docs/benchmarks.md).
+//
+// Groups of one only; the Python side decides where it runs.
+#include "cpu_ops.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define DYNCONV_MM_SAMPLE_CONV 1
+#endif
+
+namespace dynconv_mm {
+
+#ifdef DYNCONV_MM_SAMPLE_CONV
+#define DYNCONV_MM_AVX512 __attribute__((target("avx512f")))
+
+namespace {
+
+constexpr int kLanes = 16;           // floats in a zmm register
+constexpr int kTileRows = 6;         // output channels of a register tile
+constexpr int kTileVectors = 4;      // its pixels: 4 registers, 64 floats
+constexpr int64_t kBlock = 512;      // columns j of a panel
+constexpr int64_t kUnitTiles = 4;    // tiles that share a block of cols
+
+struct SampleConv {
+  const float* cols;  // [J, P]
+  const float* bank;  // [K, O, J]
+  const float* m;     // [K], [O, K] (per_row) or null (K = 1)
+  const float* e;     // [J] or null
+  const float* f;     // [O] or null
+  const float* bias;  // [O] or null
+  float* y;           // [O, P]
+  int64_t J, P, O, K;
+  bool per_row;
+};
+
+inline __mmask16 first_lanes(int64_t n) {
+  return static_cast<__mmask16>(n >= kLanes ? 0xFFFF : (1u << n) - 1u);
+}
+
+// dst[0:n] = e[0:n] * sum_k c[k] src[k * stride + 0:n] (e may be null):
+// one row of the kernel on a block, from its K bank rows read side by side.
+DYNCONV_MM_AVX512 void mix_panel_row(const float* src, int64_t stride,
+                                     const float* c, int64_t num_kernels,
+                                     const float* e, int64_t n, float* dst) {
+  for (int64_t j = 0; j < n; j += kLanes) {
+    const __mmask16 mask = first_lanes(n - j);
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t k = 0; k < num_kernels; ++k)
+      sum = _mm512_fmadd_ps(_mm512_set1_ps(c[k]),
+                            _mm512_maskz_loadu_ps(mask, src + k * stride + j),
+                            sum);
+    if (e != nullptr) sum = _mm512_mul_ps(sum, _mm512_maskz_loadu_ps(mask, e + j));
+    _mm512_mask_storeu_ps(dst + j, mask, sum);
+  }
+}
+
+// The cache lines of the next tile's bank rows (`count` pieces of `lines`
+// lines each), asked for a few per step of a register tile: spread over
+// its arithmetic, the next panel's reads overlap it.
+struct PrefetchStream {
+  const float* const* pieces;
+  int64_t count, lines;
+};
+constexpr PrefetchStream kNoStream{nullptr, 0, 0};
+
+// out[r, 0:16V] (+)= sum_i a[r, i] x[i, 0:16V] for R rows (a's rows kBlock
+// apart, x's and out's `P`), the last register's lanes masked by `last`.
+template <int R, int V, bool Add>
+DYNCONV_MM_AVX512 __attribute__((noinline)) void register_tile(
+    const float* a, int64_t inner, const float* x, int64_t P, float* out,
+    __mmask16 last, const PrefetchStream& stream) {
+  __m512 acc[R][V];
+  const float* const* piece = stream.pieces;
+  const float* const* const pieces_end = piece + stream.count;
+  int64_t line = 0;
+  const int64_t lines = stream.lines;
+  // lines per step: all of them by the tile's end
+  const int64_t rate = (stream.count * lines + inner - 1) / inner;
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
+  // Told that the loop runs, GCC 12 keeps the accumulators in registers;
+  // otherwise it stores all of them to the stack on every step (3x slower).
+  if (inner <= 0) return;
+  for (int64_t i = 0; i < inner; ++i) {
+    const float* row = x + i * P;
+    __m512 c[V];
+    for (int v = 0; v < V; ++v)
+      c[v] = v == V - 1 ? _mm512_maskz_loadu_ps(last, row + v * kLanes)
+                        : _mm512_loadu_ps(row + v * kLanes);
+    for (int r = 0; r < R; ++r) {
+      const __m512 w = _mm512_set1_ps(a[r * kBlock + i]);
+      for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(w, c[v], acc[r][v]);
+    }
+    for (int64_t q = 0; q < rate; ++q)
+      if (piece != pieces_end) {
+        __builtin_prefetch(*piece + line * kLanes, 0, 2);
+        if (++line == lines) {
+          line = 0;
+          ++piece;
+        }
+      }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) {
+      float* o = out + r * P + v * kLanes;
+      const __mmask16 mask = v == V - 1 ? last : 0xFFFF;
+      _mm512_mask_storeu_ps(
+          o, mask,
+          Add ? _mm512_add_ps(_mm512_maskz_loadu_ps(mask, o), acc[r][v])
+              : acc[r][v]);
+    }
+}
+
+template <int V>
+DYNCONV_MM_AVX512 void tile_of_rows(int rows, const float* a, int64_t inner,
+                                    const float* x, int64_t P, float* out,
+                                    __mmask16 last, bool add,
+                                    const PrefetchStream& stream) {
+  switch (rows * 2 + add) {
+#define DYNCONV_MM_ROWS(R)                                          \
+  case 2 * R:                                                       \
+    register_tile<R, V, false>(a, inner, x, P, out, last, stream);          \
+    break;                                                          \
+  case 2 * R + 1:                                                   \
+    register_tile<R, V, true>(a, inner, x, P, out, last, stream);          \
+    break;
+    DYNCONV_MM_ROWS(1) DYNCONV_MM_ROWS(2) DYNCONV_MM_ROWS(3)
+    DYNCONV_MM_ROWS(4) DYNCONV_MM_ROWS(5) DYNCONV_MM_ROWS(6)
+#undef DYNCONV_MM_ROWS
+  }
+}
+
+// Rows [o_begin, o_end) of y, a block of columns at a time: each tile's
+// rows of the kernel on the block are mixed into a panel and the tile's
+// pixels are summed over the block (the block of cols stays in cache for
+// the unit's tiles) while the next tile's bank rows are prefetched.
+DYNCONV_MM_AVX512 void conv_unit(const SampleConv& s, int64_t o_begin,
+                                 int64_t o_end) {
+  const int64_t J = s.J, P = s.P, K = s.K;
+  std::vector<float> panel(kTileRows * kBlock);
+  std::vector<float> c(K);
+  std::vector<const float*> pieces(kTileRows * K);
+  for (int64_t j0 = 0; j0 < J; j0 += kBlock) {
+    const int64_t n = std::min(kBlock, J - j0);
+    for (int64_t o0 = o_begin; o0 < o_end; o0 += kTileRows) {
+      const int rows = static_cast<int>(std::min<int64_t>(kTileRows, o_end - o0));
+      // The next tile: the unit's next rows on this block, or its first
+      // rows on the next block.
+      int64_t next_o = o0 + kTileRows, next_j = j0;
+      if (next_o >= o_end) {
+        next_o = o_begin;
+        next_j = j0 + kBlock;
+      }
+      PrefetchStream stream{pieces.data(), 0, 0};
+      if (next_j < J) {
+        const int64_t next_rows = std::min<int64_t>(kTileRows, o_end - next_o);
+        for (int64_t r = 0; r < next_rows; ++r)
+          for (int64_t k = 0; k < K; ++k)
+            pieces[stream.count++] = s.bank + (k * s.O + next_o + r) * J + next_j;
+        stream.lines = (std::min(kBlock, J - next_j) + kLanes - 1) / kLanes;
+      }
+      for (int r = 0; r < rows; ++r) {
+        const int64_t o = o0 + r;
+        const float scale = s.f == nullptr ? 1.f : s.f[o];
+        for (int64_t k = 0; k < K; ++k)
+          c[k] = scale * (s.m == nullptr ? 1.f
+                          : s.per_row  ? s.m[o * K + k]
+                                       : s.m[k]);
+        const float* src = s.bank + o * J + j0;
+        mix_panel_row(src, s.O * J, c.data(), K,
+                      s.e == nullptr ? nullptr : s.e + j0, n,
+                      panel.data() + r * kBlock);
+      }
+      for (int64_t p0 = 0; p0 < P; p0 += kTileVectors * kLanes) {
+        const int64_t width = std::min<int64_t>(kTileVectors * kLanes, P - p0);
+        const int vectors = static_cast<int>((width + kLanes - 1) / kLanes);
+        const __mmask16 last = first_lanes(width - (vectors - 1) * kLanes);
+        const float* x = s.cols + j0 * P + p0;
+        float* out = s.y + o0 * P + p0;
+        const bool add = j0 > 0;
+        // the stream rides on the first pixels' tile
+        const PrefetchStream& ride = p0 == 0 ? stream : kNoStream;
+        const float* a = panel.data();
+        switch (vectors) {
+          case 1: tile_of_rows<1>(rows, a, n, x, P, out, last, add, ride); break;
+          case 2: tile_of_rows<2>(rows, a, n, x, P, out, last, add, ride); break;
+          case 3: tile_of_rows<3>(rows, a, n, x, P, out, last, add, ride); break;
+          default: tile_of_rows<4>(rows, a, n, x, P, out, last, add, ride);
+        }
+      }
+    }
+  }
+  if (s.bias != nullptr)
+    for (int64_t o = o_begin; o < o_end; ++o)
+      for (int64_t p = 0; p < P; ++p) s.y[o * P + p] += s.bias[o];
+}
+
+const float* data_or_null(const c10::optional<at::Tensor>& t) {
+  return t.has_value() ? t->data_ptr<float>() : nullptr;
+}
+
+}  // namespace
+
+bool avx512_supported() {
+  static const bool supported = __builtin_cpu_supports("avx512f");
+  return supported;
+}
+
+at::Tensor sample_conv(const at::Tensor& cols, const at::Tensor& bank,
+                       const c10::optional<at::Tensor>& mixing,
+                       const c10::optional<at::Tensor>& channel,
+                       const c10::optional<at::Tensor>& spatial,
+                       const c10::optional<at::Tensor>& filter,
+                       const c10::optional<at::Tensor>& bias) {
+  TORCH_CHECK(avx512_supported(),
+              "dynconv_mm sample_conv: needs a CPU with AVX-512");
+  check_float_cpu("sample_conv", "bank", bank, bank.dim() == 5,
+                  "[K, C_out, C_in, kh, kw]");
+  const int64_t K = bank.size(0), O = bank.size(1), I = bank.size(2);
+  const int64_t area = bank.size(3) * bank.size(4), J = I * area;
+  check_float_cpu("sample_conv", "cols", cols,
+                  cols.dim() == 2 && cols.size(0) == J,
+                  "[C_in*kh*kw = ", J, ", pixels]");
+  const int64_t P = cols.size(1);
+  bool per_row = false;
+  if (mixing.has_value()) {
+    per_row = mixing->numel() == O * K;
+    check_float_cpu_values("sample_conv", "mixing", *mixing,
+                           per_row ? O * K : K);
+  } else {
+    TORCH_CHECK(K == 1, "dynconv_mm sample_conv: a bank of ", K,
+                " kernels needs mixing coefficients");
+  }
+  if (channel.has_value())
+    check_float_cpu_values("sample_conv", "channel", *channel, I);
+  if (spatial.has_value())
+    check_float_cpu_values("sample_conv", "spatial", *spatial, area);
+  if (filter.has_value())
+    check_float_cpu_values("sample_conv", "filter", *filter, O);
+  if (bias.has_value())
+    check_float_cpu_values("sample_conv", "bias", *bias, O);
+
+  // The channel x spatial factor of each column j, once.
+  std::vector<float> factor;
+  if (channel.has_value() || spatial.has_value()) {
+    const float* c = data_or_null(channel);
+    const float* a = data_or_null(spatial);
+    factor.resize(J);
+    for (int64_t i = 0; i < I; ++i)
+      for (int64_t t = 0; t < area; ++t)
+        factor[i * area + t] =
+            (c == nullptr ? 1.f : c[i]) * (a == nullptr ? 1.f : a[t]);
+  }
+  at::Tensor y = at::empty({O, P}, cols.options());
+  const SampleConv s{cols.data_ptr<float>(), bank.data_ptr<float>(),
+                     data_or_null(mixing), factor.empty() ? nullptr
+                                                          : factor.data(),
+                     data_or_null(filter), data_or_null(bias),
+                     y.data_ptr<float>(), J, P, O, K, per_row};
+  const int64_t tiles = (O + kTileRows - 1) / kTileRows;
+  at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; t += kUnitTiles)
+      conv_unit(s, t * kTileRows,
+                std::min(O, std::min(end, t + kUnitTiles) * kTileRows));
+  });
+  return y;
+}
+
+#else  // not x86-64 with GCC: never offered
+
+bool avx512_supported() { return false; }
+
+at::Tensor sample_conv(const at::Tensor&, const at::Tensor&,
+                       const c10::optional<at::Tensor>&,
+                       const c10::optional<at::Tensor>&,
+                       const c10::optional<at::Tensor>&,
+                       const c10::optional<at::Tensor>&,
+                       const c10::optional<at::Tensor>&) {
+  TORCH_CHECK(false, "dynconv_mm sample_conv: needs an x86-64 CPU");
+}
+
+#endif
+
+}  // namespace dynconv_mm

@@ -1,0 +1,224 @@
+"""The compiled CPU op that runs a batch-1 sample's convolution with its
+kernel mixed inside the GEMM's tiles, never formed
+(``dynconv_mm/execution/csrc/sample_conv_cpu.cpp``, AVX-512): against the
+slow oracle, directly and through ``dynamic_conv2d`` at batch-1
+inference, where it must not run, and the shapes it is chosen for."""
+import itertools
+
+import pytest
+import torch
+
+import dynconv_mm.execution.cpu_ops as cpu_ops
+from dynconv_mm.execution import ConvAttentions, dynamic_conv2d
+from cpu_ops_spy import count_cpu_op_calls
+from oracle import reference_dynamic_conv2d
+
+# (c_in, c_out, kernel, input size, stride, padding, dilation): rows of the
+# kernel (c_in*kh*kw) shorter than 16 and past the op's block of 512
+# columns; output channels past a register tile (6) and a unit (24); pixels
+# in one register (<16), past one tile (64) and past several
+GEOMETRIES = {
+    '3x3': (6, 10, (3, 3), (7, 7), 1, (1, 1), 1),
+    '1x1': (12, 7, (1, 1), (6, 5), 1, (0, 0), 1),
+    'long rows': (70, 30, (3, 3), (5, 6), 1, (1, 1), 1),
+    'many pixels': (9, 13, (1, 1), (11, 13), 1, (0, 0), 1),
+    'stride 2': (8, 25, (3, 3), (9, 8), 2, (1, 1), 1),
+    'dilated, unpadded': (5, 6, (3, 3), (9, 9), 1, (0, 0), 2),
+    'nonsquare': (4, 6, (3, 1), (5, 4), 1, (1, 0), 1),
+    'one pixel': (16, 4, (1, 1), (1, 1), 1, (0, 0), 1),
+}
+MIXINGS = {'single': 1, 'per_kernel': 3, 'per_channel': 4}
+
+
+@pytest.fixture
+def offered_op(monkeypatch):
+    """Counts the compiled ops' calls, where the CPU runs this one."""
+    spy = count_cpu_op_calls(monkeypatch)
+    if not cpu_ops._AVX512:
+        pytest.skip('this CPU has no AVX-512: the op is not offered')
+    return spy
+
+
+def case(geometry, mixing, spatial=True, channel=True, filter_=True,
+         seed=0):
+    c_in, c_out, kernel_size, size, *_ = GEOMETRIES[geometry]
+    num_kernels = MIXINGS[mixing]
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.randn(num_kernels, c_out, c_in, *kernel_size, generator=g)
+
+    def rand(*shape):  # attentions in (0.2, 1.2): far from uniform
+        return torch.rand(*shape, generator=g) + 0.2
+
+    attentions = ConvAttentions(
+        kernel={'single': None, 'per_kernel': rand(1, num_kernels),
+                'per_channel': rand(1, c_out, num_kernels)}[mixing],
+        spatial=rand(1, *kernel_size) if spatial else None,
+        input=rand(1, c_in) if channel else None,
+        output=rand(1, c_out) if filter_ else None)
+    x = torch.randn(1, c_in, *size, generator=g)
+    return x, weight, attentions
+
+
+def conv_arguments(geometry):
+    return GEOMETRIES[geometry][4:]
+
+
+def assert_close(got, want):
+    """Float32 sums of a few hundred products in another order than the
+    oracle's: a tolerance on the output's scale."""
+    torch.testing.assert_close(got, want, rtol=1e-5,
+                               atol=1e-5 * want.abs().max().item())
+
+
+CASES = [(geometry, mixing, *flags)
+         for geometry, mixing in itertools.product(GEOMETRIES, MIXINGS)
+         for flags in itertools.product([False, True], repeat=3)
+         if mixing != 'single' or any(flags)]
+
+
+@pytest.mark.parametrize('geometry, mixing, spatial, channel, filter_', CASES)
+def test_op_matches_oracle(offered_op, geometry, mixing, spatial, channel,
+                           filter_):
+    x, weight, attentions = case(geometry, mixing, spatial, channel, filter_)
+    stride, padding, dilation = conv_arguments(geometry)
+    bias = torch.randn(weight.shape[1])
+    got = cpu_ops.cpu_sample_conv(x, weight, attentions, bias, stride,
+                                  padding, dilation)
+    want = reference_dynamic_conv2d(
+        x, weight, stride=stride, padding=padding, dilation=dilation,
+        **attentions._asdict()) + bias.view(1, -1, 1, 1)
+    assert_close(got, want)
+    assert offered_op.calls['sample_conv'] == 1
+
+
+def test_op_without_a_bias(offered_op):
+    x, weight, attentions = case('long rows', 'per_kernel')
+    stride, padding, dilation = conv_arguments('long rows')
+    got = cpu_ops.cpu_sample_conv(x, weight, attentions, None, stride,
+                                  padding, dilation)
+    assert_close(got, reference_dynamic_conv2d(
+        x, weight, stride=stride, padding=padding, dilation=dilation,
+        **attentions._asdict()))
+
+
+@pytest.mark.parametrize('mixing', MIXINGS)
+@pytest.mark.parametrize('geometry', ['3x3', 'many pixels', 'stride 2'])
+def test_batch1_inference_runs_it_where_it_wins(offered_op, monkeypatch,
+                                                geometry, mixing):
+    """Through ``dynamic_conv2d``: every attention and the mixed bias in
+    the op (none on the activations), no kernel formed."""
+    monkeypatch.setattr(cpu_ops, 'intel_cpu', lambda: True)
+    x, weight, attentions = case(geometry, mixing)
+    stride, padding, dilation = conv_arguments(geometry)
+    bias = torch.randn(weight.shape[0], weight.shape[1])
+    with torch.no_grad():
+        got = dynamic_conv2d(x, weight, attentions, bias, stride, padding,
+                             dilation, 1, 'aggregated')
+    assert_close(got, reference_dynamic_conv2d(
+        x, weight, bias=bias, stride=stride, padding=padding,
+        dilation=dilation, **attentions._asdict()))
+    assert offered_op.calls['sample_conv'] == 1
+    assert offered_op.calls['sample_kernel'] == 0
+    _, _, mixed, channel, spatial, filter_, _ = offered_op.last_arguments[
+        'sample_conv']
+    assert mixed is attentions.kernel and spatial is attentions.spatial
+    assert channel is attentions.input and filter_ is attentions.output
+
+
+def _grad_of_input(x, weight, attentions):
+    return x.requires_grad_(), weight, attentions
+
+
+def _grad_of_bank(x, weight, attentions):
+    return x, weight.requires_grad_(), attentions
+
+
+def _grouped(x, weight, attentions):
+    return x, weight, attentions  # run with groups=2 below
+
+
+def _float64(x, weight, attentions):
+    return x.double(), weight.double(), ConvAttentions(
+        *(None if a is None else a.double() for a in attentions))
+
+
+def _channels_last(x, weight, attentions):
+    return x.to(memory_format=torch.channels_last), weight, attentions
+
+
+@pytest.mark.parametrize('change', [_grad_of_input, _grad_of_bank, _grouped,
+                                    _float64, _channels_last])
+def test_where_it_must_not_run(offered_op, monkeypatch, change):
+    """Autograd on the input or the bank, groups, float64 and a
+    non-contiguous input keep the kernel formed (or PyTorch)."""
+    monkeypatch.setattr(cpu_ops, 'intel_cpu', lambda: True)
+    x, weight, attentions = change(*case('3x3', 'per_kernel'))
+    groups = 1
+    if change is _grouped:
+        weight = weight[:, :, :3].contiguous()
+        groups = 2
+    stride, padding, dilation = conv_arguments('3x3')
+    got = dynamic_conv2d(x, weight, attentions, None, stride, padding,
+                         dilation, groups, 'aggregated')
+    want = reference_dynamic_conv2d(
+        x.detach(), weight.detach(), stride=stride, padding=padding,
+        dilation=dilation, groups=groups, **attentions._asdict())
+    torch.testing.assert_close(got.detach(), want)
+    assert offered_op.calls['sample_conv'] == 0
+    if change in (_grad_of_input, _grad_of_bank):
+        got.sum().backward()  # still differentiable
+
+
+def test_suspended_ops_keep_pytorch(offered_op, monkeypatch):
+    monkeypatch.setattr(cpu_ops, 'intel_cpu', lambda: True)
+    x, weight, attentions = case('3x3', 'per_kernel')
+    with torch.no_grad(), cpu_ops.cpu_ops_suspended():
+        dynamic_conv2d(x, weight, attentions, None, 1, 1, 1, 1, 'aggregated')
+    assert offered_op.calls['sample_conv'] == 0
+
+
+@pytest.mark.parametrize('c_in, c_out, kernel, size, wins', [
+    (512, 512, 3, 7, True),      # every layer on a 7x7 map
+    (2048, 512, 1, 7, True),
+    (256, 256, 3, 14, False),    # a 3x3 kernel from 14x14 up
+    (1024, 256, 1, 14, True),    # a 1x1 layer whose block of input fits
+    (64, 256, 1, 56, True),
+    (256, 64, 1, 56, False),     # ... and where it does not
+    (512, 128, 1, 28, False),
+])
+def test_the_shapes_it_is_chosen_for(monkeypatch, c_in, c_out, kernel, size,
+                                     wins):
+    monkeypatch.setattr(cpu_ops, '_AVX512', True)
+    monkeypatch.setattr(cpu_ops, '_CPU_OPS', cpu_ops._CPU_OPS or object())
+    x = torch.empty(1, c_in, size, size)
+    weight = torch.empty(4, c_out, c_in, kernel, kernel)
+    padding = kernel // 2
+    for intel in (True, False):  # measured on Intel CPUs only
+        monkeypatch.setattr(cpu_ops, 'intel_cpu', lambda: intel)
+        assert cpu_ops.cpu_sample_conv_wins(
+            x, weight, None, 1, padding, 1, 1) == (wins and intel)
+    monkeypatch.setattr(cpu_ops, 'intel_cpu', lambda: True)
+    assert not cpu_ops.cpu_sample_conv_wins(x, weight, None, 1, 'same', 1, 1)
+    monkeypatch.setattr(cpu_ops, '_AVX512', False)
+    assert not cpu_ops.cpu_sample_conv_wins(x, weight, None, 1, padding, 1,
+                                            1)
+
+
+@pytest.mark.parametrize('change, message', [
+    (dict(cols=torch.randn(5, 49)), 'cols must be'),
+    (dict(mixing=torch.randn(3)), 'mixing must be'),
+    (dict(mixing=None), 'needs mixing coefficients'),
+    (dict(channel=torch.randn(7)), 'channel must be'),
+    (dict(spatial=torch.randn(4)), 'spatial must be'),
+    (dict(filter=torch.randn(3)), 'filter must be'),
+    (dict(bias=torch.randn(5, dtype=torch.float64)), 'bias must be'),
+    (dict(bank=torch.randn(4, 6, 8, 3)), 'bank must be'),
+])
+def test_op_refuses_bad_arguments(offered_op, change, message):
+    args = dict(cols=torch.randn(8 * 9, 49), bank=torch.randn(4, 6, 8, 3, 3),
+                mixing=torch.rand(4), channel=torch.rand(8),
+                spatial=torch.rand(3, 3), filter=torch.rand(6),
+                bias=torch.randn(6))
+    args.update(change)
+    with pytest.raises(RuntimeError, match=message):
+        cpu_ops._CPU_OPS.sample_conv(*args.values())
