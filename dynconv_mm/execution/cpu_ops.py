@@ -155,20 +155,14 @@ SAMPLE_CONV_MAX_BLOCK_BYTES = 1 << 20
 SAMPLE_CONV_MAX_UNFOLDED_PIXELS = 64
 
 
-def cpu_sample_conv_wins(x: Tensor, weight: Tensor, bias: Optional[Tensor],
-                         stride: IntPair, padding: Padding,
-                         dilation: IntPair, groups: int) -> bool:
-    """Whether a batch-1 sample's convolution runs as
-    :func:`cpu_sample_conv` (the caller has checked
-    :func:`cpu_sample_kernel_applies`): an Intel CPU with AVX-512 (measured
-    there only), one group, numeric padding, ``x`` and ``bias`` as the ops
-    take them and not recorded by autograd, no autocast, and a shape where
-    it was measured to win."""
+def cpu_sample_conv_fits(x: Tensor, weight: Tensor, stride: IntPair,
+                         padding: Padding, dilation: IntPair,
+                         groups: int) -> bool:
+    """The CPU and shapes part of :func:`cpu_sample_conv_wins`: the ops are
+    there, an Intel CPU with AVX-512 (measured there only), one group,
+    numeric padding, and a shape where the op was measured to win."""
     if not (_AVX512 and groups == 1 and not isinstance(padding, str)
-            and intel_cpu() and _takes(x)
-            and (bias is None or _contiguous_float32_cpu(bias))
-            and not records_autograd(x, bias)
-            and not autocast_enabled('cpu')):
+            and _CPU_OPS is not None and intel_cpu()):
         return False
     kernel_size = tuple(weight.shape[3:])
     height, width = output_size(x, kernel_size, stride, padding, dilation)
@@ -178,6 +172,22 @@ def cpu_sample_conv_wins(x: Tensor, weight: Tensor, bias: Optional[Tensor],
         rows = min(x.shape[1], 512)  # the op's block of columns
         return rows * pixels * 4 <= SAMPLE_CONV_MAX_BLOCK_BYTES
     return pixels <= SAMPLE_CONV_MAX_UNFOLDED_PIXELS
+
+
+def cpu_sample_conv_wins(x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                         stride: IntPair, padding: Padding,
+                         dilation: IntPair, groups: int) -> bool:
+    """Whether a batch-1 sample's convolution runs as
+    :func:`cpu_sample_conv` (the caller has checked
+    :func:`cpu_sample_kernel_applies`): :func:`cpu_sample_conv_fits`, and
+    ``x`` and ``bias`` as the ops take them, not recorded by autograd, no
+    autocast."""
+    return (cpu_sample_conv_fits(x, weight, stride, padding, dilation,
+                                 groups)
+            and _takes(x)
+            and (bias is None or _contiguous_float32_cpu(bias))
+            and not records_autograd(x, bias)
+            and not autocast_enabled('cpu'))
 
 
 def cpu_sample_conv(x: Tensor, weight: Tensor, attentions: ConvAttentions,

@@ -11,7 +11,10 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
   a single kernel with a spatial attention on a small map (ODConv 1x, 512
   channels at 7x7), where ``im2col`` keeps the large kernel static (1.1x
   against 1.34x a static conv); so below ``PER_SAMPLE_MIN_PIXELS`` a
-  single kernel runs from the static bank.
+  single kernel runs from the static bank, unless the kernel would be
+  mixed in the GEMM's tiles there (:func:`.cpu_ops.cpu_sample_conv_fits`,
+  Intel CPUs with AVX-512: 0.80-0.95x a static conv at 7x7; batch-1
+  OD-ResNet-50 1x 1.113x -> 1.081x).
 * **Otherwise, on the CPU** (training, or batches), measured at batch 8
   with freed memory kept in the process (:mod:`.cpu_memory`; without it
   every per-sample kernel page-faults anew) and the kernels formed again
@@ -65,6 +68,7 @@ from torch import Tensor
 from .attentions import (ConvAttentions, IntPair, Padding, output_size,
                          records_autograd)
 from .cpu_memory import cpu_memory_state
+from .cpu_ops import cpu_sample_conv_fits
 
 FORMULATIONS = ('batch_folded', 'aggregated', 'kernel_branches', 'im2col',
                 'tiled_gemm', 'triton')
@@ -132,10 +136,15 @@ def select_method(x: Tensor,
                   dilation: IntPair = 1) -> str:
     """The fastest valid formulation in ``allowed`` for this call."""
     pixels = _pixels(x, weight, stride, padding, dilation)
+    in_tiles = (x.shape[0] == 1 and weight.shape[0] == 1 and x.is_cpu
+                and pixels < PER_SAMPLE_MIN_PIXELS
+                and cpu_sample_conv_fits(x, weight, stride, padding,
+                                         dilation,
+                                         x.shape[1] // weight.shape[2]))
     # Validity is asked of the preferred methods one by one (the first
     # usually runs): checking all of them first cost a dozen Python calls
     # per layer, which at batch-1 inference is a visible share.
-    for method in preference(x, weight, attentions, pixels):
+    for method in preference(x, weight, attentions, pixels, in_tiles):
         if method in allowed and can_run(method, x, attentions, weight,
                                          pixels):
             return method
@@ -157,15 +166,18 @@ def _pixels(x: Tensor, weight: Tensor, stride: IntPair, padding: Padding,
 
 
 def preference(x: Tensor, weight: Tensor, attentions: ConvAttentions,
-               pixels: int) -> Sequence[str]:
+               pixels: int, in_tiles: bool = False) -> Sequence[str]:
     """The formulations from fastest to slowest expected, for an output of
-    ``pixels`` pixels per channel."""
+    ``pixels`` pixels per channel; ``in_tiles``: at batch-1 inference the
+    sample's kernel would be mixed in the GEMM's tiles
+    (:func:`.cpu_ops.cpu_sample_conv_fits`)."""
     batch, num_kernels = x.shape[0], weight.shape[0]
     static_bank = ('kernel_branches', 'im2col')
     per_sample = ('aggregated', 'batch_folded')
     small_map = pixels < PER_SAMPLE_MIN_PIXELS
     if batch == 1 and not records_autograd(x, weight, *attentions):
-        if small_map and num_kernels == 1 and x.device.type == 'cpu':
+        if (small_map and num_kernels == 1 and x.device.type == 'cpu'
+                and not in_tiles):
             return static_bank + per_sample
         return per_sample + static_bank
     if x.device.type == 'cuda':

@@ -10,6 +10,7 @@ import torch
 
 import dynconv_mm.execution.cpu_ops as cpu_ops
 from dynconv_mm.execution import ConvAttentions, dynamic_conv2d
+from dynconv_mm.execution.selection import select_method
 from cpu_ops_spy import count_cpu_op_calls
 from oracle import reference_dynamic_conv2d
 
@@ -222,3 +223,27 @@ def test_op_refuses_bad_arguments(offered_op, change, message):
     args.update(change)
     with pytest.raises(RuntimeError, match=message):
         cpu_ops._CPU_OPS.sample_conv(*args.values())
+
+
+@pytest.mark.parametrize('kernel, size, in_tiles', [(3, 7, True),
+                                                    (1, 7, True),
+                                                    (3, 9, False)])
+def test_a_single_kernel_on_a_small_map_runs_per_sample_in_tiles(
+        monkeypatch, kernel, size, in_tiles):
+    """At batch-1 inference a single kernel on a small map runs from the
+    static bank, unless the op would mix it in its tiles (at most 64
+    output pixels, or a 1x1 kernel)."""
+    monkeypatch.setattr(cpu_ops, '_CPU_OPS', cpu_ops._CPU_OPS or object())
+    monkeypatch.setattr(cpu_ops, 'intel_cpu', lambda: True)
+    x = torch.randn(1, 16, size, size)
+    weight = torch.randn(1, 16, 16, kernel, kernel)
+    attentions = ConvAttentions(
+        spatial=torch.rand(1, kernel, kernel) if kernel > 1 else None,
+        input=torch.rand(1, 16), output=torch.rand(1, 16))
+    static = 'im2col' if kernel > 1 else 'kernel_branches'
+    for avx512, expected in ((True, 'aggregated' if in_tiles else static),
+                             (False, static)):
+        monkeypatch.setattr(cpu_ops, '_AVX512', avx512)
+        with torch.no_grad():
+            assert select_method(x, weight, attentions, stride=1,
+                                 padding=kernel // 2) == expected

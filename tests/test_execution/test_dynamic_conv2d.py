@@ -14,7 +14,7 @@ import torch
 from dynconv_mm.execution import (FORMULATIONS, METHODS, ConvAttentions,
                                   dynamic_conv2d, select_method)
 from dynconv_mm.execution.attentions import output_size
-from dynconv_mm.execution import attentions, per_sample_kernels
+from dynconv_mm.execution import attentions, cpu_ops, per_sample_kernels
 from dynconv_mm.execution.per_sample_kernels import aggregation_plan
 from dynconv_mm.execution.selection import gpu_preference
 from oracle import reference_dynamic_conv2d
@@ -427,9 +427,13 @@ def rule_case(attention, batch, hw, grad, kernel_size=3, num_kernels=4):
     ('odconv_4x', 8, 14, True, 'aggregated', 8),  # 3x3 on 14x14: whole
     ('dynet', 8, 14, True, 'aggregated', 6),
 ])
-def test_cpu_rule(attention, batch, hw, grad, expected, num_kernels):
+def test_cpu_rule(attention, batch, hw, grad, expected, num_kernels,
+                  monkeypatch):
     """The measured CPU rule of selection.py (docs/benchmarks.md), with
-    freed memory kept (what importing dynconv_mm sets up on glibc)."""
+    freed memory kept (what importing dynconv_mm sets up on glibc), on a
+    CPU where no kernel is mixed in a GEMM's tiles at batch 1 (that
+    exception: test_cpu_sample_conv.py)."""
+    monkeypatch.setattr(cpu_ops, '_AVX512', False)
     x, weight, att = rule_case(attention, batch, hw, grad,
                                num_kernels=num_kernels)
     with torch.set_grad_enabled(grad):
@@ -611,7 +615,10 @@ def test_batch1_inference_decided_once_per_signature(attention, monkeypatch):
     """Batch-1 inference decides its checks and formulation once per call
     signature: the same formulation as select_method, again on the second
     call, and a new decision where the signature changes (a 7x7 map runs a
-    single kernel from the static bank, a 14x14 one per sample)."""
+    single kernel from the static bank, a 14x14 one per sample; on a CPU
+    that would mix it in a GEMM's tiles, test_cpu_sample_conv.py, both per
+    sample: that is turned off here)."""
+    monkeypatch.setattr(cpu_ops, '_AVX512', False)
     spy = FormulationSpy(monkeypatch)
     planned = []  # aggregated_conv2d's own plans: the decided one is bound
     monkeypatch.setattr(per_sample_kernels, 'call_aggregation_plan',
