@@ -292,7 +292,10 @@ def aggregated_conv2d(x: Tensor,
     cheaper (:func:`aggregation_plan`; ``plan``, where the caller has it
     for this call's shapes), the rest on the activations. At batch-1
     inference on a CPU whose compiled op mixes the kernels
-    (:func:`.cpu_ops.cpu_sample_kernel`), all of them ride in its pass."""
+    (:func:`.cpu_ops.cpu_sample_kernel`), all of them ride in its pass;
+    where :func:`.cpu_ops.cpu_sample_conv_wins`, the kernel is not formed
+    at all but mixed inside the convolution's GEMM tiles
+    (:func:`.cpu_ops.cpu_sample_conv`)."""
     batch = x.shape[0]
     if plan is None:
         plan = call_aggregation_plan(x, weight, attentions, stride, padding,
