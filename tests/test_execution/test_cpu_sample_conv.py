@@ -3,6 +3,7 @@ kernel mixed inside the GEMM's tiles, never formed
 (``dynconv_mm/execution/csrc/sample_conv_cpu.cpp``, AVX-512): against the
 slow oracle, directly and through ``dynamic_conv2d`` at batch-1
 inference, where it must not run, and the shapes it is chosen for."""
+import importlib
 import itertools
 
 import pytest
@@ -12,6 +13,7 @@ import dynconv_mm.execution.cpu_ops as cpu_ops
 from dynconv_mm.execution import ConvAttentions, dynamic_conv2d
 from dynconv_mm.execution.selection import select_method
 from cpu_ops_spy import count_cpu_op_calls
+from float32_layer_check import check_float32_layer_against_oracle
 from oracle import reference_dynamic_conv2d
 
 # (c_in, c_out, kernel, input size, stride, padding, dilation): rows of the
@@ -28,6 +30,10 @@ GEOMETRIES = {
     'nonsquare': (4, 6, (3, 1), (5, 4), 1, (1, 0), 1),
     'one pixel': (16, 4, (1, 1), (1, 1), 1, (0, 0), 1),
 }
+# the module (the package's name of the same is its function)
+tiled_gemm_conv2d = importlib.import_module(
+    'dynconv_mm.execution.tiled_gemm_conv2d')
+
 MIXINGS = {'single': 1, 'per_kernel': 3, 'per_channel': 4}
 
 
@@ -206,7 +212,7 @@ def test_the_shapes_it_is_chosen_for(monkeypatch, c_in, c_out, kernel, size,
 
 
 @pytest.mark.parametrize('change, message', [
-    (dict(cols=torch.randn(5, 49)), 'cols must be'),
+    (dict(cols=torch.randn(1, 5, 49)), 'cols must be'),
     (dict(mixing=torch.randn(3)), 'mixing must be'),
     (dict(mixing=None), 'needs mixing coefficients'),
     (dict(channel=torch.randn(7)), 'channel must be'),
@@ -216,7 +222,7 @@ def test_the_shapes_it_is_chosen_for(monkeypatch, c_in, c_out, kernel, size,
     (dict(bank=torch.randn(4, 6, 8, 3)), 'bank must be'),
 ])
 def test_op_refuses_bad_arguments(offered_op, change, message):
-    args = dict(cols=torch.randn(8 * 9, 49), bank=torch.randn(4, 6, 8, 3, 3),
+    args = dict(cols=torch.randn(1, 8 * 9, 49), bank=torch.randn(4, 6, 8, 3, 3),
                 mixing=torch.rand(4), channel=torch.rand(8),
                 spatial=torch.rand(3, 3), filter=torch.rand(6),
                 bias=torch.randn(6))
@@ -247,3 +253,36 @@ def test_a_single_kernel_on_a_small_map_runs_per_sample_in_tiles(
         with torch.no_grad():
             assert select_method(x, weight, attentions, stride=1,
                                  padding=kernel // 2) == expected
+
+
+@pytest.mark.parametrize('geometry', ['plain3x3', 'stride2', '1x1', 'batch1'])
+@pytest.mark.parametrize('attention', ['dynamic_conv', 'dynet', 'odconv_4x'])
+def test_tiled_gemm_forward_runs_it_over_the_batch(offered_op, monkeypatch,
+                                                   geometry, attention):
+    """``tiled_gemm``'s forward (training: the backward by the AVX2 ops) by
+    the op over the batch, on an Intel CPU: output and every gradient
+    against the float64 oracle."""
+    monkeypatch.setattr(cpu_ops, 'intel_cpu', lambda: True)
+    # the test layers' kernel rows are short: let the compiled ops take them
+    monkeypatch.setattr(tiled_gemm_conv2d, 'COMPILED_GEMM_MIN_ROW', 1)
+
+    def the_op_ran_forward():
+        assert offered_op.calls['sample_conv'] == 1
+        assert offered_op.calls['sample_gemm_forward'] == 0
+
+    check_float32_layer_against_oracle(geometry, attention, 'tiled_gemm',
+                                       the_op_ran_forward)
+
+
+def test_tiled_gemm_forward_keeps_the_avx2_gemm_for_groups(offered_op,
+                                                           monkeypatch):
+    monkeypatch.setattr(cpu_ops, 'intel_cpu', lambda: True)
+    monkeypatch.setattr(tiled_gemm_conv2d, 'COMPILED_GEMM_MIN_ROW', 1)
+
+    def the_avx2_gemm_ran():
+        assert offered_op.calls['sample_conv'] == 0
+        assert offered_op.calls['sample_gemm_forward'] == int(
+            cpu_ops._avx2_fma_supported())
+
+    check_float32_layer_against_oracle('groups2', 'dynamic_conv',
+                                       'tiled_gemm', the_avx2_gemm_ran)

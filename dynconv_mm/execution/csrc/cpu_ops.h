@@ -99,10 +99,10 @@ std::vector<at::Tensor> sample_gemm_weight_grads(const at::Tensor& grad_y,
                                                  const at::Tensor& bank,
                                                  const at::Tensor& mixing);
 
-// One sample's convolution from its unfolded input cols [C_in*kh*kw, P]
-// with its kernel mixed in the GEMM's tiles from the bank [K, C_out, C_in,
-// kh, kw] and its attentions (groups of one; AVX-512, `avx512_supported`):
-// y [C_out, P] (sample_conv_cpu.cpp).
+// Each sample's convolution from its unfolded input cols [B, C_in*kh*kw,
+// P] with its kernel mixed in the GEMM's tiles from the bank [K, C_out,
+// C_in, kh, kw] and its attentions (groups of one; AVX-512,
+// `avx512_supported`): y [B, C_out, P] (sample_conv_cpu.cpp).
 bool avx512_supported();
 at::Tensor sample_conv(const at::Tensor& cols, const at::Tensor& bank,
                        const c10::optional<at::Tensor>& mixing,

@@ -1,13 +1,15 @@
-// One sample's convolution at batch-1 inference on a CPU with AVX-512, as
-// a GEMM over its unfolded input whose kernel is mixed inside the GEMM's
-// tiles and never formed:
+// Each sample's convolution on a CPU with AVX-512, as a GEMM over its
+// unfolded input whose kernel is mixed inside the GEMM's tiles and never
+// formed (batch-1 inference; tiled_gemm's forward over a batch):
 //
-//   y[o, p] = sum_j (f[o] sum_k m[o, k] W[k, o, j]) e[j] cols[j, p] + b[o]
+//   y[n, o, p] = sum_j (f[o] sum_k m[o, k] W[k, o, j]) e[j] cols[n, j, p]
+//                + b[o]
 //
 // with the bank W [K, O, J] (J = C_in kh kw), the kernel attention m ([K],
 // or DyNet's [O, K]), e[j] = c[i] a[s] the channel and spatial attentions
-// of ODConv at j = i kh kw + s, f the filter attention, b the bias, each
-// optional. sample_kernel + a convolution read the bank, write the kernel
+// of ODConv at j = i kh kw + s, f the filter attention (m, e and f sample
+// n's own), b the bias, each optional. Over a batch, each tile's bank rows
+// are read from memory for the first sample and from cache for the rest. sample_kernel + a convolution read the bank, write the kernel
 // and read it again, and the bank's read (the memory's bandwidth) and the
 // convolution's arithmetic take turns. Here a panel of six rows of the
 // kernel is mixed in cache right before the register tiles use it, and the
@@ -43,15 +45,16 @@ constexpr int kTileVectors = 4;      // its pixels: 4 registers, 64 floats
 constexpr int64_t kBlock = 512;      // columns j of a panel
 constexpr int64_t kUnitTiles = 4;    // tiles that share a block of cols
 
+// B samples, each with its own attentions, sharing the bank.
 struct SampleConv {
-  const float* cols;  // [J, P]
+  const float* cols;  // [B, J, P]
   const float* bank;  // [K, O, J]
-  const float* m;     // [K], [O, K] (per_row) or null (K = 1)
-  const float* e;     // [J] or null
-  const float* f;     // [O] or null
+  const float* m;     // [B, K], [B, O, K] (per_row) or null (K = 1)
+  const float* e;     // [B, J] or null
+  const float* f;     // [B, O] or null
   const float* bias;  // [O] or null
-  float* y;           // [O, P]
-  int64_t J, P, O, K;
+  float* y;           // [B, O, P]
+  int64_t B, J, P, O, K;
   bool per_row;
 };
 
@@ -181,40 +184,48 @@ DYNCONV_MM_AVX512 void conv_unit(const SampleConv& s, int64_t o_begin,
             pieces[stream.count++] = s.bank + (k * s.O + next_o + r) * J + next_j;
         stream.lines = (std::min(kBlock, J - next_j) + kLanes - 1) / kLanes;
       }
-      for (int r = 0; r < rows; ++r) {
-        const int64_t o = o0 + r;
-        const float scale = s.f == nullptr ? 1.f : s.f[o];
-        for (int64_t k = 0; k < K; ++k)
-          c[k] = scale * (s.m == nullptr ? 1.f
-                          : s.per_row  ? s.m[o * K + k]
-                                       : s.m[k]);
-        const float* src = s.bank + o * J + j0;
-        mix_panel_row(src, s.O * J, c.data(), K,
-                      s.e == nullptr ? nullptr : s.e + j0, n,
-                      panel.data() + r * kBlock);
-      }
-      for (int64_t p0 = 0; p0 < P; p0 += kTileVectors * kLanes) {
-        const int64_t width = std::min<int64_t>(kTileVectors * kLanes, P - p0);
-        const int vectors = static_cast<int>((width + kLanes - 1) / kLanes);
-        const __mmask16 last = first_lanes(width - (vectors - 1) * kLanes);
-        const float* x = s.cols + j0 * P + p0;
-        float* out = s.y + o0 * P + p0;
-        const bool add = j0 > 0;
-        // the stream rides on the first pixels' tile
-        const PrefetchStream& ride = p0 == 0 ? stream : kNoStream;
-        const float* a = panel.data();
-        switch (vectors) {
-          case 1: tile_of_rows<1>(rows, a, n, x, P, out, last, add, ride); break;
-          case 2: tile_of_rows<2>(rows, a, n, x, P, out, last, add, ride); break;
-          case 3: tile_of_rows<3>(rows, a, n, x, P, out, last, add, ride); break;
-          default: tile_of_rows<4>(rows, a, n, x, P, out, last, add, ride);
+      // Each sample's panel from the same bank rows: the first sample's
+      // mixing reads them from memory, the others' from cache.
+      for (int64_t b = 0; b < s.B; ++b) {
+        const float* m = s.m == nullptr ? nullptr
+                         : s.m + b * (s.per_row ? s.O * K : K);
+        for (int r = 0; r < rows; ++r) {
+          const int64_t o = o0 + r;
+          const float scale = s.f == nullptr ? 1.f : s.f[b * s.O + o];
+          for (int64_t k = 0; k < K; ++k)
+            c[k] = scale * (m == nullptr ? 1.f
+                            : s.per_row  ? m[o * K + k]
+                                         : m[k]);
+          mix_panel_row(s.bank + o * J + j0, s.O * J, c.data(), K,
+                        s.e == nullptr ? nullptr : s.e + b * J + j0, n,
+                        panel.data() + r * kBlock);
+        }
+        for (int64_t p0 = 0; p0 < P; p0 += kTileVectors * kLanes) {
+          const int64_t width =
+              std::min<int64_t>(kTileVectors * kLanes, P - p0);
+          const int vectors = static_cast<int>((width + kLanes - 1) / kLanes);
+          const __mmask16 last = first_lanes(width - (vectors - 1) * kLanes);
+          const float* x = s.cols + (b * J + j0) * P + p0;
+          float* out = s.y + (b * s.O + o0) * P + p0;
+          const bool add = j0 > 0;
+          // the stream rides on the first sample's first pixels' tile
+          const PrefetchStream& ride =
+              b == 0 && p0 == 0 ? stream : kNoStream;
+          const float* a = panel.data();
+          switch (vectors) {
+            case 1: tile_of_rows<1>(rows, a, n, x, P, out, last, add, ride); break;
+            case 2: tile_of_rows<2>(rows, a, n, x, P, out, last, add, ride); break;
+            case 3: tile_of_rows<3>(rows, a, n, x, P, out, last, add, ride); break;
+            default: tile_of_rows<4>(rows, a, n, x, P, out, last, add, ride);
+          }
         }
       }
     }
   }
   if (s.bias != nullptr)
-    for (int64_t o = o_begin; o < o_end; ++o)
-      for (int64_t p = 0; p < P; ++p) s.y[o * P + p] += s.bias[o];
+    for (int64_t b = 0; b < s.B; ++b)
+      for (int64_t o = o_begin; o < o_end; ++o)
+        for (int64_t p = 0; p < P; ++p) s.y[(b * s.O + o) * P + p] += s.bias[o];
 }
 
 const float* data_or_null(const c10::optional<at::Tensor>& t) {
@@ -241,44 +252,46 @@ at::Tensor sample_conv(const at::Tensor& cols, const at::Tensor& bank,
   const int64_t K = bank.size(0), O = bank.size(1), I = bank.size(2);
   const int64_t area = bank.size(3) * bank.size(4), J = I * area;
   check_float_cpu("sample_conv", "cols", cols,
-                  cols.dim() == 2 && cols.size(0) == J,
-                  "[C_in*kh*kw = ", J, ", pixels]");
-  const int64_t P = cols.size(1);
+                  cols.dim() == 3 && cols.size(1) == J,
+                  "[B, C_in*kh*kw = ", J, ", pixels]");
+  const int64_t B = cols.size(0), P = cols.size(2);
   bool per_row = false;
   if (mixing.has_value()) {
-    per_row = mixing->numel() == O * K;
+    per_row = mixing->numel() == B * O * K;
     check_float_cpu_values("sample_conv", "mixing", *mixing,
-                           per_row ? O * K : K);
+                           per_row ? B * O * K : B * K);
   } else {
     TORCH_CHECK(K == 1, "dynconv_mm sample_conv: a bank of ", K,
                 " kernels needs mixing coefficients");
   }
   if (channel.has_value())
-    check_float_cpu_values("sample_conv", "channel", *channel, I);
+    check_float_cpu_values("sample_conv", "channel", *channel, B * I);
   if (spatial.has_value())
-    check_float_cpu_values("sample_conv", "spatial", *spatial, area);
+    check_float_cpu_values("sample_conv", "spatial", *spatial, B * area);
   if (filter.has_value())
-    check_float_cpu_values("sample_conv", "filter", *filter, O);
+    check_float_cpu_values("sample_conv", "filter", *filter, B * O);
   if (bias.has_value())
     check_float_cpu_values("sample_conv", "bias", *bias, O);
 
-  // The channel x spatial factor of each column j, once.
+  // Each sample's channel x spatial factor of each column j, once.
   std::vector<float> factor;
   if (channel.has_value() || spatial.has_value()) {
     const float* c = data_or_null(channel);
     const float* a = data_or_null(spatial);
-    factor.resize(J);
-    for (int64_t i = 0; i < I; ++i)
-      for (int64_t t = 0; t < area; ++t)
-        factor[i * area + t] =
-            (c == nullptr ? 1.f : c[i]) * (a == nullptr ? 1.f : a[t]);
+    factor.resize(B * J);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < I; ++i)
+        for (int64_t t = 0; t < area; ++t)
+          factor[(b * I + i) * area + t] =
+              (c == nullptr ? 1.f : c[b * I + i]) *
+              (a == nullptr ? 1.f : a[b * area + t]);
   }
-  at::Tensor y = at::empty({O, P}, cols.options());
+  at::Tensor y = at::empty({B, O, P}, cols.options());
   const SampleConv s{cols.data_ptr<float>(), bank.data_ptr<float>(),
                      data_or_null(mixing), factor.empty() ? nullptr
                                                           : factor.data(),
                      data_or_null(filter), data_or_null(bias),
-                     y.data_ptr<float>(), J, P, O, K, per_row};
+                     y.data_ptr<float>(), B, J, P, O, K, per_row};
   const int64_t tiles = (O + kTileRows - 1) / kTileRows;
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; t += kUnitTiles)
