@@ -158,6 +158,14 @@ SAMPLE_CONV_MAX_UNFOLDED_PIXELS = 64
 SAMPLE_CONV_MAX_BATCH_BLOCK_BYTES = 1 << 18
 
 
+def _pointwise(kernel_size: Tuple[int, int], stride: IntPair,
+               padding: Padding) -> bool:
+    """A 1x1 kernel, stride 1, no padding: the input is its own unfolded
+    columns."""
+    return (kernel_size == (1, 1) and pair(stride) == (1, 1)
+            and pair(padding) == (0, 0))
+
+
 def cpu_sample_conv_fits(x: Tensor, weight: Tensor, stride: IntPair,
                          padding: Padding, dilation: IntPair,
                          groups: int) -> bool:
@@ -170,8 +178,7 @@ def cpu_sample_conv_fits(x: Tensor, weight: Tensor, stride: IntPair,
     kernel_size = tuple(weight.shape[3:])
     height, width = output_size(x, kernel_size, stride, padding, dilation)
     pixels = height * width
-    if (kernel_size == (1, 1) and pair(stride) == (1, 1)
-            and pair(padding) == (0, 0)):
+    if _pointwise(kernel_size, stride, padding):
         rows = min(x.shape[1], 512)  # the op's block of columns
         return rows * pixels * 4 <= SAMPLE_CONV_MAX_BLOCK_BYTES
     return pixels <= SAMPLE_CONV_MAX_UNFOLDED_PIXELS
@@ -203,8 +210,7 @@ def cpu_sample_conv(x: Tensor, weight: Tensor, attentions: ConvAttentions,
     forming it. ``[1, C_out, H_out, W_out]``."""
     kernel_size = tuple(weight.shape[3:])
     out_size = output_size(x, kernel_size, stride, padding, dilation)
-    if (kernel_size == (1, 1) and pair(stride) == (1, 1)
-            and pair(padding) == (0, 0)):
+    if _pointwise(kernel_size, stride, padding):  # the input as it lies
         cols = x.view(1, x.shape[1], -1)
     else:
         cols = _CPU_OPS.unfold_columns(x, kernel_size, pair(dilation),
