@@ -154,8 +154,6 @@ _AVX512 = _CPU_OPS is not None and _CPU_OPS.avx512_supported()
 # lost from 14x14 up (the unfolding and wider pixel tiles).
 SAMPLE_CONV_MAX_BLOCK_BYTES = 1 << 20
 SAMPLE_CONV_MAX_UNFOLDED_PIXELS = 64
-# tiled_gemm's forward over a batch (cpu_sample_conv_batch_fits)
-SAMPLE_CONV_MAX_BATCH_BLOCK_BYTES = 1 << 18
 
 
 def _pointwise(kernel_size: Tuple[int, int], stride: IntPair,
@@ -223,21 +221,18 @@ def cpu_sample_conv(x: Tensor, weight: Tensor, attentions: ConvAttentions,
 
 def cpu_sample_conv_batch_fits(cols: Tensor, bank: Tensor,
                                mixing: Tensor) -> bool:
-    """Whether ``tiled_gemm``'s forward (:func:`cpu_sample_gemm_forward`'s
-    arguments, cols ``[B, g, J, P]``) runs as :func:`cpu_sample_conv` over
-    the batch: an Intel CPU with AVX-512, one group, tensors as the ops
-    take them, and at most 64 pixels or a block of input (``min(J, 512)``
-    rows of ``P``) of at most 256 KiB. Measured on the Emerald Rapids VM at
-    batch 8 against the AVX2 GEMM: 512-channel 3x3 at 7x7 with four
-    kernels 11.4 against 14.9 ms (DyNet's six 13.5 against 16.7), the 1x1
-    layers at 7x7 25-28% less, 256->1024 at 14x14 3.1 against 5.1 ms,
-    1024->256 at 14x14 (a 400 KB block) 6.2 against 6.0 ms."""
-    pixels = cols.shape[3]
-    return (_AVX512 and cols.shape[1] == 1
-            and (pixels <= SAMPLE_CONV_MAX_UNFOLDED_PIXELS
-                 or min(cols.shape[2], 512) * pixels * 4
-                 <= SAMPLE_CONV_MAX_BATCH_BLOCK_BYTES)
-            and intel_cpu() and _takes(cols, bank, mixing))
+    """Whether ``tiled_gemm``'s forward, where its compiled GEMMs would run
+    it (:func:`cpu_sample_gemm_forward`'s arguments, cols ``[B, g, J, P]``:
+    rows of at least 2048, at most 99 pixels), runs as
+    :func:`cpu_sample_conv` over the batch instead: an Intel CPU with
+    AVX-512, one group, tensors as the ops take them. Measured on the
+    Emerald Rapids VM at batch 8 against the AVX2 GEMM: 512-channel 3x3 at
+    7x7 with four kernels 11.4 against 14.9 ms (DyNet's six 13.5 against
+    16.7), 2048->512 1x1 at 7x7 5.0 against 6.7 ms. (Outside those bounds,
+    not run there: 512->2048 at 7x7 4.4 against 6.1 ms, 256->1024 at 14x14
+    3.1 against 5.1 ms, but 1024->256 at 14x14 6.2 against 6.0 ms.)"""
+    return (_AVX512 and cols.shape[1] == 1 and intel_cpu()
+            and _takes(cols, bank, mixing))
 
 
 def cpu_sample_conv_batch(cols: Tensor, bank: Tensor,

@@ -9,8 +9,9 @@
 // or DyNet's [O, K]), e[j] = c[i] a[s] the channel and spatial attentions
 // of ODConv at j = i kh kw + s, f the filter attention (m, e and f sample
 // n's own), b the bias, each optional. Over a batch, each tile's bank rows
-// are read from memory for the first sample and from cache for the rest. sample_kernel + a convolution read the bank, write the kernel
-// and read it again, and the bank's read (the memory's bandwidth) and the
+// are read from memory for the first sample and from cache for the rest.
+// sample_kernel + a convolution read the bank, write the kernel and read it
+// again, and the bank's read (the memory's bandwidth) and the
 // convolution's arithmetic take turns. Here a panel of six rows of the
 // kernel is mixed in cache right before the register tiles use it, and the
 // next panel's bank rows are prefetched a few lines per step of the tiles,
@@ -64,6 +65,8 @@ inline __mmask16 first_lanes(int64_t n) {
 
 // dst[0:n] = e[0:n] * sum_k c[k] src[k * stride + 0:n] (e may be null):
 // one row of the kernel on a block, from its K bank rows read side by side.
+// (sample_gemm_cpu.cpp's AVX2 mix_row, then a pass scaling by e, measured
+// 3-10% slower for the whole op.)
 DYNCONV_MM_AVX512 void mix_panel_row(const float* src, int64_t stride,
                                      const float* c, int64_t num_kernels,
                                      const float* e, int64_t n, float* dst) {
@@ -74,7 +77,8 @@ DYNCONV_MM_AVX512 void mix_panel_row(const float* src, int64_t stride,
       sum = _mm512_fmadd_ps(_mm512_set1_ps(c[k]),
                             _mm512_maskz_loadu_ps(mask, src + k * stride + j),
                             sum);
-    if (e != nullptr) sum = _mm512_mul_ps(sum, _mm512_maskz_loadu_ps(mask, e + j));
+    if (e != nullptr)
+      sum = _mm512_mul_ps(sum, _mm512_maskz_loadu_ps(mask, e + j));
     _mm512_mask_storeu_ps(dst + j, mask, sum);
   }
 }
@@ -143,12 +147,12 @@ DYNCONV_MM_AVX512 void tile_of_rows(int rows, const float* a, int64_t inner,
                                     __mmask16 last, bool add,
                                     const PrefetchStream& stream) {
   switch (rows * 2 + add) {
-#define DYNCONV_MM_ROWS(R)                                          \
-  case 2 * R:                                                       \
-    register_tile<R, V, false>(a, inner, x, P, out, last, stream);          \
-    break;                                                          \
-  case 2 * R + 1:                                                   \
-    register_tile<R, V, true>(a, inner, x, P, out, last, stream);          \
+#define DYNCONV_MM_ROWS(R)                                           \
+  case 2 * R:                                                        \
+    register_tile<R, V, false>(a, inner, x, P, out, last, stream);   \
+    break;                                                           \
+  case 2 * R + 1:                                                    \
+    register_tile<R, V, true>(a, inner, x, P, out, last, stream);    \
     break;
     DYNCONV_MM_ROWS(1) DYNCONV_MM_ROWS(2) DYNCONV_MM_ROWS(3)
     DYNCONV_MM_ROWS(4) DYNCONV_MM_ROWS(5) DYNCONV_MM_ROWS(6)
