@@ -231,7 +231,7 @@ def cpu_sample_conv_batch_fits(cols: Tensor, bank: Tensor,
     16.7), 2048->512 1x1 at 7x7 5.0 against 6.7 ms. (Outside those bounds,
     not run there: 512->2048 at 7x7 4.4 against 6.1 ms, 256->1024 at 14x14
     3.1 against 5.1 ms, but 1024->256 at 14x14 6.2 against 6.0 ms.)"""
-    return (_AVX512 and cols.shape[1] == 1 and intel_cpu()
+    return (_wide_tiles() and cols.shape[1] == 1
             and _takes(cols, bank, mixing))
 
 
@@ -246,6 +246,15 @@ def cpu_sample_conv_batch(cols: Tensor, bank: Tensor,
                              bank.view(num_kernels, group_out, row_size, 1,
                                        1), mixing, None, None, None, None)
     return y.view(batch, 1, group_out, pixels)
+
+
+def _wide_tiles() -> bool:
+    """Whether the sample-GEMM ops run in AVX-512 register tiles (64
+    columns; AVX2's take 16): on Intel CPUs with AVX-512, where they were
+    measured (unmeasured on AMD's). On the Emerald Rapids VM, 512-channel
+    3x3 at 7x7, batch 8, four kernels: the input gradient 10 against 14 ms,
+    the weight gradients 11 against 15 ms (docs/benchmarks.md)."""
+    return _AVX512 and intel_cpu()
 
 
 def cpu_sample_gemm_usable(*tensors: Tensor) -> bool:
@@ -269,7 +278,8 @@ def cpu_sample_gemm_input_grad(grad_y_t: Tensor, bank: Tensor,
     """The gradient of :func:`cpu_sample_gemm_forward`'s ``cols``,
     transposed (``[B, g, P, J]``), from the transposed output gradient
     ``grad_y_t`` ``[B, g, P, O/g]``."""
-    return _CPU_OPS.sample_gemm_input_grad(grad_y_t, bank, mixing)
+    return _CPU_OPS.sample_gemm_input_grad(grad_y_t, bank, mixing,
+                                           _wide_tiles())
 
 
 def cpu_sample_gemm_weight_grads(grad_y: Tensor, cols: Tensor,
@@ -277,7 +287,8 @@ def cpu_sample_gemm_weight_grads(grad_y: Tensor, cols: Tensor,
                                  mixing: Tensor) -> List[Tensor]:
     """The gradients of :func:`cpu_sample_gemm_forward`'s bank and mixing,
     from the output gradient ``[B, g, O/g, P]`` and its input ``cols``."""
-    return _CPU_OPS.sample_gemm_weight_grads(grad_y, cols, bank, mixing)
+    return _CPU_OPS.sample_gemm_weight_grads(grad_y, cols, bank, mixing,
+                                             _wide_tiles())
 
 
 def cpu_unfold_usable(x: Tensor) -> bool:

@@ -259,9 +259,9 @@ def test_a_single_kernel_on_a_small_map_runs_per_sample_in_tiles(
 @pytest.mark.parametrize('attention', ['dynamic_conv', 'dynet', 'odconv_4x'])
 def test_tiled_gemm_forward_runs_it_over_the_batch(offered_op, monkeypatch,
                                                    geometry, attention):
-    """``tiled_gemm``'s forward (training: the backward by the AVX2 ops) by
-    the op over the batch, on an Intel CPU: output and every gradient
-    against the float64 oracle."""
+    """``tiled_gemm``'s forward by the op over the batch and its backward
+    by the sample-GEMM ops in AVX-512 tiles, on an Intel CPU: output and
+    every gradient against the float64 oracle."""
     monkeypatch.setattr(cpu_ops, 'intel_cpu', lambda: True)
     # the test layers' kernel rows are short: let the compiled ops take them
     monkeypatch.setattr(tiled_gemm_conv2d, 'COMPILED_GEMM_MIN_ROW', 1)
@@ -269,6 +269,9 @@ def test_tiled_gemm_forward_runs_it_over_the_batch(offered_op, monkeypatch,
     def the_op_ran_forward():
         assert offered_op.calls['sample_conv'] == 1
         assert offered_op.calls['sample_gemm_forward'] == 0
+        for op in ('sample_gemm_input_grad', 'sample_gemm_weight_grads'):
+            assert offered_op.calls[op] == 1
+            assert offered_op.last_arguments[op][-1] is True  # wide tiles
 
     check_float32_layer_against_oracle(geometry, attention, 'tiled_gemm',
                                        the_op_ran_forward)

@@ -19,13 +19,23 @@ tiled = importlib.import_module('dynconv_mm.execution.tiled_gemm_conv2d')
 
 OPS = ('sample_gemm_forward', 'sample_gemm_input_grad',
        'sample_gemm_weight_grads')
+# whether this CPU has the gradients' wide (AVX-512) tiles, read before any
+# test turns the Python side's flag off
+AVX512 = cpu_ops._AVX512
+TILES = pytest.mark.parametrize('wide', [False, True],
+                                ids=['avx2_tiles', 'avx512_tiles'])
+
+
+def skip_without_wide_tiles(wide):
+    if wide and not AVX512:
+        pytest.skip('this CPU has no AVX-512: no wide tiles')
 
 
 @pytest.fixture
 def counting_ops(monkeypatch):
     """The ops' calls counted, where the CPU runs them (AVX2 and FMA); the
     forward by its AVX2 GEMM, not the AVX-512 op that takes it over on
-    Intel CPUs (test_cpu_sample_conv.py)."""
+    Intel CPUs (test_cpu_sample_conv.py), the gradients in AVX2 tiles."""
     spy = count_cpu_op_calls(monkeypatch)
     skip_without_avx2_fma('sample-GEMM')
     monkeypatch.setattr(cpu_ops, '_AVX512', False)
@@ -53,20 +63,20 @@ def float64_products(cols, bank, mixing, grad_y):
     return y, grad_cols_t, grad_bank, grad_mixing
 
 
-def run_ops(cols, bank, mixing, grad_y):
+def run_ops(cols, bank, mixing, grad_y, wide):
     ops = cpu_ops._CPU_OPS
     y = ops.sample_gemm_forward(cols, bank, mixing)
     grad_cols_t = ops.sample_gemm_input_grad(
-        grad_y.transpose(2, 3).contiguous(), bank, mixing)
+        grad_y.transpose(2, 3).contiguous(), bank, mixing, wide)
     grad_bank, grad_mixing = ops.sample_gemm_weight_grads(
-        grad_y, cols, bank, mixing)
+        grad_y, cols, bank, mixing, wide)
     return y, grad_cols_t, grad_bank, grad_mixing
 
 
 # (B, groups, O/g, J, P, K): tails everywhere the register tiles have
-# them: rows (O/g not a multiple of 6), columns (J not of 8 or 16), pixels
-# (P below 16: all by dot products; 20, 33, 49: some), samples (9: more
-# than 8 at a time), columns past one unit (J = 300 and 4104) and one
+# them: rows (O/g not a multiple of 6), columns (J not of 8, 16 or 64),
+# pixels (P below 16: all by dot products; 20, 33, 49: some), samples (9:
+# more than 8 at a time), columns past one unit (J = 300 and 4104) and one
 # kernel
 SHAPES = {
     'tiny': (2, 1, 1, 3, 1, 2),
@@ -79,9 +89,11 @@ SHAPES = {
 }
 
 
+@TILES
 @pytest.mark.parametrize('per_row', [False, True], ids=['shared', 'per_row'])
 @pytest.mark.parametrize('shape', SHAPES)
-def test_ops_match_float64_products(counting_ops, shape, per_row):
+def test_ops_match_float64_products(counting_ops, shape, per_row, wide):
+    skip_without_wide_tiles(wide)
     batch, groups, rows, row, pixels, kernels = SHAPES[shape]
     g = torch.Generator().manual_seed(0)
     cols = torch.randn(batch, groups, row, pixels, generator=g)
@@ -90,7 +102,7 @@ def test_ops_match_float64_products(counting_ops, shape, per_row):
     # coefficients far from uniform, different per sample (and row)
     mixing = torch.rand(*((batch, groups, rows, kernels) if per_row else
                           (batch, kernels)), generator=g) + 0.2
-    got = run_ops(cols, bank, mixing, grad_y)
+    got = run_ops(cols, bank, mixing, grad_y, wide)
     want = float64_products(cols, bank, mixing, grad_y)
     for name, a, b in zip(('y', 'grad_cols_t', 'grad_bank', 'grad_mixing'),
                           got, want):
@@ -101,9 +113,11 @@ def test_ops_match_float64_products(counting_ops, shape, per_row):
     assert all(counting_ops.calls[op] == 1 for op in OPS)
 
 
-def test_ops_agree_across_thread_counts(counting_ops):
+@TILES
+def test_ops_agree_across_thread_counts(counting_ops, wide):
     """Every unit sums in a fixed order, and the mixing's partial sums are
     added in unit order: one thread and two give the same bits."""
+    skip_without_wide_tiles(wide)
     batch, groups, rows, row, pixels, kernels = SHAPES['long_rows']
     g = torch.Generator().manual_seed(1)
     cols = torch.randn(batch, groups, row, pixels, generator=g)
@@ -113,9 +127,9 @@ def test_ops_agree_across_thread_counts(counting_ops):
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = run_ops(cols, bank, mixing, grad_y)
+        one = run_ops(cols, bank, mixing, grad_y, wide)
         torch.set_num_threads(2)
-        two = run_ops(cols, bank, mixing, grad_y)
+        two = run_ops(cols, bank, mixing, grad_y, wide)
     finally:
         torch.set_num_threads(threads)
     for a, b in zip(one, two):
@@ -227,14 +241,14 @@ def test_where_the_ops_must_not_run(counting_ops, any_row_runs_compiled,
     ('sample_gemm_forward', lambda c, b, m, gy: (c, b, m[:, :1]), 'mixing'),
     ('sample_gemm_forward', lambda c, b, m, gy: (c, b[0], m), 'bank'),
     ('sample_gemm_input_grad',
-     lambda c, b, m, gy: (gy.transpose(2, 3), b, m), 'grad_y_t'),
+     lambda c, b, m, gy: (gy.transpose(2, 3), b, m, False), 'grad_y_t'),
     ('sample_gemm_weight_grads',
-     lambda c, b, m, gy: (gy, c.transpose(2, 3).contiguous(), b, m),
+     lambda c, b, m, gy: (gy, c.transpose(2, 3).contiguous(), b, m, False),
      'cols'),
     ('sample_gemm_weight_grads',
-     lambda c, b, m, gy: (gy, c.transpose(2, 3), b, m), 'cols'),
-    ('sample_gemm_weight_grads', lambda c, b, m, gy: (gy[:, :, :1], c, b, m),
-     'grad_y'),
+     lambda c, b, m, gy: (gy, c.transpose(2, 3), b, m, False), 'cols'),
+    ('sample_gemm_weight_grads',
+     lambda c, b, m, gy: (gy[:, :, :1], c, b, m, False), 'grad_y'),
 ])
 def test_bad_arguments_are_refused_by_name(counting_ops, op, args, message):
     cols = torch.randn(2, 1, 5, 4)
@@ -243,3 +257,27 @@ def test_bad_arguments_are_refused_by_name(counting_ops, op, args, message):
     grad_y = torch.randn(2, 1, 6, 4)
     with pytest.raises(RuntimeError, match=f'dynconv_mm {op}: {message}'):
         getattr(cpu_ops._CPU_OPS, op)(*args(cols, bank, mixing, grad_y))
+
+
+@pytest.mark.parametrize('intel', [True, False])
+def test_gradients_take_wide_tiles_on_intel_cpus_with_avx512(
+        counting_ops, any_row_runs_compiled, monkeypatch, intel):
+    """The wide tiles were measured on an Intel CPU: elsewhere (and
+    without AVX-512) the gradients keep the AVX2 tiles."""
+    skip_without_wide_tiles(True)
+    monkeypatch.setattr(cpu_ops, 'intel_cpu', lambda: intel)
+    for avx512 in (True, False):
+        monkeypatch.setattr(cpu_ops, '_AVX512', avx512)
+        counting_ops.last_arguments.clear()
+        run_layer(*float32_case('plain3x3', 'dynamic_conv'))
+        for op in ('sample_gemm_input_grad', 'sample_gemm_weight_grads'):
+            assert counting_ops.last_arguments[op][-1] is (avx512 and intel)
+
+
+def test_wide_tiles_are_refused_without_avx512(counting_ops):
+    if AVX512:
+        pytest.skip('this CPU has AVX-512')
+    with pytest.raises(RuntimeError, match='wide tiles need a CPU with'):
+        cpu_ops._CPU_OPS.sample_gemm_input_grad(
+            torch.randn(2, 1, 4, 6), torch.randn(3, 1, 6, 5),
+            torch.rand(2, 3), True)

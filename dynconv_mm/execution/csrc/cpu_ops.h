@@ -87,23 +87,32 @@ at::Tensor sample_kernel(const at::Tensor& bank,
 // mixing m [B, K] (or DyNet's [B, G, O_g, K]): the output y [B, G, O_g, P]
 // of the unfolded input cols [B, G, J, P]; the input gradient, transposed,
 // [B, G, P, J], of the transposed grad_y_t [B, G, P, O_g]; the bank's and
-// the mixing's gradients {dW, dm} from grad_y and the input cols.
+// the mixing's gradients {dW, dm} from grad_y and the input cols (`wide`:
+// the gradients in AVX-512 tiles, avx512_tiles).
 at::Tensor sample_gemm_forward(const at::Tensor& cols,
                                const at::Tensor& bank,
                                const at::Tensor& mixing);
 at::Tensor sample_gemm_input_grad(const at::Tensor& grad_y_t,
                                   const at::Tensor& bank,
-                                  const at::Tensor& mixing);
+                                  const at::Tensor& mixing, bool wide);
 std::vector<at::Tensor> sample_gemm_weight_grads(const at::Tensor& grad_y,
                                                  const at::Tensor& cols,
                                                  const at::Tensor& bank,
-                                                 const at::Tensor& mixing);
+                                                 const at::Tensor& mixing,
+                                                 bool wide);
 
 // Each sample's convolution from its unfolded input cols [B, C_in*kh*kw,
 // P] with its kernel mixed in the GEMM's tiles from the bank [K, C_out,
 // C_in, kh, kw] and its attentions (groups of one; AVX-512,
 // `avx512_supported`): y [B, C_out, P] (sample_conv_cpu.cpp).
 bool avx512_supported();
+// out[r, 0:width] (+)= sum_i a[r, i] panel[i, 0:width] for `rows` rows and
+// 1-64 columns, in AVX-512 register tiles of 6 rows by 64 columns (a's
+// rows `a_stride` apart, the panel's `panel_stride`, out's `out_stride`;
+// `add`: added to out): the sample_gemm ops' wide tiles.
+void avx512_tiles(int64_t rows, const float* a, int64_t a_stride,
+                  int64_t inner, const float* panel, int64_t panel_stride,
+                  float* out, int64_t out_stride, int64_t width, bool add);
 at::Tensor sample_conv(const at::Tensor& cols, const at::Tensor& bank,
                        const c10::optional<at::Tensor>& mixing,
                        const c10::optional<at::Tensor>& channel,

@@ -92,12 +92,14 @@ struct PrefetchStream {
 };
 constexpr PrefetchStream kNoStream{nullptr, 0, 0};
 
-// out[r, 0:16V] (+)= sum_i a[r, i] x[i, 0:16V] for R rows (a's rows kBlock
-// apart, x's and out's `P`), the last register's lanes masked by `last`.
+// out[r, 0:16V] (+)= sum_i a[r, i] x[i, 0:16V] for R rows (a's rows
+// `a_stride` apart, x's `x_stride`, out's `out_stride`), the last
+// register's lanes masked by `last`.
 template <int R, int V, bool Add>
 DYNCONV_MM_AVX512 __attribute__((noinline)) void register_tile(
-    const float* a, int64_t inner, const float* x, int64_t P, float* out,
-    __mmask16 last, const PrefetchStream& stream) {
+    const float* a, int64_t a_stride, int64_t inner, const float* x,
+    int64_t x_stride, float* out, int64_t out_stride, __mmask16 last,
+    const PrefetchStream& stream) {
   // Told that the loop runs (inner >= 1), GCC 12 keeps the accumulators in
   // registers; otherwise it stores all of them to the stack on every step
   // (3x slower).
@@ -112,13 +114,13 @@ DYNCONV_MM_AVX512 __attribute__((noinline)) void register_tile(
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
   for (int64_t i = 0; i < inner; ++i) {
-    const float* row = x + i * P;
+    const float* row = x + i * x_stride;
     __m512 c[V];
     for (int v = 0; v < V; ++v)
       c[v] = v == V - 1 ? _mm512_maskz_loadu_ps(last, row + v * kLanes)
                         : _mm512_loadu_ps(row + v * kLanes);
     for (int r = 0; r < R; ++r) {
-      const __m512 w = _mm512_set1_ps(a[r * kBlock + i]);
+      const __m512 w = _mm512_set1_ps(a[r * a_stride + i]);
       for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(w, c[v], acc[r][v]);
     }
     for (int64_t q = 0; q < rate; ++q)
@@ -132,7 +134,7 @@ DYNCONV_MM_AVX512 __attribute__((noinline)) void register_tile(
   }
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < V; ++v) {
-      float* o = out + r * P + v * kLanes;
+      float* o = out + r * out_stride + v * kLanes;
       const __mmask16 mask = v == V - 1 ? last : 0xFFFF;
       _mm512_mask_storeu_ps(
           o, mask,
@@ -142,21 +144,51 @@ DYNCONV_MM_AVX512 __attribute__((noinline)) void register_tile(
 }
 
 template <int V>
-DYNCONV_MM_AVX512 void tile_of_rows(int rows, const float* a, int64_t inner,
-                                    const float* x, int64_t P, float* out,
+DYNCONV_MM_AVX512 void tile_of_rows(int rows, const float* a,
+                                    int64_t a_stride, int64_t inner,
+                                    const float* x, int64_t x_stride,
+                                    float* out, int64_t out_stride,
                                     __mmask16 last, bool add,
                                     const PrefetchStream& stream) {
   switch (rows * 2 + add) {
-#define DYNCONV_MM_ROWS(R)                                           \
-  case 2 * R:                                                        \
-    register_tile<R, V, false>(a, inner, x, P, out, last, stream);   \
-    break;                                                           \
-  case 2 * R + 1:                                                    \
-    register_tile<R, V, true>(a, inner, x, P, out, last, stream);    \
+#define DYNCONV_MM_ROWS(R)                                                  \
+  case 2 * R:                                                               \
+    register_tile<R, V, false>(a, a_stride, inner, x, x_stride, out,        \
+                               out_stride, last, stream);                   \
+    break;                                                                  \
+  case 2 * R + 1:                                                           \
+    register_tile<R, V, true>(a, a_stride, inner, x, x_stride, out,         \
+                              out_stride, last, stream);                    \
     break;
     DYNCONV_MM_ROWS(1) DYNCONV_MM_ROWS(2) DYNCONV_MM_ROWS(3)
     DYNCONV_MM_ROWS(4) DYNCONV_MM_ROWS(5) DYNCONV_MM_ROWS(6)
 #undef DYNCONV_MM_ROWS
+  }
+}
+
+// tile_of_rows over `rows` rows and `width` (1-64) columns of x and out.
+DYNCONV_MM_AVX512 void tiles_of_rows(int64_t rows, const float* a,
+                                     int64_t a_stride, int64_t inner,
+                                     const float* x, int64_t x_stride,
+                                     float* out, int64_t out_stride,
+                                     int64_t width, bool add,
+                                     const PrefetchStream& stream) {
+  const int vectors = static_cast<int>((width + kLanes - 1) / kLanes);
+  const __mmask16 last = first_lanes(width - (vectors - 1) * kLanes);
+  for (int64_t r0 = 0; r0 < rows; r0 += kTileRows) {
+    const int r = static_cast<int>(std::min<int64_t>(kTileRows, rows - r0));
+    const float* a0 = a + r0 * a_stride;
+    float* out0 = out + r0 * out_stride;
+    switch (vectors) {
+#define DYNCONV_MM_VECTORS(V)                                              \
+  case V:                                                                  \
+    tile_of_rows<V>(r, a0, a_stride, inner, x, x_stride, out0, out_stride, \
+                    last, add, stream);                                    \
+    break;
+      DYNCONV_MM_VECTORS(1) DYNCONV_MM_VECTORS(2) DYNCONV_MM_VECTORS(3)
+      DYNCONV_MM_VECTORS(4)
+#undef DYNCONV_MM_VECTORS
+    }
   }
 }
 
@@ -205,25 +237,13 @@ DYNCONV_MM_AVX512 void conv_unit(const SampleConv& s, int64_t o_begin,
                         s.e == nullptr ? nullptr : s.e + b * J + j0, n,
                         panel.data() + r * kBlock);
         }
-        for (int64_t p0 = 0; p0 < P; p0 += kTileVectors * kLanes) {
-          const int64_t width =
-              std::min<int64_t>(kTileVectors * kLanes, P - p0);
-          const int vectors = static_cast<int>((width + kLanes - 1) / kLanes);
-          const __mmask16 last = first_lanes(width - (vectors - 1) * kLanes);
-          const float* x = s.cols + (b * J + j0) * P + p0;
-          float* out = s.y + (b * s.O + o0) * P + p0;
-          const bool add = j0 > 0;
+        for (int64_t p0 = 0; p0 < P; p0 += kTileVectors * kLanes)
           // the stream rides on the first sample's first pixels' tile
-          const PrefetchStream& ride =
-              b == 0 && p0 == 0 ? stream : kNoStream;
-          const float* a = panel.data();
-          switch (vectors) {
-            case 1: tile_of_rows<1>(rows, a, n, x, P, out, last, add, ride); break;
-            case 2: tile_of_rows<2>(rows, a, n, x, P, out, last, add, ride); break;
-            case 3: tile_of_rows<3>(rows, a, n, x, P, out, last, add, ride); break;
-            default: tile_of_rows<4>(rows, a, n, x, P, out, last, add, ride);
-          }
-        }
+          tiles_of_rows(rows, panel.data(), kBlock, n,
+                        s.cols + (b * J + j0) * P + p0, P,
+                        s.y + (b * s.O + o0) * P + p0, P,
+                        std::min<int64_t>(kTileVectors * kLanes, P - p0),
+                        j0 > 0, b == 0 && p0 == 0 ? stream : kNoStream);
       }
     }
   }
@@ -242,6 +262,13 @@ const float* data_or_null(const c10::optional<at::Tensor>& t) {
 bool avx512_supported() {
   static const bool supported = __builtin_cpu_supports("avx512f");
   return supported;
+}
+
+void avx512_tiles(int64_t rows, const float* a, int64_t a_stride,
+                  int64_t inner, const float* panel, int64_t panel_stride,
+                  float* out, int64_t out_stride, int64_t width, bool add) {
+  tiles_of_rows(rows, a, a_stride, inner, panel, panel_stride, out,
+                out_stride, width, add, kNoStream);
 }
 
 at::Tensor sample_conv(const at::Tensor& cols, const at::Tensor& bank,
@@ -309,6 +336,11 @@ at::Tensor sample_conv(const at::Tensor& cols, const at::Tensor& bank,
 #else  // not x86-64 with GCC: never offered
 
 bool avx512_supported() { return false; }
+
+void avx512_tiles(int64_t, const float*, int64_t, int64_t, const float*,
+                  int64_t, float*, int64_t, int64_t, bool) {
+  TORCH_CHECK(false, "dynconv_mm avx512_tiles: needs an x86-64 CPU");
+}
 
 at::Tensor sample_conv(const at::Tensor&, const at::Tensor&,
                        const c10::optional<at::Tensor>&,

@@ -18,8 +18,11 @@
 // as long as the products themselves.
 //
 // One register tile does all three: R rows of A times a panel of 16
-// columns, summed over an inner dimension (AVX2 + FMA). Without AVX2 the
-// ops are not offered (`avx2_fma_supported`) and PyTorch runs them.
+// columns, summed over an inner dimension (AVX2 + FMA). On CPUs with
+// AVX-512 the gradients' tiles can be sample_conv_cpu.cpp's, 64 columns
+// wide (`wide`, the caller's choice): on an Emerald Rapids VM the AVX2
+// tiles computed at about a third of what MKL reaches there. Without AVX2
+// the ops are not offered (`avx2_fma_supported`) and PyTorch runs them.
 #include "cpu_ops.h"
 
 #include <ATen/Parallel.h>
@@ -161,6 +164,26 @@ DYNCONV_MM_AVX2 void rows_of_tiles(int64_t rows, const float* a,
   }
 }
 
+// Register tiles of `width` columns over any number of rows (the AVX2
+// rows_of_tiles or the AVX-512 avx512_tiles; see register_tile).
+struct Tiles {
+  int64_t width;
+  void (*run)(int64_t rows, const float* a, int64_t a_stride, int64_t inner,
+              const float* panel, int64_t panel_stride, float* out,
+              int64_t out_stride, bool add);
+};
+
+void wide_tiles(int64_t rows, const float* a, int64_t a_stride,
+                int64_t inner, const float* panel, int64_t panel_stride,
+                float* out, int64_t out_stride, bool add) {
+  avx512_tiles(rows, a, a_stride, inner, panel, panel_stride, out,
+               out_stride, 64, add);
+}
+
+Tiles tiles_for(bool wide) {
+  return wide ? Tiles{64, wide_tiles} : Tiles{kLanes, rows_of_tiles};
+}
+
 // The coefficients of row o of W_b, c[k] = mixing(b, g, o, k), to `c`.
 inline void row_mixing(const Layout& l, int64_t b, int64_t g, int64_t o,
                        float* c) {
@@ -232,12 +255,13 @@ DYNCONV_MM_AVX2 void forward_unit(const Layout& l, const float* cols,
 // The unit's columns of the bank (K x O_g short rows) are copied together
 // once (rows J apart fall in a fraction of the cache's sets: 4608 floats
 // apart, an eighth of the L2's), then mixed into each sample's panel,
-// W_b[:, j_begin:j_end] ([O_g][64]), which the register tiles take 16
-// columns at a time, with the rows of the transposed output gradient
-// gy_t [B, G, P, O_g] as A.
-constexpr int64_t kInputColumns = 4 * kLanes;
+// W_b[:, j_begin:j_end] ([O_g][64]), which the register tiles take (16
+// or 64 columns at a time), with the rows of the transposed output
+// gradient gy_t [B, G, P, O_g] as A.
+constexpr int64_t kInputColumns = 64;
 
-DYNCONV_MM_AVX2 void input_grad_unit(const Layout& l, const float* gy_t,
+DYNCONV_MM_AVX2 void input_grad_unit(const Layout& l, const Tiles& tiles,
+                                     const float* gy_t,
                                      float* grad_cols_t, int64_t g,
                                      int64_t j_begin, int64_t j_end) {
   const int64_t P = l.pixels, J = l.row, O = l.group_out, K = l.num_kernels;
@@ -248,7 +272,7 @@ DYNCONV_MM_AVX2 void input_grad_unit(const Layout& l, const float* gy_t,
       std::copy_n(l.bank_row(k, g, o) + j_begin, n,
                   bank.data() + (k * O + o) * kInputColumns);
   std::vector<float> panel(O * kInputColumns, 0.f);
-  std::vector<float> edge(P * kLanes);  // the last columns' results
+  std::vector<float> edge(P * tiles.width);  // the last columns' results
   std::vector<float> c(K);
   for (int64_t b = 0; b < l.batch; ++b) {
     const int64_t bg = b * l.groups + g;
@@ -259,15 +283,15 @@ DYNCONV_MM_AVX2 void input_grad_unit(const Layout& l, const float* gy_t,
     }
     const float* a = gy_t + bg * P * O;  // [P, O]
     float* out = grad_cols_t + bg * P * J + j_begin;
-    for (int64_t t = 0; t < n; t += kLanes) {
-      if (t + kLanes <= n) {
-        rows_of_tiles(P, a, O, O, panel.data() + t, kInputColumns, out + t,
-                      J);
+    for (int64_t t = 0; t < n; t += tiles.width) {
+      if (t + tiles.width <= n) {
+        tiles.run(P, a, O, O, panel.data() + t, kInputColumns, out + t, J,
+                  false);
       } else {  // the panel's columns past n: computed, not stored
-        rows_of_tiles(P, a, O, O, panel.data() + t, kInputColumns,
-                      edge.data(), kLanes);
+        tiles.run(P, a, O, O, panel.data() + t, kInputColumns, edge.data(),
+                  tiles.width, false);
         for (int64_t p = 0; p < P; ++p)
-          std::copy_n(edge.data() + p * kLanes, n - t, out + p * J + t);
+          std::copy_n(edge.data() + p * tiles.width, n - t, out + p * J + t);
       }
     }
   }
@@ -306,7 +330,8 @@ DYNCONV_MM_AVX2 inline __attribute__((always_inline)) void reduce_samples(
 // mixing's dot products, 8 lanes each in `dots` ([B][K], or per row
 // [B][K][kRows], summed to `partial` here). Each bank row's piece of the
 // next tile is prefetched while this tile's is reduced.
-DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const float* gy,
+DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const Tiles& tiles,
+                                      const float* gy,
                                       float* grad_bank, int64_t g,
                                       int64_t o0, int64_t rows,
                                       int64_t j_begin, int64_t n,
@@ -314,12 +339,13 @@ DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const float* gy,
                                       float* edge, float* c, float* dots,
                                       float* partial) {
   const int64_t K = l.num_kernels, P = l.pixels, B = l.batch;
-  const int64_t width = (n + kLanes - 1) / kLanes * kLanes;
-  for (int64_t t = 0; t * kLanes < n; ++t)
+  const int64_t tile = tiles.width;
+  const int64_t width = (n + tile - 1) / tile * tile;
+  for (int64_t t = 0; t * tile < n; ++t)
     for (int64_t b = 0; b < B; ++b)
-      rows_of_tiles(rows, gy + ((b * l.groups + g) * l.group_out + o0) * P,
-                    P, P, packed + (t * B + b) * P * kLanes, kLanes,
-                    products + b * rows * width + t * kLanes, width);
+      tiles.run(rows, gy + ((b * l.groups + g) * l.group_out + o0) * P, P, P,
+                packed + (t * B + b) * P * tile, tile,
+                products + b * rows * width + t * tile, width, false);
   const int64_t dots_rows = l.per_row ? kRows : 1;
   const int64_t sample_stride = K * dots_rows * 8;
   for (int64_t k = 0; k < K; ++k)
@@ -370,35 +396,36 @@ DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const float* gy,
   }
 }
 
-DYNCONV_MM_AVX2 void weight_grad_unit(const Layout& l, const float* gy,
+DYNCONV_MM_AVX2 void weight_grad_unit(const Layout& l, const Tiles& tiles,
+                                      const float* gy,
                                       const float* cols, float* grad_bank,
                                       int64_t g, int64_t j_begin,
                                       int64_t j_end, float* partial) {
   const int64_t P = l.pixels, B = l.batch, K = l.num_kernels;
   const int64_t n = j_end - j_begin;
-  const int64_t tiles = (n + kLanes - 1) / kLanes;
-  // The unit's columns of every sample, transposed 16 at a time
-  // ([tiles][B][P][16], zero past the last): contiguous for the register
-  // tiles. (Transposing here, a unit's share at a time, replaces a copy
+  const int64_t tile = tiles.width, count = (n + tile - 1) / tile;
+  // The unit's columns of every sample, transposed a tile's width at a
+  // time ([count][B][P][tile], zero past the last): contiguous for the
+  // register tiles. (Transposing here, a unit's share at a time, replaces a copy
   // of the whole input in PyTorch: 2.5 ms of a 512-channel 3x3 layer's
   // backward at 7x7, batch 8.)
-  std::vector<float> packed(tiles * B * P * kLanes, 0.f);
+  std::vector<float> packed(count * B * P * tile, 0.f);
   for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t j0 = j_begin + t * kLanes;
-      const int64_t m = std::min<int64_t>(kLanes, j_end - j0);
-      float* dst = packed.data() + (t * B + b) * P * kLanes;
+    for (int64_t t = 0; t < count; ++t) {
+      const int64_t j0 = j_begin + t * tile;
+      const int64_t m = std::min<int64_t>(tile, j_end - j0);
+      float* dst = packed.data() + (t * B + b) * P * tile;
       for (int64_t lane = 0; lane < m; ++lane) {
         const float* src = cols + ((b * l.groups + g) * l.row + j0 + lane) * P;
-        for (int64_t p = 0; p < P; ++p) dst[p * kLanes + lane] = src[p];
+        for (int64_t p = 0; p < P; ++p) dst[p * tile + lane] = src[p];
       }
     }
-  std::vector<float> products(B * kRows * tiles * kLanes);
-  std::vector<float> edge(2 * tiles * kLanes);
+  std::vector<float> products(B * kRows * count * tile);
+  std::vector<float> edge(2 * count * tile);
   std::vector<float> dots(B * K * (l.per_row ? kRows : 1) * 8, 0.f);
   std::vector<float> c(B);  // a bank row's coefficients, per sample
   for (int64_t o0 = 0; o0 < l.group_out; o0 += kRows)
-    weight_grad_rows(l, gy, grad_bank, g, o0,
+    weight_grad_rows(l, tiles, gy, grad_bank, g, o0,
                      std::min<int64_t>(kRows, l.group_out - o0), j_begin, n,
                      packed.data(), products.data(), edge.data(), c.data(),
                      dots.data(), partial);
@@ -444,6 +471,13 @@ Layout checked_layout(const char* op, const char* name, const at::Tensor& t,
                 bank.data_ptr<float>(), mixing.data_ptr<float>(), per_row};
 }
 
+// The tiles an op's call asks for (`wide`: AVX-512's), if this CPU has them.
+Tiles checked_tiles(const char* op, bool wide) {
+  TORCH_CHECK(!wide || avx512_supported(), "dynconv_mm ", op,
+              ": wide tiles need a CPU with AVX-512");
+  return tiles_for(wide);
+}
+
 }  // namespace
 
 bool avx2_fma_supported() {
@@ -477,7 +511,8 @@ at::Tensor sample_gemm_forward(const at::Tensor& cols, const at::Tensor& bank,
 
 at::Tensor sample_gemm_input_grad(const at::Tensor& grad_y_t,
                                   const at::Tensor& bank,
-                                  const at::Tensor& mixing) {
+                                  const at::Tensor& mixing, bool wide) {
+  const Tiles tiles = checked_tiles("sample_gemm_input_grad", wide);
   const Layout l = checked_layout("sample_gemm_input_grad", "grad_y_t",
                                   grad_y_t, "[B, groups, P, C_out/groups]",
                                   true, 3, bank, mixing);
@@ -488,7 +523,7 @@ at::Tensor sample_gemm_input_grad(const at::Tensor& grad_y_t,
                                                       int64_t end) {
     for (int64_t u = begin; u < end; ++u) {
       const int64_t j0 = u % column_units * kInputColumns;
-      input_grad_unit(l, grad_y_t.data_ptr<float>(),
+      input_grad_unit(l, tiles, grad_y_t.data_ptr<float>(),
                       grad_cols_t.data_ptr<float>(), u / column_units, j0,
                       std::min(l.row, j0 + kInputColumns));
     }
@@ -499,7 +534,9 @@ at::Tensor sample_gemm_input_grad(const at::Tensor& grad_y_t,
 std::vector<at::Tensor> sample_gemm_weight_grads(const at::Tensor& grad_y,
                                                  const at::Tensor& cols,
                                                  const at::Tensor& bank,
-                                                 const at::Tensor& mixing) {
+                                                 const at::Tensor& mixing,
+                                                 bool wide) {
+  const Tiles tiles = checked_tiles("sample_gemm_weight_grads", wide);
   const Layout l = checked_layout("sample_gemm_weight_grads", "grad_y",
                                   grad_y, "[B, groups, C_out/groups, P]",
                                   true, 2, bank, mixing);
@@ -508,8 +545,10 @@ std::vector<at::Tensor> sample_gemm_weight_grads(const at::Tensor& grad_y,
   at::Tensor grad_bank = at::empty_like(bank);
   // (the input is packed once per unit: a unit takes every row)
   const int64_t columns =
-      kLanes * std::clamp<int64_t>(
-                   kPackedBytes / (l.batch * l.pixels * kLanes * 4), 1, 16);
+      tiles.width *
+      std::clamp<int64_t>(
+          kPackedBytes / (l.batch * l.pixels * tiles.width * 4), 1,
+          256 / tiles.width);
   const int64_t column_units = ceil_div(l.row, columns);
   const int64_t units = l.groups * column_units;
   // Each unit's share of the mixing gradient, summed below: the same
@@ -522,7 +561,7 @@ std::vector<at::Tensor> sample_gemm_weight_grads(const at::Tensor& grad_y,
     for (int64_t u = begin; u < end; ++u) {
       const int64_t co = u % column_units, j0 = co * columns;
       weight_grad_unit(
-          l, grad_y.data_ptr<float>(), cols.data_ptr<float>(),
+          l, tiles, grad_y.data_ptr<float>(), cols.data_ptr<float>(),
           grad_bank.data_ptr<float>(), u / column_units, j0,
           std::min(l.row, j0 + columns),
           partials.data_ptr<float>() + (l.per_row ? co : u) * mixing.numel());
@@ -545,14 +584,14 @@ at::Tensor sample_gemm_forward(const at::Tensor&, const at::Tensor&,
 }
 
 at::Tensor sample_gemm_input_grad(const at::Tensor&, const at::Tensor&,
-                                  const at::Tensor&) {
+                                  const at::Tensor&, bool) {
   TORCH_CHECK(false, "dynconv_mm sample_gemm_input_grad: x86-64 only");
 }
 
 std::vector<at::Tensor> sample_gemm_weight_grads(const at::Tensor&,
                                                  const at::Tensor&,
                                                  const at::Tensor&,
-                                                 const at::Tensor&) {
+                                                 const at::Tensor&, bool) {
   TORCH_CHECK(false, "dynconv_mm sample_gemm_weight_grads: x86-64 only");
 }
 #endif  // DYNCONV_MM_SAMPLE_GEMM
