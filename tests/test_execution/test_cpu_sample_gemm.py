@@ -76,8 +76,8 @@ def run_ops(cols, bank, mixing, grad_y, wide):
 # (B, groups, O/g, J, P, K): tails everywhere the register tiles have
 # them: rows (O/g not a multiple of 6), columns (J not of 8, 16 or 64),
 # pixels (P below 16: all by dot products; 20, 33, 49: some), samples (9:
-# more than 8 at a time), columns past one unit (J = 300 and 4104) and one
-# kernel
+# more than 8 at a time), columns past one unit (J = 300 and 4104), one
+# kernel and more than the eight bank rows mixed at a time
 SHAPES = {
     'tiny': (2, 1, 1, 3, 1, 2),
     'tails': (3, 2, 7, 19, 5, 3),
@@ -86,6 +86,7 @@ SHAPES = {
     'batch9': (9, 1, 17, 300, 49, 4),
     'one_kernel': (4, 1, 6, 64, 16, 1),
     'long_rows': (3, 1, 8, 4104, 25, 3),
+    'many_kernels': (3, 1, 7, 70, 11, 11),
 }
 
 

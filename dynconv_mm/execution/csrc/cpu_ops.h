@@ -9,7 +9,22 @@
 #include <cstdint>
 #include <vector>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 namespace dynconv_mm {
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// Functions whose intrinsics are AVX-512's, called only where the CPU has
+// it (avx512_supported).
+#define DYNCONV_MM_AVX512 __attribute__((target("avx512f")))
+
+// A mask of a zmm register's first n lanes (all 16 from n = 16 up).
+inline __mmask16 first_lanes(int64_t n) {
+  return static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1u);
+}
+#endif
 
 // Enough work per thread that waking the second one pays (elements read).
 constexpr int64_t kGrainElements = 1 << 15;

@@ -36,7 +36,6 @@
 namespace dynconv_mm {
 
 #ifdef DYNCONV_MM_SAMPLE_CONV
-#define DYNCONV_MM_AVX512 __attribute__((target("avx512f")))
 
 namespace {
 
@@ -58,10 +57,6 @@ struct SampleConv {
   int64_t B, J, P, O, K;
   bool per_row;
 };
-
-inline __mmask16 first_lanes(int64_t n) {
-  return static_cast<__mmask16>(n >= kLanes ? 0xFFFF : (1u << n) - 1u);
-}
 
 // dst[0:n] = e[0:n] * sum_k c[k] src[k * stride + 0:n] (e may be null):
 // one row of the kernel on a block, from its K bank rows read side by side.
