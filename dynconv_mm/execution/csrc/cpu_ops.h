@@ -121,13 +121,22 @@ std::vector<at::Tensor> sample_gemm_weight_grads(const at::Tensor& grad_y,
 // C_in, kh, kw] and its attentions (groups of one; AVX-512,
 // `avx512_supported`): y [B, C_out, P] (sample_conv_cpu.cpp).
 bool avx512_supported();
+
+// Cache lines to bring in while register tiles compute (`count` pieces of
+// `lines` lines each), asked for a few per step of a tile: spread over its
+// arithmetic, the next reads of the bank overlap it.
+struct PrefetchStream {
+  const float* const* pieces;
+  int64_t count, lines;
+};
 // out[r, 0:width] (+)= sum_i a[r, i] panel[i, 0:width] for `rows` rows and
 // 1-64 columns, in AVX-512 register tiles of 6 rows by 64 columns (a's
 // rows `a_stride` apart, the panel's `panel_stride`, out's `out_stride`;
 // `add`: added to out): the sample_gemm ops' wide tiles.
 void avx512_tiles(int64_t rows, const float* a, int64_t a_stride,
                   int64_t inner, const float* panel, int64_t panel_stride,
-                  float* out, int64_t out_stride, int64_t width, bool add);
+                  float* out, int64_t out_stride, int64_t width, bool add,
+                  const PrefetchStream& stream);
 at::Tensor sample_conv(const at::Tensor& cols, const at::Tensor& bank,
                        const c10::optional<at::Tensor>& mixing,
                        const c10::optional<at::Tensor>& channel,

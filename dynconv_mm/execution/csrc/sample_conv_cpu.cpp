@@ -82,7 +82,11 @@ DYNCONV_MM_AVX512 void tail_dots(int rows, const float* panel, const float* x,
             _mm512_maskz_loadu_ps(mask, panel + r * kBlock + j), xv, acc[r]);
   }
   for (int r = 0; r < rows; ++r) {
-    const float d = _mm512_reduce_add_ps(acc[r]);
+    // (through memory: GCC 12 warns, wrongly, on _mm512_reduce_add_ps)
+    alignas(64) float lanes[kLanes];
+    _mm512_store_ps(lanes, acc[r]);
+    float d = 0.f;
+    for (float lane : lanes) d += lane;
     out[r * P] = add ? out[r * P] + d : d;
   }
 }
@@ -107,13 +111,6 @@ DYNCONV_MM_AVX512 void mix_panel_row(const float* src, int64_t stride,
   }
 }
 
-// The cache lines of the next tile's bank rows (`count` pieces of `lines`
-// lines each), asked for a few per step of a register tile: spread over
-// its arithmetic, the next panel's reads overlap it.
-struct PrefetchStream {
-  const float* const* pieces;
-  int64_t count, lines;
-};
 constexpr PrefetchStream kNoStream{nullptr, 0, 0};
 
 // out[r, 0:16V] (+)= sum_i a[r, i] x[i, 0:16V] for R rows (a's rows
@@ -294,9 +291,10 @@ bool avx512_supported() {
 
 void avx512_tiles(int64_t rows, const float* a, int64_t a_stride,
                   int64_t inner, const float* panel, int64_t panel_stride,
-                  float* out, int64_t out_stride, int64_t width, bool add) {
+                  float* out, int64_t out_stride, int64_t width, bool add,
+                  const PrefetchStream& stream) {
   tiles_of_rows(rows, a, a_stride, inner, panel, panel_stride, out,
-                out_stride, width, add, kNoStream);
+                out_stride, width, add, stream);
 }
 
 at::Tensor sample_conv(const at::Tensor& cols, const at::Tensor& bank,
@@ -375,7 +373,8 @@ at::Tensor sample_conv(const at::Tensor& cols, const at::Tensor& bank,
 bool avx512_supported() { return false; }
 
 void avx512_tiles(int64_t, const float*, int64_t, int64_t, const float*,
-                  int64_t, float*, int64_t, int64_t, bool) {
+                  int64_t, float*, int64_t, int64_t, bool,
+                  const PrefetchStream&) {
   TORCH_CHECK(false, "dynconv_mm avx512_tiles: needs an x86-64 CPU");
 }
 
