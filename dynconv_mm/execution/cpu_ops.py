@@ -46,7 +46,9 @@ pass, which must match its recomputation in backward).
 
 The GEMM ops run inside an autograd Function (``tiled_gemm``'s), with or
 without autograd alike, so they are not suspended: a checkpoint's two
-passes both run them. They need AVX2 and FMA (:func:`cpu_sample_gemm_usable`).
+passes both run them. They need AVX2 and FMA (:func:`cpu_sample_gemm_usable`);
+on Intel CPUs with AVX-512 their gradients run in AVX-512 register tiles
+(:func:`_wide_tiles`) and their forward by :func:`cpu_sample_conv_batch`.
 
 They are compiled when the package is installed (``tools/install.sh``;
 ``setup.py`` builds them against the torch it sees). Where they were not
