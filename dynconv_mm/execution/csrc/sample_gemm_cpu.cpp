@@ -212,8 +212,7 @@ DYNCONV_MM_AVX2 inline __attribute__((always_inline)) void reduce_samples(
 // ---- each instruction set's kernels ---------------------------------------
 // An op's call takes one set: AVX2's (register tiles of 16 columns) or,
 // where the caller asks for `wide` tiles, AVX-512's (sample_conv_cpu.cpp's
-// tiles of 64 columns; on the Emerald Rapids VM the AVX2 tiles computed at
-// about a third of what MKL reaches there).
+// tiles of 64 columns).
 struct Kernels {
   int64_t width;  // columns of a register tile
   // register tiles of `width` columns over any number of rows
@@ -234,9 +233,22 @@ struct Kernels {
                  float* dots, int64_t dots_stride, int64_t width);
 };
 
-// A switch over the count of samples (1-8) to its instance of a template.
-#define DYNCONV_MM_SAMPLE_COUNTS(CASE) \
-  CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
+// A switch's cases over a count (1-8) to its instance of `kernel`.
+#define DYNCONV_MM_COUNTS(CASE, kernel)                                   \
+  CASE(1, kernel) CASE(2, kernel) CASE(3, kernel) CASE(4, kernel)         \
+  CASE(5, kernel) CASE(6, kernel) CASE(7, kernel) CASE(8, kernel)
+
+// Kernels::reduce compiled for `isa` as `name`: `kernel`<samples>.
+#define DYNCONV_MM_REDUCE_CASE(NB, kernel)                                \
+  case NB:                                                                \
+    kernel<NB>(w, dw, first, G, G_stride, c, dots, dots_stride, width);   \
+    break;
+#define DYNCONV_MM_REDUCE(isa, name, kernel)                              \
+  isa void name(int64_t samples, const float* w, float* dw, bool first,   \
+                const float* G, int64_t G_stride, const float* c,         \
+                float* dots, int64_t dots_stride, int64_t width) {        \
+    switch (samples) { DYNCONV_MM_COUNTS(DYNCONV_MM_REDUCE_CASE, kernel) } \
+  }
 
 constexpr PrefetchStream kNoStream{nullptr, 0, 0};
 
@@ -257,21 +269,7 @@ void mix_samples_by_rows(const float* src, int64_t src_stride,
             dst + s * dst_stride);
 }
 
-DYNCONV_MM_AVX2 void reduce_avx2(int64_t samples, const float* w, float* dw,
-                                 bool first, const float* G,
-                                 int64_t G_stride, const float* c,
-                                 float* dots, int64_t dots_stride,
-                                 int64_t width) {
-  switch (samples) {
-#define DYNCONV_MM_CASE(NB)                                                 \
-  case NB:                                                                  \
-    reduce_samples<NB>(w, dw, first, G, G_stride, c, dots, dots_stride,     \
-                       width);                                              \
-    break;
-    DYNCONV_MM_SAMPLE_COUNTS(DYNCONV_MM_CASE)
-#undef DYNCONV_MM_CASE
-  }
-}
+DYNCONV_MM_REDUCE(DYNCONV_MM_AVX2, reduce_avx2, reduce_samples)
 
 // mix with the bank rows' 16 columns held in registers (up to eight rows
 // at a time) while every sample's coefficients are applied: each read
@@ -300,16 +298,16 @@ DYNCONV_MM_AVX512 void mix_avx512(const float* src, int64_t src_stride,
                                   const float* c, int64_t num_kernels,
                                   int64_t samples, int64_t n, float* dst,
                                   int64_t dst_stride) {
+#define DYNCONV_MM_MIX_CASE(H, kernel)                                    \
+  case H:                                                                 \
+    kernel<H>(src, src_stride, c, num_kernels, k0, samples, n, dst,       \
+              dst_stride);                                                \
+    break;
   for (int64_t k0 = 0; k0 < num_kernels; k0 += 8)
     switch (std::min<int64_t>(8, num_kernels - k0)) {
-#define DYNCONV_MM_CASE(H)                                                  \
-  case H:                                                                   \
-    mix_held_rows<H>(src, src_stride, c, num_kernels, k0, samples, n, dst,  \
-                     dst_stride);                                           \
-    break;
-      DYNCONV_MM_SAMPLE_COUNTS(DYNCONV_MM_CASE)
-#undef DYNCONV_MM_CASE
+      DYNCONV_MM_COUNTS(DYNCONV_MM_MIX_CASE, mix_held_rows)
     }
+#undef DYNCONV_MM_MIX_CASE
 }
 
 // reduce_samples in 16 lanes (`width` a multiple of 16), the dot products
@@ -343,21 +341,7 @@ reduce_samples_wide(const float* w, float* dw, bool first, const float* G,
   }
 }
 
-DYNCONV_MM_AVX512 void reduce_avx512(int64_t samples, const float* w,
-                                     float* dw, bool first, const float* G,
-                                     int64_t G_stride, const float* c,
-                                     float* dots, int64_t dots_stride,
-                                     int64_t width) {
-  switch (samples) {
-#define DYNCONV_MM_CASE(NB)                                                 \
-  case NB:                                                                  \
-    reduce_samples_wide<NB>(w, dw, first, G, G_stride, c, dots,             \
-                            dots_stride, width);                            \
-    break;
-    DYNCONV_MM_SAMPLE_COUNTS(DYNCONV_MM_CASE)
-#undef DYNCONV_MM_CASE
-  }
-}
+DYNCONV_MM_REDUCE(DYNCONV_MM_AVX512, reduce_avx512, reduce_samples_wide)
 
 void tiles_avx512(int64_t rows, const float* a, int64_t a_stride,
                   int64_t inner, const float* panel, int64_t panel_stride,
@@ -498,8 +482,7 @@ DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const Kernels& kernels,
                                       const float** next_rows) {
   const int64_t K = l.num_kernels, P = l.pixels, B = l.batch;
   const int64_t tile = kernels.width;
-  const int64_t width = (n + tile - 1) / tile * tile;
-  const int64_t count = (n + tile - 1) / tile;
+  const int64_t count = (n + tile - 1) / tile, width = count * tile;
   // The next tile's bank rows and their gradient's, streamed in while
   // these G compute (the AVX2 tiles: asked for below, all at once). On the
   // Emerald Rapids VM, 512-channel 3x3 at 7x7, batch 8, four kernels: 12.1
