@@ -187,32 +187,6 @@ DYNCONV_MM_AVX512 void tile_of_rows(int rows, const float* a,
   }
 }
 
-// tile_of_rows over `rows` rows and `width` (1-64) columns of x and out.
-DYNCONV_MM_AVX512 void tiles_of_rows(int64_t rows, const float* a,
-                                     int64_t a_stride, int64_t inner,
-                                     const float* x, int64_t x_stride,
-                                     float* out, int64_t out_stride,
-                                     int64_t width, bool add,
-                                     const PrefetchStream& stream) {
-  const int vectors = static_cast<int>((width + kLanes - 1) / kLanes);
-  const __mmask16 last = first_lanes(width - (vectors - 1) * kLanes);
-  for (int64_t r0 = 0; r0 < rows; r0 += kTileRows) {
-    const int r = static_cast<int>(std::min<int64_t>(kTileRows, rows - r0));
-    const float* a0 = a + r0 * a_stride;
-    float* out0 = out + r0 * out_stride;
-    switch (vectors) {
-#define DYNCONV_MM_VECTORS(V)                                              \
-  case V:                                                                  \
-    tile_of_rows<V>(r, a0, a_stride, inner, x, x_stride, out0, out_stride, \
-                    last, add, stream);                                    \
-    break;
-      DYNCONV_MM_VECTORS(1) DYNCONV_MM_VECTORS(2) DYNCONV_MM_VECTORS(3)
-      DYNCONV_MM_VECTORS(4)
-#undef DYNCONV_MM_VECTORS
-    }
-  }
-}
-
 // Rows [o_begin, o_end) of y, a block of columns at a time: each tile's
 // rows of the kernel on the block are mixed into a panel and the tile's
 // pixels are summed over the block (the block of cols stays in cache for
@@ -261,7 +235,7 @@ DYNCONV_MM_AVX512 void conv_unit(const SampleConv& s, int64_t o_begin,
         const int64_t tiled = P - s.tails;
         for (int64_t p0 = 0; p0 < tiled; p0 += kTileVectors * kLanes)
           // the stream rides on the first sample's first pixels' tile
-          tiles_of_rows(rows, panel.data(), kBlock, n,
+          avx512_tiles(rows, panel.data(), kBlock, n,
                         s.cols + (b * J + j0) * P + p0, P,
                         s.y + (b * s.O + o0) * P + p0, P,
                         std::min<int64_t>(kTileVectors * kLanes, tiled - p0),
@@ -289,12 +263,30 @@ bool avx512_supported() {
   return supported;
 }
 
-void avx512_tiles(int64_t rows, const float* a, int64_t a_stride,
-                  int64_t inner, const float* panel, int64_t panel_stride,
-                  float* out, int64_t out_stride, int64_t width, bool add,
-                  const PrefetchStream& stream) {
-  tiles_of_rows(rows, a, a_stride, inner, panel, panel_stride, out,
-                out_stride, width, add, stream);
+// tile_of_rows over `rows` rows and `width` (1-64) columns of x and out.
+DYNCONV_MM_AVX512 void avx512_tiles(int64_t rows, const float* a,
+                                     int64_t a_stride, int64_t inner,
+                                     const float* x, int64_t x_stride,
+                                     float* out, int64_t out_stride,
+                                     int64_t width, bool add,
+                                     const PrefetchStream& stream) {
+  const int vectors = static_cast<int>((width + kLanes - 1) / kLanes);
+  const __mmask16 last = first_lanes(width - (vectors - 1) * kLanes);
+  for (int64_t r0 = 0; r0 < rows; r0 += kTileRows) {
+    const int r = static_cast<int>(std::min<int64_t>(kTileRows, rows - r0));
+    const float* a0 = a + r0 * a_stride;
+    float* out0 = out + r0 * out_stride;
+    switch (vectors) {
+#define DYNCONV_MM_VECTORS(V)                                              \
+  case V:                                                                  \
+    tile_of_rows<V>(r, a0, a_stride, inner, x, x_stride, out0, out_stride, \
+                    last, add, stream);                                    \
+    break;
+      DYNCONV_MM_VECTORS(1) DYNCONV_MM_VECTORS(2) DYNCONV_MM_VECTORS(3)
+      DYNCONV_MM_VECTORS(4)
+#undef DYNCONV_MM_VECTORS
+    }
+  }
 }
 
 at::Tensor sample_conv(const at::Tensor& cols, const at::Tensor& bank,
