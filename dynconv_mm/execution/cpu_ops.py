@@ -25,9 +25,10 @@ arithmetic. Two for inference:
 
 And three for ``tiled_gemm``'s per-sample GEMMs, in training too
 (:func:`cpu_sample_gemm_forward`, :func:`cpu_sample_gemm_input_grad`,
-:func:`cpu_sample_gemm_weight_grads`): each sample's kernel is mixed from
+:func:`cpu_sample_gemm_backward`): each sample's kernel is mixed from
 the bank inside the GEMM's tiles, where PyTorch writes a tile of kernels
-(and in backward of kernel gradients) to memory between batched products.
+(and in backward of kernel gradients) to memory between batched products;
+the backward's two products share one read of the bank where that wins.
 
 And two for the unfolded input of ``im2col`` and ``tiled_gemm``, in
 training too (:func:`cpu_unfold_columns`, :func:`cpu_fold_columns`):
@@ -284,13 +285,17 @@ def cpu_sample_gemm_input_grad(grad_y_t: Tensor, bank: Tensor,
                                            _wide_tiles())
 
 
-def cpu_sample_gemm_weight_grads(grad_y: Tensor, cols: Tensor,
-                                 bank: Tensor,
-                                 mixing: Tensor) -> List[Tensor]:
+def cpu_sample_gemm_backward(
+        grad_y: Tensor, cols: Tensor, bank: Tensor, mixing: Tensor,
+        grad_y_t: Optional[Tensor] = None) -> List[Tensor]:
     """The gradients of :func:`cpu_sample_gemm_forward`'s bank and mixing,
-    from the output gradient ``[B, g, O/g, P]`` and its input ``cols``."""
-    return _CPU_OPS.sample_gemm_weight_grads(grad_y, cols, bank, mixing,
-                                             _wide_tiles())
+    from the output gradient ``[B, g, O/g, P]`` and its input ``cols``;
+    given the output gradient transposed too (``grad_y_t`` ``[B, g, P,
+    O/g]``), also the input gradient, transposed, as a third, in the same
+    pass over the bank where that was measured faster (AVX-512 tiles and a
+    batch whose panels fit in L2: the op decides)."""
+    return _CPU_OPS.sample_gemm_backward(grad_y, cols, bank, mixing,
+                                         grad_y_t, _wide_tiles())
 
 
 def cpu_unfold_usable(x: Tensor) -> bool:

@@ -35,8 +35,8 @@ from torch import Tensor
 from .attentions import (ConvAttentions, IntPair, Padding, accepts_empty_batch,
                          compute_dtype, finish, output_size)
 from .cpu_ops import (cpu_sample_conv_batch, cpu_sample_conv_batch_fits,
-                      cpu_sample_gemm_forward, cpu_sample_gemm_input_grad,
-                      cpu_sample_gemm_usable, cpu_sample_gemm_weight_grads)
+                      cpu_sample_gemm_backward, cpu_sample_gemm_forward,
+                      cpu_sample_gemm_input_grad, cpu_sample_gemm_usable)
 from .im2col_conv2d import columns_size, im2col_conv2d, unfold_scaled
 from .recompute import scaled_input_conv2d
 
@@ -223,13 +223,13 @@ def _compiled_backward(
 ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
     """:func:`_tiled_backward` by the compiled ops (kernels mixed in their
     register tiles, no kernel gradient formed)."""
-    grad_cols = grad_bank = grad_mixing = None
-    if input_grad:
-        grad_cols = cpu_sample_gemm_input_grad(
-            grad_y.transpose(2, 3).contiguous(), bank, mixing).transpose(2, 3)
-    if weight_grads:
-        grad_bank, grad_mixing = cpu_sample_gemm_weight_grads(
-            grad_y, cols, bank, mixing)
+    grad_y_t = grad_y.transpose(2, 3).contiguous() if input_grad else None
+    if not weight_grads:
+        return (None if grad_y_t is None else cpu_sample_gemm_input_grad(
+            grad_y_t, bank, mixing).transpose(2, 3)), None, None
+    grad_bank, grad_mixing, *grad_cols_t = cpu_sample_gemm_backward(
+        grad_y, cols, bank, mixing, grad_y_t)
+    grad_cols = grad_cols_t[0].transpose(2, 3) if grad_cols_t else None
     return grad_cols, grad_bank, grad_mixing
 
 

@@ -271,9 +271,10 @@ def test_tiled_gemm_forward_runs_it_over_the_batch(offered_op, monkeypatch,
     def the_op_ran_forward():
         assert offered_op.calls['sample_conv'] == 1
         assert offered_op.calls['sample_gemm_forward'] == 0
-        for op in ('sample_gemm_input_grad', 'sample_gemm_weight_grads'):
-            assert offered_op.calls[op] == 1
-            assert offered_op.last_arguments[op][-1] is True  # wide tiles
+        # both gradients by one op (the input's with the bank's)
+        assert offered_op.calls['sample_gemm_input_grad'] == 0
+        assert offered_op.calls['sample_gemm_backward'] == 1
+        assert offered_op.last_arguments['sample_gemm_backward'][-1] is True
 
     check_float32_layer_against_oracle(geometry, attention, 'tiled_gemm',
                                        the_op_ran_forward)

@@ -18,7 +18,11 @@ from float32_layer_check import (check_float32_layer_against_oracle,
 tiled = importlib.import_module('dynconv_mm.execution.tiled_gemm_conv2d')
 
 OPS = ('sample_gemm_forward', 'sample_gemm_input_grad',
-       'sample_gemm_weight_grads')
+       'sample_gemm_backward')
+# what a layer's forward and backward call when every gradient is asked
+# for: the backward op computes the input's gradient with the bank's
+LAYER_CALLS = {'sample_gemm_forward': 1, 'sample_gemm_input_grad': 0,
+               'sample_gemm_backward': 1}
 # whether this CPU has the gradients' wide (AVX-512) tiles, read before any
 # test turns the Python side's flag off
 AVX512 = cpu_ops._AVX512
@@ -64,20 +68,33 @@ def float64_products(cols, bank, mixing, grad_y):
 
 
 def run_ops(cols, bank, mixing, grad_y, wide):
+    """y, the input gradient (transposed) by the backward op, the bank's
+    and the mixing's by it, and the input gradient by the op that computes
+    it alone; the backward's weight gradients without the input's are
+    checked to be the same bits."""
     ops = cpu_ops._CPU_OPS
+    grad_y_t = grad_y.transpose(2, 3).contiguous()
     y = ops.sample_gemm_forward(cols, bank, mixing)
-    grad_cols_t = ops.sample_gemm_input_grad(
-        grad_y.transpose(2, 3).contiguous(), bank, mixing, wide)
-    grad_bank, grad_mixing = ops.sample_gemm_weight_grads(
-        grad_y, cols, bank, mixing, wide)
-    return y, grad_cols_t, grad_bank, grad_mixing
+    grad_bank, grad_mixing, grad_cols_t = ops.sample_gemm_backward(
+        grad_y, cols, bank, mixing, grad_y_t, wide)
+    weights_only = ops.sample_gemm_backward(grad_y, cols, bank, mixing, None,
+                                            wide)
+    assert len(weights_only) == 2
+    assert torch.equal(weights_only[0], grad_bank)
+    assert torch.equal(weights_only[1], grad_mixing)
+    alone = ops.sample_gemm_input_grad(grad_y_t, bank, mixing, wide)
+    return y, grad_cols_t, grad_bank, grad_mixing, alone
 
 
 # (B, groups, O/g, J, P, K): tails everywhere the register tiles have
 # them: rows (O/g not a multiple of 6), columns (J not of 8, 16 or 64),
 # pixels (P below 16: all by dot products; 20, 33, 49: some), samples (9:
 # more than 8 at a time), columns past one unit (J = 300 and 4104), one
-# kernel and more than the eight bank rows mixed at a time
+# kernel and more than the eight bank rows mixed at a time. With AVX-512
+# tiles the backward computes the input gradient in the weight gradients'
+# pass where every sample's panels of 60 rows fit: 'tall' over three
+# slices of rows (the last one short, past the columns' end), 'batch20'
+# not (twenty samples' panels too large: the input gradient's own pass).
 SHAPES = {
     'tiny': (2, 1, 1, 3, 1, 2),
     'tails': (3, 2, 7, 19, 5, 3),
@@ -87,6 +104,8 @@ SHAPES = {
     'one_kernel': (4, 1, 6, 64, 16, 1),
     'long_rows': (3, 1, 8, 4104, 25, 3),
     'many_kernels': (3, 1, 7, 70, 11, 11),
+    'tall': (2, 1, 130, 70, 9, 3),
+    'batch20': (20, 1, 7, 70, 9, 2),
 }
 
 
@@ -105,13 +124,13 @@ def test_ops_match_float64_products(counting_ops, shape, per_row, wide):
                           (batch, kernels)), generator=g) + 0.2
     got = run_ops(cols, bank, mixing, grad_y, wide)
     want = float64_products(cols, bank, mixing, grad_y)
-    for name, a, b in zip(('y', 'grad_cols_t', 'grad_bank', 'grad_mixing'),
-                          got, want):
+    want += want[1:2]  # the input gradient alone
+    for name, a, b in zip(('y', 'grad_cols_t', 'grad_bank', 'grad_mixing',
+                           'grad_cols_t alone'), got, want):
         assert a.dtype == torch.float32 and a.shape == b.shape, name
         scale = b.abs().max().item()
         torch.testing.assert_close(a.double(), b, rtol=1e-5,
                                    atol=1e-5 * scale, msg=name)
-    assert all(counting_ops.calls[op] == 1 for op in OPS)
 
 
 @TILES
@@ -119,7 +138,7 @@ def test_ops_agree_across_thread_counts(counting_ops, wide):
     """Every unit sums in a fixed order, and the mixing's partial sums are
     added in unit order: one thread and two give the same bits."""
     skip_without_wide_tiles(wide)
-    batch, groups, rows, row, pixels, kernels = SHAPES['long_rows']
+    batch, groups, rows, row, pixels, kernels = SHAPES['tall']
     g = torch.Generator().manual_seed(1)
     cols = torch.randn(batch, groups, row, pixels, generator=g)
     bank = torch.randn(kernels, groups, rows, row, generator=g)
@@ -153,11 +172,11 @@ def test_tiled_gemm_through_the_ops_matches_oracle(counting_ops,
     """Forward and every gradient of a layer run by the ops, against the
     per-sample ``F.conv2d`` oracle in float64."""
 
-    def each_op_ran_once():
-        assert all(counting_ops.calls[op] == 1 for op in OPS)
+    def the_ops_ran():
+        assert {op: counting_ops.calls[op] for op in OPS} == LAYER_CALLS
 
     check_float32_layer_against_oracle(geometry, attention, 'tiled_gemm',
-                                       each_op_ran_once)
+                                       the_ops_ran)
 
 
 def test_frozen_layer_skips_the_weight_op(counting_ops,
@@ -169,7 +188,7 @@ def test_frozen_layer_skips_the_weight_op(counting_ops,
                          method='tiled_gemm', **conv)
     out.sum().backward()
     assert counting_ops.calls['sample_gemm_input_grad'] == 1
-    assert counting_ops.calls['sample_gemm_weight_grads'] == 0
+    assert counting_ops.calls['sample_gemm_backward'] == 0
 
 
 def run_layer(x, weight, bias, att, conv):
@@ -195,7 +214,7 @@ def test_long_rows_on_a_small_map_run_compiled(counting_ops):
     weight = torch.randn(2, 3, c_in, 3, 3, generator=g, requires_grad=True)
     kernel = torch.rand(2, 2, generator=g, requires_grad=True)
     run_layer(x, weight, None, dict(kernel=kernel), dict(padding=1))
-    assert all(counting_ops.calls[op] == 1 for op in OPS)
+    assert {op: counting_ops.calls[op] for op in OPS} == LAYER_CALLS
     # and not on a map of 10x10 output pixels or more
     counting_ops.calls.clear()
     x = torch.randn(2, c_in, 10, 10, generator=g, requires_grad=True)
@@ -243,13 +262,15 @@ def test_where_the_ops_must_not_run(counting_ops, any_row_runs_compiled,
     ('sample_gemm_forward', lambda c, b, m, gy: (c, b[0], m), 'bank'),
     ('sample_gemm_input_grad',
      lambda c, b, m, gy: (gy.transpose(2, 3), b, m, False), 'grad_y_t'),
-    ('sample_gemm_weight_grads',
-     lambda c, b, m, gy: (gy, c.transpose(2, 3).contiguous(), b, m, False),
-     'cols'),
-    ('sample_gemm_weight_grads',
-     lambda c, b, m, gy: (gy, c.transpose(2, 3), b, m, False), 'cols'),
-    ('sample_gemm_weight_grads',
-     lambda c, b, m, gy: (gy[:, :, :1], c, b, m, False), 'grad_y'),
+    ('sample_gemm_backward',
+     lambda c, b, m, gy: (gy, c.transpose(2, 3).contiguous(), b, m, None,
+                          False), 'cols'),
+    ('sample_gemm_backward',
+     lambda c, b, m, gy: (gy, c.transpose(2, 3), b, m, None, False), 'cols'),
+    ('sample_gemm_backward',
+     lambda c, b, m, gy: (gy[:, :, :1], c, b, m, None, False), 'grad_y'),
+    ('sample_gemm_backward',  # not transposed
+     lambda c, b, m, gy: (gy, c, b, m, gy, False), 'grad_y_t'),
 ])
 def test_bad_arguments_are_refused_by_name(counting_ops, op, args, message):
     cols = torch.randn(2, 1, 5, 4)
@@ -271,8 +292,8 @@ def test_gradients_take_wide_tiles_on_intel_cpus_with_avx512(
         monkeypatch.setattr(cpu_ops, '_AVX512', avx512)
         counting_ops.last_arguments.clear()
         run_layer(*float32_case('plain3x3', 'dynamic_conv'))
-        for op in ('sample_gemm_input_grad', 'sample_gemm_weight_grads'):
-            assert counting_ops.last_arguments[op][-1] is (avx512 and intel)
+        assert counting_ops.last_arguments['sample_gemm_backward'][-1] is (
+            avx512 and intel)
 
 
 def test_wide_tiles_are_refused_without_avx512(counting_ops):

@@ -102,19 +102,20 @@ at::Tensor sample_kernel(const at::Tensor& bank,
 // mixing m [B, K] (or DyNet's [B, G, O_g, K]): the output y [B, G, O_g, P]
 // of the unfolded input cols [B, G, J, P]; the input gradient, transposed,
 // [B, G, P, J], of the transposed grad_y_t [B, G, P, O_g]; the bank's and
-// the mixing's gradients {dW, dm} from grad_y and the input cols (`wide`:
-// the gradients in AVX-512 tiles, avx512_tiles).
+// the mixing's gradients {dW, dm} from grad_y and the input cols, and given
+// grad_y_t the input gradient as a third, sharing the bank's read where
+// that was measured faster (`wide`: the gradients in AVX-512 tiles,
+// avx512_tiles).
 at::Tensor sample_gemm_forward(const at::Tensor& cols,
                                const at::Tensor& bank,
                                const at::Tensor& mixing);
 at::Tensor sample_gemm_input_grad(const at::Tensor& grad_y_t,
                                   const at::Tensor& bank,
                                   const at::Tensor& mixing, bool wide);
-std::vector<at::Tensor> sample_gemm_weight_grads(const at::Tensor& grad_y,
-                                                 const at::Tensor& cols,
-                                                 const at::Tensor& bank,
-                                                 const at::Tensor& mixing,
-                                                 bool wide);
+std::vector<at::Tensor> sample_gemm_backward(
+    const at::Tensor& grad_y, const at::Tensor& cols, const at::Tensor& bank,
+    const at::Tensor& mixing, const c10::optional<at::Tensor>& grad_y_t,
+    bool wide);
 
 // Each sample's convolution from its unfolded input cols [B, C_in*kh*kw,
 // P] with its kernel mixed in the GEMM's tiles from the bank [K, C_out,

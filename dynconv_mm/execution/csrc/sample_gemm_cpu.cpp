@@ -15,7 +15,9 @@
 // rows of W_b a tile needs are mixed into a small panel in cache, and
 // each tile of G_b is reduced into both gradients while in cache: on a
 // 512-channel 3x3 layer at 7x7, batch 8, four kernels, those passes took
-// as long as the products themselves.
+// as long as the products themselves. The backward op can compute the
+// input gradient in the weight gradients' pass, from the bank rows that
+// pass reads (backward_fuses).
 //
 // One register tile does all three: R rows of A times a panel of 16
 // columns, summed over an inner dimension (AVX2 + FMA). On CPUs with
@@ -405,60 +407,127 @@ DYNCONV_MM_AVX2 void forward_unit(const Layout& l, const float* cols,
 
 // ---- input gradient: a unit is (g, columns [j_begin, j_end)), all
 // samples ------------------------------------------------------------------
-// Row by row of the bank's columns (its K short rows read once, the rows
-// a few ahead prefetched), each sample's row of W_b[:, j_begin:j_end] is
-// mixed into its panel ([O_g][64], eight samples' at a time: 1 MB at 512
-// rows, in L2), which the register tiles take (16 or 64 columns at a time)
-// with the rows of the transposed output gradient gy_t [B, G, P, O_g] as
-// A. (Copying the unit's bank columns together first, then mixing each
-// sample's panel from the copy, read the copy from L2 once per sample:
-// 512-channel 3x3 at 7x7, batch 8, four kernels, in AVX-512 tiles on the
-// Emerald Rapids VM, 13.3 against 11.9 ms; in AVX2 tiles a tie.)
+// Each sample's rows of W_b on the unit's columns are mixed into its
+// panel, which the register tiles take (16 or 64 columns at a time) with
+// the rows of the transposed output gradient gy_t [B, G, P, O_g] as A.
+// Alone (a frozen bank, or the weight gradients' pass cannot take it: see
+// backward_fuses), row by row of the bank's columns, its K short rows read
+// once and the rows a few ahead prefetched, into eight samples' panels at
+// a time ([O_g][64] each: 1 MB at 512 rows, in L2). (Copying the unit's
+// bank columns together first, then mixing each sample's panel from the
+// copy, read the copy from L2 once per sample: 512-channel 3x3 at 7x7,
+// batch 8, four kernels, in AVX-512 tiles on the Emerald Rapids VM, 13.3
+// against 11.9 ms; in AVX2 tiles a tie.)
 constexpr int64_t kInputColumns = 64;
 constexpr int64_t kMixedSamples = 8;
 constexpr int64_t kRowsAhead = 8;  // measured: 4 and 8 alike, 16 slower
 
+// Rows of each sample's W_b on the unit's columns [j_begin, j_begin + n)
+// for samples [b0, b1), into `panels` ([b1 - b0][O_g][kInputColumns]),
+// `c` ([b1 - b0][K]) holding a row's coefficients.
+DYNCONV_MM_AVX2 void mix_input_panels(const Layout& l, const Kernels& kernels,
+                                      int64_t g, int64_t j_begin, int64_t n,
+                                      int64_t b0, int64_t b1, float* panels,
+                                      float* c) {
+  const int64_t O = l.group_out, K = l.num_kernels;
+  for (int64_t o = 0; o < O; ++o) {
+    if (o + kRowsAhead < O)
+      for (int64_t k = 0; k < K; ++k)
+        prefetch(l.bank_row(k, g, o + kRowsAhead) + j_begin, n);
+    for (int64_t b = b0; b < b1; ++b) row_mixing(l, b, g, o, c + (b - b0) * K);
+    kernels.mix(l.bank_row(0, g, o) + j_begin, l.groups * O * l.row, c, K,
+                b1 - b0, n, panels + o * kInputColumns, O * kInputColumns);
+  }
+}
+
+// grad_cols_t[b, :, j_begin:j_begin + n] (+)= gy_t[b, :, o_begin:o_end]
+// times sample b's panel of W_b's rows o_begin .. o_end-1, for samples
+// [b0, b1) (`panels`: sample b0's first, each `panel_rows` rows of
+// `panel_width` floats; `add`: added to what the rows before left).
+// `edge` [P][width] holds the last columns' results.
+DYNCONV_MM_AVX2 void input_grad_tiles(const Layout& l, const Kernels& kernels,
+                                      const float* gy_t, float* grad_cols_t,
+                                      int64_t g, int64_t j_begin, int64_t n,
+                                      int64_t b0, int64_t b1, int64_t o_begin,
+                                      int64_t o_end, const float* panels,
+                                      int64_t panel_rows, int64_t panel_width,
+                                      float* edge, bool add) {
+  const int64_t P = l.pixels, J = l.row, O = l.group_out;
+  const int64_t width = kernels.width;
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t bg = b * l.groups + g;
+    const float* a = gy_t + bg * P * O + o_begin;  // [P, O]
+    const float* panel = panels + (b - b0) * panel_rows * panel_width;
+    float* out = grad_cols_t + bg * P * J + j_begin;
+    for (int64_t t = 0; t < n; t += width) {
+      if (t + width <= n) {
+        kernels.tiles(P, a, O, o_end - o_begin, panel + t, panel_width,
+                      out + t, J, add, kNoStream);
+        continue;
+      }
+      // the panel's columns past n: computed, not stored
+      kernels.tiles(P, a, O, o_end - o_begin, panel + t, panel_width, edge,
+                    width, false, kNoStream);
+      for (int64_t p = 0; p < P; ++p)
+        for (int64_t i = 0; i < n - t; ++i)
+          out[p * J + t + i] =
+              (add ? out[p * J + t + i] : 0.f) + edge[p * width + i];
+    }
+  }
+}
+
 DYNCONV_MM_AVX2 void input_grad_unit(const Layout& l, const Kernels& kernels,
                                      const float* gy_t,
                                      float* grad_cols_t, int64_t g,
-                                     int64_t j_begin, int64_t j_end) {
-  const int64_t P = l.pixels, J = l.row, O = l.group_out, K = l.num_kernels;
+                                     int64_t j_begin, int64_t j_end,
+                                     float* panels) {
+  const int64_t P = l.pixels, O = l.group_out, K = l.num_kernels;
   const int64_t n = j_end - j_begin, B = l.batch;
   const int64_t samples = std::min(kMixedSamples, B);
-  std::vector<float> panels(samples * O * kInputColumns, 0.f);
-  std::vector<float> edge(P * kernels.width);  // the last columns' results
+  std::vector<float> edge(P * kernels.width);
   std::vector<float> c(samples * K);  // a row's coefficients, per sample
   for (int64_t b0 = 0; b0 < B; b0 += samples) {
     const int64_t b1 = std::min(B, b0 + samples);
-    for (int64_t o = 0; o < O; ++o) {
-      if (o + kRowsAhead < O)
-        for (int64_t k = 0; k < K; ++k)
-          prefetch(l.bank_row(k, g, o + kRowsAhead) + j_begin, n);
-      for (int64_t b = b0; b < b1; ++b)
-        row_mixing(l, b, g, o, c.data() + (b - b0) * K);
-      kernels.mix(l.bank_row(0, g, o) + j_begin, l.groups * O * J, c.data(),
-                K, b1 - b0, n, panels.data() + o * kInputColumns,
-                O * kInputColumns);
-    }
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t bg = b * l.groups + g;
-      const float* a = gy_t + bg * P * O;  // [P, O]
-      const float* panel = panels.data() + (b - b0) * O * kInputColumns;
-      float* out = grad_cols_t + bg * P * J + j_begin;
-      for (int64_t t = 0; t < n; t += kernels.width) {
-        if (t + kernels.width <= n) {
-          kernels.tiles(P, a, O, O, panel + t, kInputColumns, out + t, J, false,
-                        kNoStream);
-        } else {  // the panel's columns past n: computed, not stored
-          kernels.tiles(P, a, O, O, panel + t, kInputColumns, edge.data(),
-                        kernels.width, false, kNoStream);
-          for (int64_t p = 0; p < P; ++p)
-            std::copy_n(edge.data() + p * kernels.width, n - t,
-                        out + p * J + t);
-        }
-      }
-    }
+    mix_input_panels(l, kernels, g, j_begin, n, b0, b1, panels, c.data());
+    input_grad_tiles(l, kernels, gy_t, grad_cols_t, g, j_begin, n, b0, b1, 0,
+                     O, panels, O, kInputColumns, edge.data(), false);
   }
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The input gradient of a call, transposed ([B, G, P, J]), unit by unit.
+void input_grad(const Layout& l, const Kernels& kernels, const float* gy_t,
+                float* grad_cols_t) {
+  const int64_t column_units = ceil_div(l.row, kInputColumns);
+  at::parallel_for(0, l.groups * column_units, 1, [&](int64_t begin,
+                                                      int64_t end) {
+    std::vector<float> panels(
+        std::min(kMixedSamples, l.batch) * l.group_out * kInputColumns, 0.f);
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t j0 = u % column_units * kInputColumns;
+      input_grad_unit(l, kernels, gy_t, grad_cols_t, u / column_units, j0,
+                      std::min(l.row, j0 + kInputColumns), panels.data());
+    }
+  });
+}
+
+// Whether a backward call computes the input gradient in the weight
+// gradients' units (weight_grad_unit given grad_cols_t), reading the bank
+// once instead of twice: each bank row the reduction has just read is mixed
+// into every sample's panel of the unit's columns, kFusedRows rows at a
+// time, and the input gradient's tiles then add those rows' share. On the
+// Emerald Rapids VM, 512-channel 3x3 at 7x7, four kernels, both gradients:
+// batch 8 36.3 -> 33.3 ms (DyNet's per-row mixing -2.8 ms), batch 1/2/4
+// -0.8/-1.2/-0.5 ms. Only where it won: with the wide tiles (AVX2's lost
+// 3.7 ms of 59) and panels (every sample's, kFusedRows rows of the unit's
+// columns) within kFusedPanelBytes (batch 32 in 6-row slices: +21 ms).
+constexpr int64_t kFusedRows = 10 * kRows;  // measured: 30 and 90 slower
+constexpr int64_t kFusedPanelBytes = 512 << 10;
+
+bool backward_fuses(const Kernels& kernels, int64_t batch, int64_t columns) {
+  return kernels.width == 64 &&
+         batch * kFusedRows * columns * 4 <= kFusedPanelBytes;
 }
 
 // ---- weight gradients: a unit is (g, columns [j_begin, j_end)), every
@@ -471,6 +540,9 @@ DYNCONV_MM_AVX2 void input_grad_unit(const Layout& l, const Kernels& kernels,
 // [B][K][kRows], summed to `partial` here). Each bank row's piece of the
 // next tile (and its gradient's) is prefetched while this tile's G compute
 // (wide tiles) or are reduced (AVX2's), `next_rows` holding where they are.
+// Given `panels`, each row's K bank rows, just read, are mixed into every
+// sample's panel row r (`panel_stride` floats from one sample's to the
+// next; `mix_c` [B][K] the coefficients) for the input gradient.
 DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const Kernels& kernels,
                                       const float* gy,
                                       float* grad_bank, int64_t g,
@@ -479,7 +551,9 @@ DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const Kernels& kernels,
                                       const float* packed, float* products,
                                       float* edge, float* c, float* dots,
                                       float* partial,
-                                      const float** next_rows) {
+                                      const float** next_rows,
+                                      float* panels, int64_t panel_stride,
+                                      float* mix_c) {
   const int64_t K = l.num_kernels, P = l.pixels, B = l.batch;
   const int64_t tile = kernels.width;
   const int64_t count = (n + tile - 1) / tile, width = count * tile;
@@ -510,8 +584,8 @@ DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const Kernels& kernels,
     }
   const int64_t dots_rows = l.per_row ? kRows : 1;
   const int64_t sample_stride = K * dots_rows * 8;
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t r = 0; r < rows; ++r) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t k = 0; k < K; ++k) {
       const float* w = l.bank_row(k, g, o0 + r) + j_begin;
       float* dw_row = grad_bank + (w - l.bank);
       float* dw = dw_row;
@@ -537,6 +611,14 @@ DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const Kernels& kernels,
       }
       if (n < width) std::copy_n(dw, n, dw_row);
     }
+    if (panels != nullptr) {  // (the bank rows are in L1)
+      for (int64_t b = 0; b < B; ++b)
+        row_mixing(l, b, g, o0 + r, mix_c + b * K);
+      kernels.mix(l.bank_row(0, g, o0 + r) + j_begin,
+                  l.groups * l.group_out * l.row, mix_c, K, B, n,
+                  panels + r * width, panel_stride);
+    }
+  }
   if (l.per_row) {  // this tile's rows are done: their sums, lanes reset
     for (int64_t b = 0; b < B; ++b)
       for (int64_t k = 0; k < K; ++k)
@@ -553,7 +635,8 @@ DYNCONV_MM_AVX2 void weight_grad_unit(const Layout& l, const Kernels& kernels,
                                       const float* gy,
                                       const float* cols, float* grad_bank,
                                       int64_t g, int64_t j_begin,
-                                      int64_t j_end, float* partial) {
+                                      int64_t j_end, float* partial,
+                                      const float* gy_t, float* grad_cols_t) {
   const int64_t P = l.pixels, B = l.batch, K = l.num_kernels;
   const int64_t n = j_end - j_begin;
   const int64_t tile = kernels.width, count = (n + tile - 1) / tile;
@@ -578,11 +661,26 @@ DYNCONV_MM_AVX2 void weight_grad_unit(const Layout& l, const Kernels& kernels,
   std::vector<float> dots(B * K * (l.per_row ? kRows : 1) * 8, 0.f);
   std::vector<float> c(B);  // a bank row's coefficients, per sample
   std::vector<const float*> next_rows(2 * K * kRows);
-  for (int64_t o0 = 0; o0 < l.group_out; o0 += kRows)
-    weight_grad_rows(l, kernels, gy, grad_bank, g, o0,
-                     std::min<int64_t>(kRows, l.group_out - o0), j_begin, n,
-                     packed.data(), products.data(), edge.data(), c.data(),
-                     dots.data(), partial, next_rows.data());
+  const int64_t O = l.group_out, width = count * tile;
+  // with the input gradient: kFusedRows rows at a time, then their tiles
+  const int64_t block = grad_cols_t ? kFusedRows : O;
+  std::vector<float> panels(grad_cols_t ? B * block * width : 0, 0.f);
+  std::vector<float> mix_c(B * K), input_edge(P * tile);
+  for (int64_t ob = 0; ob < O; ob += block) {
+    const int64_t oe = std::min(O, ob + block);
+    for (int64_t o0 = ob; o0 < oe; o0 += kRows)
+      weight_grad_rows(l, kernels, gy, grad_bank, g, o0,
+                       std::min<int64_t>(kRows, oe - o0), j_begin, n,
+                       packed.data(), products.data(), edge.data(), c.data(),
+                       dots.data(), partial, next_rows.data(),
+                       grad_cols_t ? panels.data() + (o0 - ob) * width
+                                   : nullptr,
+                       block * width, mix_c.data());
+    if (grad_cols_t)
+      input_grad_tiles(l, kernels, gy_t, grad_cols_t, g, j_begin, n, 0, B, ob,
+                       oe, panels.data(), block, width, input_edge.data(),
+                       ob > 0);
+  }
   if (!l.per_row)  // shared mixing: the unit's sums
     for (int64_t b = 0; b < B; ++b)
       for (int64_t k = 0; k < K; ++k)
@@ -593,8 +691,6 @@ DYNCONV_MM_AVX2 void weight_grad_unit(const Layout& l, const Kernels& kernels,
 // The weight gradients' unit: every row, and as many columns as keep the
 // packed input within this many bytes (in L2 while all rows take it).
 constexpr int64_t kPackedBytes = 256 << 10;
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // The layout of an op's call, its arguments checked: the bank, the mixing
 // and `t`, the per-sample operand [B, G, ., .] (`expected`), whose
@@ -672,37 +768,36 @@ at::Tensor sample_gemm_input_grad(const at::Tensor& grad_y_t,
                                   true, 3, bank, mixing);
   at::Tensor grad_cols_t = at::empty({l.batch, l.groups, l.pixels, l.row},
                                      grad_y_t.options());
-  const int64_t column_units = ceil_div(l.row, kInputColumns);
-  at::parallel_for(0, l.groups * column_units, 1, [&](int64_t begin,
-                                                      int64_t end) {
-    for (int64_t u = begin; u < end; ++u) {
-      const int64_t j0 = u % column_units * kInputColumns;
-      input_grad_unit(l, kernels, grad_y_t.data_ptr<float>(),
-                      grad_cols_t.data_ptr<float>(), u / column_units, j0,
-                      std::min(l.row, j0 + kInputColumns));
-    }
-  });
+  input_grad(l, kernels, grad_y_t.data_ptr<float>(),
+             grad_cols_t.data_ptr<float>());
   return grad_cols_t;
 }
 
-std::vector<at::Tensor> sample_gemm_weight_grads(const at::Tensor& grad_y,
-                                                 const at::Tensor& cols,
-                                                 const at::Tensor& bank,
-                                                 const at::Tensor& mixing,
-                                                 bool wide) {
-  const Kernels kernels = checked_kernels("sample_gemm_weight_grads", wide);
-  const Layout l = checked_layout("sample_gemm_weight_grads", "grad_y",
-                                  grad_y, "[B, groups, C_out/groups, P]",
-                                  true, 2, bank, mixing);
-  check_float_cpu_shape("sample_gemm_weight_grads", "cols", cols,
+std::vector<at::Tensor> sample_gemm_backward(
+    const at::Tensor& grad_y, const at::Tensor& cols, const at::Tensor& bank,
+    const at::Tensor& mixing, const c10::optional<at::Tensor>& grad_y_t,
+    bool wide) {
+  const Kernels kernels = checked_kernels("sample_gemm_backward", wide);
+  const Layout l = checked_layout("sample_gemm_backward", "grad_y", grad_y,
+                                  "[B, groups, C_out/groups, P]", true, 2,
+                                  bank, mixing);
+  check_float_cpu_shape("sample_gemm_backward", "cols", cols,
                         {l.batch, l.groups, l.row, l.pixels});
   at::Tensor grad_bank = at::empty_like(bank);
+  at::Tensor grad_cols_t;
+  if (grad_y_t) {
+    check_float_cpu_shape("sample_gemm_backward", "grad_y_t", *grad_y_t,
+                          {l.batch, l.groups, l.pixels, l.group_out});
+    grad_cols_t = at::empty({l.batch, l.groups, l.pixels, l.row},
+                            grad_y.options());
+  }
   // (the input is packed once per unit: a unit takes every row)
   const int64_t columns =
       kernels.width *
       std::clamp<int64_t>(
           kPackedBytes / (l.batch * l.pixels * kernels.width * 4), 1,
           256 / kernels.width);
+  const bool fused = grad_y_t && backward_fuses(kernels, l.batch, columns);
   const int64_t column_units = ceil_div(l.row, columns);
   const int64_t units = l.groups * column_units;
   // Each unit's share of the mixing gradient, summed below: the same
@@ -718,10 +813,18 @@ std::vector<at::Tensor> sample_gemm_weight_grads(const at::Tensor& grad_y,
           l, kernels, grad_y.data_ptr<float>(), cols.data_ptr<float>(),
           grad_bank.data_ptr<float>(), u / column_units, j0,
           std::min(l.row, j0 + columns),
-          partials.data_ptr<float>() + (l.per_row ? co : u) * mixing.numel());
+          partials.data_ptr<float>() + (l.per_row ? co : u) * mixing.numel(),
+          fused ? grad_y_t->data_ptr<float>() : nullptr,
+          fused ? grad_cols_t.data_ptr<float>() : nullptr);
     }
   });
-  return {grad_bank, partials.sum(0).view(mixing.sizes())};
+  if (grad_y_t && !fused)
+    input_grad(l, kernels, grad_y_t->data_ptr<float>(),
+               grad_cols_t.data_ptr<float>());
+  std::vector<at::Tensor> grads{grad_bank,
+                                partials.sum(0).view(mixing.sizes())};
+  if (grad_y_t) grads.push_back(grad_cols_t);
+  return grads;
 }
 
 #else  // not x86-64 with GCC: never offered, PyTorch runs them
@@ -742,11 +845,10 @@ at::Tensor sample_gemm_input_grad(const at::Tensor&, const at::Tensor&,
   TORCH_CHECK(false, "dynconv_mm sample_gemm_input_grad: x86-64 only");
 }
 
-std::vector<at::Tensor> sample_gemm_weight_grads(const at::Tensor&,
-                                                 const at::Tensor&,
-                                                 const at::Tensor&,
-                                                 const at::Tensor&, bool) {
-  TORCH_CHECK(false, "dynconv_mm sample_gemm_weight_grads: x86-64 only");
+std::vector<at::Tensor> sample_gemm_backward(
+    const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+    const c10::optional<at::Tensor>&, bool) {
+  TORCH_CHECK(false, "dynconv_mm sample_gemm_backward: x86-64 only");
 }
 #endif  // DYNCONV_MM_SAMPLE_GEMM
 
