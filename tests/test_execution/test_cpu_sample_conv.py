@@ -8,6 +8,7 @@ import itertools
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import dynconv_mm.execution.cpu_ops as cpu_ops
 from dynconv_mm.execution import ConvAttentions, dynamic_conv2d
@@ -108,6 +109,42 @@ def test_op_without_a_bias(offered_op):
     assert_close(got, reference_dynamic_conv2d(
         x, weight, stride=stride, padding=padding, dilation=dilation,
         **attentions._asdict()))
+
+
+@pytest.mark.parametrize('kernels, per_row', [(1, False), (3, False),
+                                              (4, True), (11, False)])
+@pytest.mark.parametrize('geometry', ['3x3', 'long rows', 'stride 2'])
+def test_op_over_a_batch_matches_oracle(offered_op, geometry, kernels,
+                                        per_row):
+    """Five samples, each with its own attentions: with more than one
+    kernel the first four samples' rows of the kernel are mixed together
+    (past eight kernels in two passes over the bank rows), the fifth's
+    alone."""
+    c_in, c_out, kernel_size, size, stride, padding, dilation = GEOMETRIES[
+        geometry]
+    g = torch.Generator().manual_seed(2)
+    batch = 5
+    weight = torch.randn(kernels, c_out, c_in, *kernel_size, generator=g)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=g) + 0.2
+
+    attentions = dict(
+        kernel=rand(batch, c_out, kernels) if per_row else rand(batch,
+                                                                kernels),
+        spatial=rand(batch, *kernel_size), input=rand(batch, c_in),
+        output=rand(batch, c_out))
+    bias = torch.randn(c_out, generator=g)
+    x = torch.randn(batch, c_in, *size, generator=g)
+    cols = F.unfold(x, kernel_size, dilation=dilation, padding=padding,
+                    stride=stride)
+    got = cpu_ops._CPU_OPS.sample_conv(
+        cols, weight, attentions['kernel'], attentions['input'],
+        attentions['spatial'], attentions['output'], bias)
+    want = reference_dynamic_conv2d(
+        x, weight, stride=stride, padding=padding, dilation=dilation,
+        **attentions) + bias.view(1, -1, 1, 1)
+    assert_close(got.view(want.shape), want)
 
 
 @pytest.mark.parametrize('mixing', MIXINGS)

@@ -139,6 +139,14 @@ void avx512_tiles(int64_t rows, const float* a, int64_t a_stride,
                   int64_t inner, const float* panel, int64_t panel_stride,
                   float* out, int64_t out_stride, int64_t width, bool add,
                   const PrefetchStream& stream);
+// dst[s * dst_stride + 0:n] = e_s[0:n] * sum_k c[s * K + k] src[k * stride
+// + 0:n] for s < samples (e_s = e + s * e_stride; e may be null): one row of
+// several samples' kernels from its K bank rows (`stride` apart), each
+// bank row read once for all samples (held in registers, eight at a time).
+void avx512_mix_rows(const float* src, int64_t stride, const float* c,
+                     int64_t num_kernels, const float* e, int64_t e_stride,
+                     int64_t samples, int64_t n, float* dst,
+                     int64_t dst_stride);
 at::Tensor sample_conv(const at::Tensor& cols, const at::Tensor& bank,
                        const c10::optional<at::Tensor>& mixing,
                        const c10::optional<at::Tensor>& channel,

@@ -273,43 +273,13 @@ void mix_samples_by_rows(const float* src, int64_t src_stride,
 
 DYNCONV_MM_REDUCE(DYNCONV_MM_AVX2, reduce_avx2, reduce_samples)
 
-// mix with the bank rows' 16 columns held in registers (up to eight rows
-// at a time) while every sample's coefficients are applied: each read
-// once for all samples.
-template <int H>
-DYNCONV_MM_AVX512 inline __attribute__((always_inline)) void mix_held_rows(
-    const float* src, int64_t src_stride, const float* c, int64_t K,
-    int64_t k0, int64_t samples, int64_t n, float* dst, int64_t dst_stride) {
-  for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 mask = first_lanes(n - j);
-    __m512 rows[H];
-    for (int h = 0; h < H; ++h)
-      rows[h] = _mm512_maskz_loadu_ps(mask, src + (k0 + h) * src_stride + j);
-    for (int64_t s = 0; s < samples; ++s) {
-      float* out = dst + s * dst_stride + j;
-      __m512 sum = k0 == 0 ? _mm512_setzero_ps()
-                           : _mm512_maskz_loadu_ps(mask, out);
-      for (int h = 0; h < H; ++h)
-        sum = _mm512_fmadd_ps(_mm512_set1_ps(c[s * K + k0 + h]), rows[h], sum);
-      _mm512_mask_storeu_ps(out, mask, sum);
-    }
-  }
-}
-
-DYNCONV_MM_AVX512 void mix_avx512(const float* src, int64_t src_stride,
-                                  const float* c, int64_t num_kernels,
-                                  int64_t samples, int64_t n, float* dst,
-                                  int64_t dst_stride) {
-#define DYNCONV_MM_MIX_CASE(H, kernel)                                    \
-  case H:                                                                 \
-    kernel<H>(src, src_stride, c, num_kernels, k0, samples, n, dst,       \
-              dst_stride);                                                \
-    break;
-  for (int64_t k0 = 0; k0 < num_kernels; k0 += 8)
-    switch (std::min<int64_t>(8, num_kernels - k0)) {
-      DYNCONV_MM_COUNTS(DYNCONV_MM_MIX_CASE, mix_held_rows)
-    }
-#undef DYNCONV_MM_MIX_CASE
+// Kernels::mix in AVX-512 (avx512_mix_rows: each bank row read once for
+// all samples).
+void mix_avx512(const float* src, int64_t src_stride, const float* c,
+                int64_t num_kernels, int64_t samples, int64_t n, float* dst,
+                int64_t dst_stride) {
+  avx512_mix_rows(src, src_stride, c, num_kernels, nullptr, 0, samples, n,
+                  dst, dst_stride);
 }
 
 // reduce_samples in 16 lanes (`width` a multiple of 16), the dot products
