@@ -92,9 +92,9 @@ def run_ops(cols, bank, mixing, grad_y, wide):
 # more than 8 at a time), columns past one unit (J = 300 and 4104), one
 # kernel and more than the eight bank rows mixed at a time. With AVX-512
 # tiles the backward computes the input gradient in the weight gradients'
-# pass where every sample's panels of 60 rows fit: 'tall' over three
-# slices of rows (the last one short, past the columns' end), 'batch20'
-# not (twenty samples' panels too large: the input gradient's own pass).
+# pass where a unit's working set fits: 'tall' over three slices of 60
+# rows (the last one short, past the columns' end), 'batch40' not (forty
+# samples' panels too large: the input gradient's own pass).
 SHAPES = {
     'tiny': (2, 1, 1, 3, 1, 2),
     'tails': (3, 2, 7, 19, 5, 3),
@@ -105,7 +105,7 @@ SHAPES = {
     'long_rows': (3, 1, 8, 4104, 25, 3),
     'many_kernels': (3, 1, 7, 70, 11, 11),
     'tall': (2, 1, 130, 70, 9, 3),
-    'batch20': (20, 1, 7, 70, 9, 2),
+    'batch40': (40, 1, 7, 70, 9, 2),
 }
 
 

@@ -489,15 +489,21 @@ void input_grad(const Layout& l, const Kernels& kernels, const float* gy_t,
 // time, and the input gradient's tiles then add those rows' share. On the
 // Emerald Rapids VM, 512-channel 3x3 at 7x7, four kernels, both gradients:
 // batch 8 36.3 -> 33.3 ms (DyNet's per-row mixing -2.8 ms), batch 1/2/4
-// -0.8/-1.2/-0.5 ms. Only where it won: with the wide tiles (AVX2's lost
-// 3.7 ms of 59) and panels (every sample's, kFusedRows rows of the unit's
-// columns) within kFusedPanelBytes (batch 32 in 6-row slices: +21 ms).
+// -0.8/-1.2/-0.5 ms, 10 and 12 -0.7 and -1.9 ms. Only where it won: with
+// the wide tiles (AVX2's lost 3.7 ms of 59), and where a unit's working set
+// (its panels, packed input and input gradient, B x columns x (kFusedRows +
+// 2 P) floats, and the output gradient it reads twice, 2 B P O_g) is within
+// kFusedUnitBytes: batch 12 is 2.9 MB; 16, 24 and 32 (3.9-7.7 MB) lost 5,
+// 3 and 18 ms, their passes alone closer to fitting L2.
 constexpr int64_t kFusedRows = 10 * kRows;  // measured: 30 and 90 slower
-constexpr int64_t kFusedPanelBytes = 512 << 10;
+constexpr int64_t kFusedUnitBytes = 3 << 20;
 
-bool backward_fuses(const Kernels& kernels, int64_t batch, int64_t columns) {
-  return kernels.width == 64 &&
-         batch * kFusedRows * columns * 4 <= kFusedPanelBytes;
+bool backward_fuses(const Kernels& kernels, const Layout& l,
+                    int64_t columns) {
+  const int64_t unit_floats =
+      l.batch * (columns * (kFusedRows + 2 * l.pixels) +
+                 2 * l.pixels * l.group_out);
+  return kernels.width == 64 && unit_floats * 4 <= kFusedUnitBytes;
 }
 
 // ---- weight gradients: a unit is (g, columns [j_begin, j_end)), every
@@ -767,7 +773,7 @@ std::vector<at::Tensor> sample_gemm_backward(
       std::clamp<int64_t>(
           kPackedBytes / (l.batch * l.pixels * kernels.width * 4), 1,
           256 / kernels.width);
-  const bool fused = grad_y_t && backward_fuses(kernels, l.batch, columns);
+  const bool fused = grad_y_t && backward_fuses(kernels, l, columns);
   const int64_t column_units = ceil_div(l.row, columns);
   const int64_t units = l.groups * column_units;
   // Each unit's share of the mixing gradient, summed below: the same
