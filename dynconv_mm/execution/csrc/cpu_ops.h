@@ -26,6 +26,11 @@ inline __mmask16 first_lanes(int64_t n) {
 }
 #endif
 
+// A switch's cases over a count (1-8) to its instance of `kernel`.
+#define DYNCONV_MM_COUNTS(CASE, kernel)                                   \
+  CASE(1, kernel) CASE(2, kernel) CASE(3, kernel) CASE(4, kernel)         \
+  CASE(5, kernel) CASE(6, kernel) CASE(7, kernel) CASE(8, kernel)
+
 // Enough work per thread that waking the second one pays (elements read).
 constexpr int64_t kGrainElements = 1 << 15;
 

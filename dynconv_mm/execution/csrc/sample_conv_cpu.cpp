@@ -323,18 +323,16 @@ DYNCONV_MM_AVX512 void avx512_mix_rows(const float* src, int64_t stride,
                                        const float* e, int64_t e_stride,
                                        int64_t samples, int64_t n, float* dst,
                                        int64_t dst_stride) {
+#define DYNCONV_MM_HELD(H, kernel)                                         \
+  case H:                                                                   \
+    kernel<H>(src, stride, c, num_kernels, k0, e, e_stride, samples, n, dst, \
+              dst_stride);                                                  \
+    break;
   for (int64_t k0 = 0; k0 < num_kernels; k0 += 8)
     switch (std::min<int64_t>(8, num_kernels - k0)) {
-#define DYNCONV_MM_HELD(H)                                                  \
-  case H:                                                                   \
-    mix_held_rows<H>(src, stride, c, num_kernels, k0, e, e_stride, samples, \
-                     n, dst, dst_stride);                                   \
-    break;
-      DYNCONV_MM_HELD(1) DYNCONV_MM_HELD(2) DYNCONV_MM_HELD(3)
-      DYNCONV_MM_HELD(4) DYNCONV_MM_HELD(5) DYNCONV_MM_HELD(6)
-      DYNCONV_MM_HELD(7) DYNCONV_MM_HELD(8)
-#undef DYNCONV_MM_HELD
+      DYNCONV_MM_COUNTS(DYNCONV_MM_HELD, mix_held_rows)
     }
+#undef DYNCONV_MM_HELD
 }
 
 // tile_of_rows over `rows` rows and `width` (1-64) columns of x and out.

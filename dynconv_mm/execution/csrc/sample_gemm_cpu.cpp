@@ -235,11 +235,6 @@ struct Kernels {
                  float* dots, int64_t dots_stride, int64_t width);
 };
 
-// A switch's cases over a count (1-8) to its instance of `kernel`.
-#define DYNCONV_MM_COUNTS(CASE, kernel)                                   \
-  CASE(1, kernel) CASE(2, kernel) CASE(3, kernel) CASE(4, kernel)         \
-  CASE(5, kernel) CASE(6, kernel) CASE(7, kernel) CASE(8, kernel)
-
 // Kernels::reduce compiled for `isa` as `name`: `kernel`<samples>.
 #define DYNCONV_MM_REDUCE_CASE(NB, kernel)                                \
   case NB:                                                                \
