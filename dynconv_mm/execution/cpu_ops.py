@@ -292,8 +292,9 @@ def cpu_sample_gemm_backward(
     from the output gradient ``[B, g, O/g, P]`` and its input ``cols``;
     given the output gradient transposed too (``grad_y_t`` ``[B, g, P,
     O/g]``), also the input gradient, transposed, as a third, in the same
-    pass over the bank where that was measured faster (AVX-512 tiles and a
-    batch whose panels fit in L2: the op decides)."""
+    pass over the bank where that was measured faster (AVX-512 tiles, and
+    a batch small enough that the pass's working set stays near L2: the op
+    decides, ``backward_fuses`` in ``sample_gemm_cpu.cpp``)."""
     return _CPU_OPS.sample_gemm_backward(grad_y, cols, bank, mixing,
                                          grad_y_t, _wide_tiles())
 
