@@ -310,16 +310,20 @@ reduce_samples_wide(const float* w, float* dw, bool first, const float* G,
 
 DYNCONV_MM_REDUCE(DYNCONV_MM_AVX512, reduce_avx512, reduce_samples_wide)
 
+// Columns of the AVX-512 register tile (sample_conv_cpu.cpp's: 4 registers).
+constexpr int64_t kWideColumns = 64;
+
 void tiles_avx512(int64_t rows, const float* a, int64_t a_stride,
                   int64_t inner, const float* panel, int64_t panel_stride,
                   float* out, int64_t out_stride, bool add,
                   const PrefetchStream& stream) {
   avx512_tiles(rows, a, a_stride, inner, panel, panel_stride, out,
-               out_stride, 64, add, stream);
+               out_stride, kWideColumns, add, stream);
 }
 
 Kernels kernels_for(bool wide) {
-  return wide ? Kernels{64, tiles_avx512, true, mix_avx512, reduce_avx512}
+  return wide ? Kernels{kWideColumns, tiles_avx512, true, mix_avx512,
+                        reduce_avx512}
               : Kernels{kLanes, tiles_avx2, false, mix_samples_by_rows,
                         reduce_avx2};
 }
@@ -387,6 +391,19 @@ constexpr int64_t kInputColumns = 64;
 constexpr int64_t kMixedSamples = 8;
 constexpr int64_t kRowsAhead = 8;  // measured: 4 and 8 alike, 16 slower
 
+// Row o of W_b on columns [j_begin, j_begin + n) for samples [b0, b1), to
+// dst + (b - b0) * dst_stride, from one read of its K bank rows (`c`
+// [b1 - b0][K] holding their coefficients).
+inline void mix_samples_row(const Layout& l, const Kernels& kernels,
+                            int64_t g, int64_t o, int64_t j_begin, int64_t n,
+                            int64_t b0, int64_t b1, float* c, float* dst,
+                            int64_t dst_stride) {
+  const int64_t K = l.num_kernels;
+  for (int64_t b = b0; b < b1; ++b) row_mixing(l, b, g, o, c + (b - b0) * K);
+  kernels.mix(l.bank_row(0, g, o) + j_begin, l.groups * l.group_out * l.row,
+              c, K, b1 - b0, n, dst, dst_stride);
+}
+
 // Rows of each sample's W_b on the unit's columns [j_begin, j_begin + n)
 // for samples [b0, b1), into `panels` ([b1 - b0][O_g][kInputColumns]),
 // `c` ([b1 - b0][K]) holding a row's coefficients.
@@ -399,9 +416,8 @@ DYNCONV_MM_AVX2 void mix_input_panels(const Layout& l, const Kernels& kernels,
     if (o + kRowsAhead < O)
       for (int64_t k = 0; k < K; ++k)
         prefetch(l.bank_row(k, g, o + kRowsAhead) + j_begin, n);
-    for (int64_t b = b0; b < b1; ++b) row_mixing(l, b, g, o, c + (b - b0) * K);
-    kernels.mix(l.bank_row(0, g, o) + j_begin, l.groups * O * l.row, c, K,
-                b1 - b0, n, panels + o * kInputColumns, O * kInputColumns);
+    mix_samples_row(l, kernels, g, o, j_begin, n, b0, b1, c,
+                    panels + o * kInputColumns, O * kInputColumns);
   }
 }
 
@@ -498,7 +514,8 @@ bool backward_fuses(const Kernels& kernels, const Layout& l,
   const int64_t unit_floats =
       l.batch * (columns * (kFusedRows + 2 * l.pixels) +
                  2 * l.pixels * l.group_out);
-  return kernels.width == 64 && unit_floats * 4 <= kFusedUnitBytes;
+  return kernels.width == kWideColumns &&
+         unit_floats * 4 <= kFusedUnitBytes;
 }
 
 // ---- weight gradients: a unit is (g, columns [j_begin, j_end)), every
@@ -582,13 +599,9 @@ DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const Kernels& kernels,
       }
       if (n < width) std::copy_n(dw, n, dw_row);
     }
-    if (panels != nullptr) {  // (the bank rows are in L1)
-      for (int64_t b = 0; b < B; ++b)
-        row_mixing(l, b, g, o0 + r, mix_c + b * K);
-      kernels.mix(l.bank_row(0, g, o0 + r) + j_begin,
-                  l.groups * l.group_out * l.row, mix_c, K, B, n,
-                  panels + r * width, panel_stride);
-    }
+    if (panels != nullptr)  // (the bank rows are in L1)
+      mix_samples_row(l, kernels, g, o0 + r, j_begin, n, 0, B, mix_c,
+                      panels + r * width, panel_stride);
   }
   if (l.per_row) {  // this tile's rows are done: their sums, lanes reset
     for (int64_t b = 0; b < B; ++b)
