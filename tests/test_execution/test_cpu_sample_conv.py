@@ -19,14 +19,17 @@ from oracle import reference_dynamic_conv2d
 
 # (c_in, c_out, kernel, input size, stride, padding, dilation): rows of the
 # kernel (c_in*kh*kw) shorter than 16 and past the op's block of 512
-# columns; output channels past a register tile (6) and a unit (24); pixels
-# in one register (<16), past one tile (64) and past several; a row's last
-# 1-4 pixels by dot products (49, 20 and 1 pixels), past one block too
+# columns (a batch's 192); output channels past a register tile (6 or 8),
+# a unit and a chunk (24; over a batch, chunks past each other in one
+# thread's rows); pixels in one register (<16), past one tile (64) and past
+# several; a row's last 1-4 pixels by dot products (49, 20 and 1 pixels),
+# past one block too
 GEOMETRIES = {
     '3x3': (6, 10, (3, 3), (7, 7), 1, (1, 1), 1),
     '1x1': (12, 7, (1, 1), (6, 5), 1, (0, 0), 1),
     'long rows': (70, 30, (3, 3), (5, 6), 1, (1, 1), 1),
     'long rows, 7x7': (70, 8, (3, 3), (7, 7), 1, (1, 1), 1),
+    'many rows, 7x7': (24, 100, (3, 3), (7, 7), 1, (1, 1), 1),
     'many pixels': (9, 13, (1, 1), (11, 13), 1, (0, 0), 1),
     'stride 2': (8, 25, (3, 3), (9, 8), 2, (1, 1), 1),
     'dilated, unpadded': (5, 6, (3, 3), (9, 9), 1, (0, 0), 2),
@@ -113,7 +116,8 @@ def test_op_without_a_bias(offered_op):
 
 @pytest.mark.parametrize('kernels, per_row', [(1, False), (3, False),
                                               (4, True), (11, False)])
-@pytest.mark.parametrize('geometry', ['3x3', 'long rows', 'stride 2'])
+@pytest.mark.parametrize('geometry', ['3x3', 'long rows', 'stride 2',
+                                      'many rows, 7x7'])
 def test_op_over_a_batch_matches_oracle(offered_op, geometry, kernels,
                                         per_row):
     """Five samples, each with its own attentions: with more than one

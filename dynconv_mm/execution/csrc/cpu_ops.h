@@ -136,10 +136,11 @@ struct PrefetchStream {
   int64_t count, lines;
 };
 // out[r, 0:width] (+)= sum_i a[r, i] panel[i, 0:width] for `rows` rows and
-// 1-64 columns, in AVX-512 register tiles of 6 rows by 64 columns (a's
-// rows `a_stride` apart, the panel's `panel_stride`, out's `out_stride`;
-// `add`: added to out), asking for `stream`'s lines as they compute:
-// sample_conv's tiles and the sample_gemm ops' wide ones.
+// 1-64 columns, in AVX-512 register tiles of 6 rows by 64 columns (8 rows
+// up to 48 columns; a's rows `a_stride` apart, the panel's `panel_stride`,
+// out's `out_stride`; `add`: added to out), asking for `stream`'s lines as
+// they compute (shared out among the tiles): sample_conv's tiles and the
+// sample_gemm ops' wide ones.
 void avx512_tiles(int64_t rows, const float* a, int64_t a_stride,
                   int64_t inner, const float* panel, int64_t panel_stride,
                   float* out, int64_t out_stride, int64_t width, bool add,

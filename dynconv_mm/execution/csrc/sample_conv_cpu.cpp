@@ -8,12 +8,12 @@
 // with the bank W [K, O, J] (J = C_in kh kw), the kernel attention m ([K],
 // or DyNet's [O, K]), e[j] = c[i] a[s] the channel and spatial attentions
 // of ODConv at j = i kh kw + s, f the filter attention (m, e and f sample
-// n's own), b the bias, each optional. Over a batch, each tile's bank rows
+// n's own), b the bias, each optional. Over a batch, each chunk's bank rows
 // are read from memory once, and mixed into four samples' panels at a time
 // from registers (kBatchSamples; from cache for the next four).
 // sample_kernel + a convolution read the bank, write the kernel and read it
 // again, and the bank's read (the memory's bandwidth) and the
-// convolution's arithmetic take turns. Here a panel of six rows of the
+// convolution's arithmetic take turns. Here a panel of a few rows of the
 // kernel is mixed in cache right before the register tiles use it, and the
 // next panel's bank rows are prefetched a few lines per step of the tiles,
 // so the read overlaps the arithmetic: on an Emerald Rapids VM (2 cores,
@@ -43,16 +43,30 @@ namespace {
 constexpr int kLanes = 16;           // floats in a zmm register
 constexpr int kTileRows = 6;         // output channels of a register tile
 constexpr int kTileVectors = 4;      // its pixels: 4 registers, 64 floats
-constexpr int64_t kBlock = 512;      // columns j of a panel
-constexpr int64_t kUnitTiles = 4;    // tiles that share a block of cols
+// Output channels of a tile of at most 3 registers of pixels (7x7: 48 and
+// the last one apart): 24 accumulators, as 6 x 4, and fewer loads of the
+// input per multiply-add. 512-channel 3x3 at 7x7 on the Emerald Rapids VM,
+// batch 8, four kernels: paired -0.3 to -0.4 ms of 11; batch 1 -0.12 ms
+// of 2.1-2.3.
+constexpr int kNarrowTileRows = 8;
+constexpr int64_t kBlock = 512;      // batch 1: columns j of a panel
+constexpr int64_t kUnitTiles = 4;    // batch 1: tiles of a unit
+// Over a batch: rows whose panels are mixed before their tiles run, a
+// chunk. At batch 1 a chunk is a tile's rows, its panel in L1 (24 rows
+// there: 512-channel 3x3 at 7x7 +3-7%).
+constexpr int64_t kChunkRows = 24;
 // Over a batch, with more than one kernel: samples whose panels are mixed
-// together (avx512_mix_rows), on blocks of this many columns. On the
-// Emerald Rapids VM, 512-channel 3x3 at 7x7, batch 8, four kernels: 18.2
-// -> 17.2 ms (paired -0.8 to -2.7 ms over runs; DyNet's six per-row -1.9;
-// blocks of 384 alike, of 512 -0.5, 2 samples -1.0); at one kernel +0.8 ms
-// (the blocks' extra passes, nothing to share), so not there.
+// together (avx512_mix_rows). On the Emerald Rapids VM, 512-channel 3x3
+// at 7x7, batch 8, four kernels: 18.2 -> 17.2 ms (paired -0.8 to -2.7 ms
+// over runs; DyNet's six per-row -1.9; 2 samples -1.0); at one kernel +0.8
+// ms (nothing to share), so not there.
 constexpr int64_t kBatchSamples = 4;
-constexpr int64_t kBatchBlock = 256;
+// Over a batch: columns of a block, so that a sample's block of the input
+// (192 x 49 pixels at 7x7: 37 KB) stays in L1 over a chunk's tiles. Same
+// shape, batch 8: 192 against 128 / 160 / 224 / 256 columns -0.5 / -0.3 /
+// -0.4 / -0.1 ms of 8.4-9.4; 2048 -> 512 1x1 at 7x7 -0.15 / -0.54 ms (128
+// / 256) of 3.2.
+constexpr int64_t kBatchBlock = 192;
 
 // B samples, each with its own attentions, sharing the bank.
 struct SampleConv {
@@ -76,13 +90,17 @@ struct SampleConv {
 // and 14x14 (batch 8, 512-channel 3x3, four kernels: 13.9 -> 13.6 ms).
 constexpr int64_t kTailPixels = 4;
 
-// out[r * P] (+)= sum_j panel[r * block + j] x[j] over n columns, for each
-// of the tile's rows (`add`: added to out).
+// sums[r * kLanes + 0:16] (+)= the lanes of sum_j panel[r * block + j] x[j]
+// over n columns, for each of the tile's rows (`add`: added to sums); the
+// lanes are summed once, after the last block (summed per block, they took
+// 7% of the op's time at 7x7, batch 8).
 DYNCONV_MM_AVX512 void tail_dots(int rows, const float* panel, int64_t block,
-                                 const float* x, int64_t n, float* out,
-                                 int64_t P, bool add) {
+                                 const float* x, int64_t n, float* sums,
+                                 bool add) {
   __m512 acc[kTileRows];
-  for (int r = 0; r < kTileRows; ++r) acc[r] = _mm512_setzero_ps();
+  for (int r = 0; r < kTileRows; ++r)
+    acc[r] = add && r < rows ? _mm512_loadu_ps(sums + r * kLanes)
+                             : _mm512_setzero_ps();
   for (int64_t j = 0; j < n; j += kLanes) {
     const __mmask16 mask = first_lanes(n - j);
     const __m512 xv = _mm512_maskz_loadu_ps(mask, x + j);
@@ -91,14 +109,7 @@ DYNCONV_MM_AVX512 void tail_dots(int rows, const float* panel, int64_t block,
         acc[r] = _mm512_fmadd_ps(
             _mm512_maskz_loadu_ps(mask, panel + r * block + j), xv, acc[r]);
   }
-  for (int r = 0; r < rows; ++r) {
-    // (through memory: GCC 12 warns, wrongly, on _mm512_reduce_add_ps)
-    alignas(64) float lanes[kLanes];
-    _mm512_store_ps(lanes, acc[r]);
-    float d = 0.f;
-    for (float lane : lanes) d += lane;
-    out[r * P] = add ? out[r * P] + d : d;
-  }
+  for (int r = 0; r < rows; ++r) _mm512_storeu_ps(sums + r * kLanes, acc[r]);
 }
 
 // dst[0:n] = e[0:n] * sum_k c[k] src[k * stride + 0:n] (e may be null):
@@ -211,100 +222,123 @@ DYNCONV_MM_AVX512 void tile_of_rows(int rows, const float* a,
   switch (rows * 2 + add) {
 #define DYNCONV_MM_ROWS(R)                                                  \
   case 2 * R:                                                               \
+    if constexpr (R * V <= 24)                                              \
     register_tile<R, V, false>(a, a_stride, inner, x, x_stride, out,        \
                                out_stride, last, stream);                   \
     break;                                                                  \
   case 2 * R + 1:                                                           \
+    if constexpr (R * V <= 24)                                              \
     register_tile<R, V, true>(a, a_stride, inner, x, x_stride, out,         \
                               out_stride, last, stream);                    \
     break;
     DYNCONV_MM_ROWS(1) DYNCONV_MM_ROWS(2) DYNCONV_MM_ROWS(3)
     DYNCONV_MM_ROWS(4) DYNCONV_MM_ROWS(5) DYNCONV_MM_ROWS(6)
+    DYNCONV_MM_ROWS(7) DYNCONV_MM_ROWS(8)
 #undef DYNCONV_MM_ROWS
   }
 }
 
-// Rows [o_begin, o_end) of y, a block of columns at a time: each tile's
-// rows of the kernel on the block are mixed into a panel and the tile's
-// pixels are summed over the block (the block of cols stays in cache for
-// the unit's tiles) while the next tile's bank rows are prefetched.
+// Rows [o_begin, o_end) of y, a block of columns at a time, a chunk of
+// rows at a time: the chunk's rows of the kernel on the block are mixed
+// into each sample's panel (a group of samples from one read of the bank
+// rows), then each sample's tiles run over the chunk, its block of cols in
+// cache, while the next chunk's bank rows are prefetched. Over a batch a
+// unit is a thread's every row, so each block of cols is read from memory
+// once per thread (units of four tiles re-read it per unit: at 7x7, batch
+// 8, four kernels, the two changes -0.7 ms of 11, paired).
 DYNCONV_MM_AVX512 void conv_unit(const SampleConv& s, int64_t o_begin,
                                  int64_t o_end) {
-  const int64_t J = s.J, P = s.P, K = s.K;
-  const bool together = s.B > 1 && K > 1;
-  const int64_t block = together ? kBatchBlock : kBlock;
-  const int64_t group = together ? std::min(kBatchSamples, s.B) : 1;
-  // a group of samples' panels, each [kTileRows][block]
-  std::vector<float> panels(group * kTileRows * block);
-  std::vector<float> c(group * K);  // their coefficients of a row
-  std::vector<const float*> pieces(kTileRows * K);
+  const int64_t J = s.J, P = s.P, K = s.K, B = s.B, O = s.O;
+  const bool batch = B > 1;
+  const int64_t block = batch ? kBatchBlock : kBlock;
+  const int64_t chunk_rows =
+      batch ? kChunkRows : P - s.tails > 3 * kLanes ? kTileRows : kNarrowTileRows;
+  const int64_t group = batch && K > 1 ? std::min(kBatchSamples, B) : 1;
+  std::vector<float> panels(group * chunk_rows * block);
+  std::vector<float> c(group * K);  // a row's coefficients, per sample
+  std::vector<const float*> pieces(chunk_rows * K);
+  const int64_t rows = o_end - o_begin, tiled = P - s.tails;
+  // the tail pixels' dot products, 16 lanes each: [B][tails][rows][16]
+  std::vector<float> sums(B * s.tails * rows * kLanes);
+  const int64_t width = kTileVectors * kLanes;
+  const int64_t pixel_tiles = (tiled + width - 1) / width;
   for (int64_t j0 = 0; j0 < J; j0 += block) {
     const int64_t n = std::min(block, J - j0);
-    for (int64_t o0 = o_begin; o0 < o_end; o0 += kTileRows) {
-      const int rows = static_cast<int>(std::min<int64_t>(kTileRows, o_end - o0));
-      // The next tile: the unit's next rows on this block, or its first
-      // rows on the next block.
-      int64_t next_o = o0 + kTileRows, next_j = j0;
-      if (next_o >= o_end) {
-        next_o = o_begin;
+    for (int64_t c0 = o_begin; c0 < o_end; c0 += chunk_rows) {
+      const int64_t c1 = std::min(o_end, c0 + chunk_rows);
+      // The next chunk's bank rows (this block's or, past the unit's last
+      // rows, the next block's first), streamed in over this chunk's tiles.
+      int64_t next_c = c1, next_j = j0;
+      if (next_c >= o_end) {
+        next_c = o_begin;
         next_j = j0 + block;
       }
-      PrefetchStream stream{pieces.data(), 0, 0};
+      int64_t count = 0, lines = 0;
       if (next_j < J) {
-        const int64_t next_rows = std::min<int64_t>(kTileRows, o_end - next_o);
-        for (int64_t r = 0; r < next_rows; ++r)
+        for (int64_t o = next_c; o < std::min(o_end, next_c + chunk_rows); ++o)
           for (int64_t k = 0; k < K; ++k)
-            pieces[stream.count++] = s.bank + (k * s.O + next_o + r) * J + next_j;
-        stream.lines = (std::min(block, J - next_j) + kLanes - 1) / kLanes;
+            pieces[count++] = s.bank + (k * O + o) * J + next_j;
+        lines = (std::min(block, J - next_j) + kLanes - 1) / kLanes;
       }
-      // Each group's panels from the same bank rows: the first group's
-      // mixing reads them from memory, the others' from cache.
-      for (int64_t b0 = 0; b0 < s.B; b0 += group) {
-        const int64_t samples = std::min(group, s.B - b0);
+      const int64_t calls = B * pixel_tiles;
+      int64_t call = 0;
+      for (int64_t b0 = 0; b0 < B; b0 += group) {
+        const int64_t samples = std::min(group, B - b0);
         const float* e = s.e == nullptr ? nullptr : s.e + b0 * J + j0;
-        for (int r = 0; r < rows; ++r) {
-          const int64_t o = o0 + r;
+        for (int64_t o = c0; o < c1; ++o) {
           for (int64_t q = 0; q < samples; ++q) {
             const int64_t b = b0 + q;
             const float* m = s.m == nullptr ? nullptr
-                             : s.m + b * (s.per_row ? s.O * K : K);
-            const float scale = s.f == nullptr ? 1.f : s.f[b * s.O + o];
+                             : s.m + b * (s.per_row ? O * K : K);
+            const float scale = s.f == nullptr ? 1.f : s.f[b * O + o];
             for (int64_t k = 0; k < K; ++k)
               c[q * K + k] = scale * (m == nullptr ? 1.f
                                       : s.per_row  ? m[o * K + k]
                                                    : m[k]);
           }
-          float* row = panels.data() + r * block;
+          float* row = panels.data() + (o - c0) * block;
           if (samples == 1)
-            mix_panel_row(s.bank + o * J + j0, s.O * J, c.data(), K, e, n,
-                          row);
+            mix_panel_row(s.bank + o * J + j0, O * J, c.data(), K, e, n, row);
           else
-            avx512_mix_rows(s.bank + o * J + j0, s.O * J, c.data(), K, e, J,
-                            samples, n, row, kTileRows * block);
+            avx512_mix_rows(s.bank + o * J + j0, O * J, c.data(), K, e, J,
+                            samples, n, row, chunk_rows * block);
         }
         for (int64_t q = 0; q < samples; ++q) {
           const int64_t b = b0 + q;
-          const float* panel = panels.data() + q * kTileRows * block;
-          const int64_t tiled = P - s.tails;
-          for (int64_t p0 = 0; p0 < tiled; p0 += kTileVectors * kLanes)
-            // the stream rides on the first sample's first pixels' tile
-            avx512_tiles(rows, panel, block, n,
+          const float* panel = panels.data() + q * chunk_rows * block;
+          for (int64_t p0 = 0; p0 < tiled; p0 += width, ++call) {
+            const int64_t first = count * call / calls;
+            avx512_tiles(c1 - c0, panel, block, n,
                          s.cols + (b * J + j0) * P + p0, P,
-                         s.y + (b * s.O + o0) * P + p0, P,
-                         std::min<int64_t>(kTileVectors * kLanes, tiled - p0),
-                         j0 > 0, b == 0 && p0 == 0 ? stream : kNoStream);
+                         s.y + (b * O + c0) * P + p0, P,
+                         std::min(width, tiled - p0), j0 > 0,
+                         PrefetchStream{pieces.data() + first,
+                                        count * (call + 1) / calls - first,
+                                        lines});
+          }
           for (int64_t t = 0; t < s.tails; ++t)
-            tail_dots(rows, panel, block,
-                      s.tail + (b * s.tails + t) * J + j0, n,
-                      s.y + (b * s.O + o0) * P + tiled + t, P, j0 > 0);
+            for (int64_t o0 = c0; o0 < c1; o0 += kTileRows)
+              tail_dots(static_cast<int>(std::min<int64_t>(kTileRows, c1 - o0)),
+                        panel + (o0 - c0) * block, block,
+                        s.tail + (b * s.tails + t) * J + j0, n,
+                        sums.data() + ((b * s.tails + t) * rows + o0 - o_begin) * kLanes,
+                        j0 > 0);
         }
       }
     }
   }
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < s.tails; ++t)
+      for (int64_t o = o_begin; o < o_end; ++o) {
+        const float* lanes = sums.data() + ((b * s.tails + t) * rows + o - o_begin) * kLanes;
+        float d = 0.f;
+        for (int64_t i = 0; i < kLanes; ++i) d += lanes[i];
+        s.y[(b * O + o) * P + tiled + t] = d;
+      }
   if (s.bias != nullptr)
-    for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t b = 0; b < B; ++b)
       for (int64_t o = o_begin; o < o_end; ++o)
-        for (int64_t p = 0; p < P; ++p) s.y[(b * s.O + o) * P + p] += s.bias[o];
+        for (int64_t p = 0; p < P; ++p) s.y[(b * O + o) * P + p] += s.bias[o];
 }
 
 const float* data_or_null(const c10::optional<at::Tensor>& t) {
@@ -344,15 +378,21 @@ DYNCONV_MM_AVX512 void avx512_tiles(int64_t rows, const float* a,
                                      const PrefetchStream& stream) {
   const int vectors = static_cast<int>((width + kLanes - 1) / kLanes);
   const __mmask16 last = first_lanes(width - (vectors - 1) * kLanes);
-  for (int64_t r0 = 0; r0 < rows; r0 += kTileRows) {
-    const int r = static_cast<int>(std::min<int64_t>(kTileRows, rows - r0));
+  const int tile_rows = vectors < kTileVectors ? kNarrowTileRows : kTileRows;
+  const int64_t row_tiles = (rows + tile_rows - 1) / tile_rows;
+  for (int64_t r0 = 0, t = 0; r0 < rows; r0 += tile_rows, ++t) {
+    const int r = static_cast<int>(std::min<int64_t>(tile_rows, rows - r0));
     const float* a0 = a + r0 * a_stride;
     float* out0 = out + r0 * out_stride;
+    const int64_t first = stream.count * t / row_tiles;
+    const PrefetchStream part{stream.pieces + first,
+                              stream.count * (t + 1) / row_tiles - first,
+                              stream.lines};
     switch (vectors) {
 #define DYNCONV_MM_VECTORS(V)                                              \
   case V:                                                                  \
     tile_of_rows<V>(r, a0, a_stride, inner, x, x_stride, out0, out_stride, \
-                    last, add, stream);                                    \
+                    last, add, part);                                      \
     break;
       DYNCONV_MM_VECTORS(1) DYNCONV_MM_VECTORS(2) DYNCONV_MM_VECTORS(3)
       DYNCONV_MM_VECTORS(4)
@@ -424,10 +464,11 @@ at::Tensor sample_conv(const at::Tensor& cols, const at::Tensor& bank,
                      y.data_ptr<float>(), tail.data(), B, J, P, O, K, tails,
                      per_row};
   const int64_t tiles = (O + kTileRows - 1) / kTileRows;
+  const int64_t unit_tiles = B > 1 ? tiles : kUnitTiles;
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; t += kUnitTiles)
+    for (int64_t t = begin; t < end; t += unit_tiles)
       conv_unit(s, t * kTileRows,
-                std::min(O, std::min(end, t + kUnitTiles) * kTileRows));
+                std::min(O, std::min(end, t + unit_tiles) * kTileRows));
   });
   return y;
 }
