@@ -49,6 +49,11 @@ constexpr int kTileVectors = 4;      // its pixels: 4 registers, 64 floats
 // batch 8, four kernels: paired -0.3 to -0.4 ms of 11; batch 1 -0.12 ms
 // of 2.1-2.3.
 constexpr int kNarrowTileRows = 8;
+// The rows of the register tiles of `width` pixels (the first tile's of
+// wider rows).
+inline int tile_rows_for(int64_t width) {
+  return width > (kTileVectors - 1) * kLanes ? kTileRows : kNarrowTileRows;
+}
 constexpr int64_t kBlock = 512;      // batch 1: columns j of a panel
 constexpr int64_t kUnitTiles = 4;    // batch 1: tiles of a unit
 // Over a batch: rows whose panels are mixed before their tiles run, a
@@ -159,8 +164,6 @@ DYNCONV_MM_AVX512 inline __attribute__((always_inline)) void mix_held_rows(
   }
 }
 
-constexpr PrefetchStream kNoStream{nullptr, 0, 0};
-
 // out[r, 0:16V] (+)= sum_i a[r, i] x[i, 0:16V] for R rows (a's rows
 // `a_stride` apart, x's `x_stride`, out's `out_stride`), the last
 // register's lanes masked by `last`.
@@ -251,15 +254,18 @@ DYNCONV_MM_AVX512 void conv_unit(const SampleConv& s, int64_t o_begin,
   const int64_t J = s.J, P = s.P, K = s.K, B = s.B, O = s.O;
   const bool batch = B > 1;
   const int64_t block = batch ? kBatchBlock : kBlock;
-  const int64_t chunk_rows =
-      batch ? kChunkRows : P - s.tails > 3 * kLanes ? kTileRows : kNarrowTileRows;
+  const int64_t tiled = P - s.tails;  // pixels in register tiles
+  const int64_t chunk_rows = batch ? kChunkRows : tile_rows_for(tiled);
   const int64_t group = batch && K > 1 ? std::min(kBatchSamples, B) : 1;
   std::vector<float> panels(group * chunk_rows * block);
   std::vector<float> c(group * K);  // a row's coefficients, per sample
   std::vector<const float*> pieces(chunk_rows * K);
-  const int64_t rows = o_end - o_begin, tiled = P - s.tails;
+  const int64_t rows = o_end - o_begin;
   // the tail pixels' dot products, 16 lanes each: [B][tails][rows][16]
   std::vector<float> sums(B * s.tails * rows * kLanes);
+  auto lanes_of = [&](int64_t b, int64_t t, int64_t o) {
+    return sums.data() + ((b * s.tails + t) * rows + o - o_begin) * kLanes;
+  };
   const int64_t width = kTileVectors * kLanes;
   const int64_t pixel_tiles = (tiled + width - 1) / width;
   for (int64_t j0 = 0; j0 < J; j0 += block) {
@@ -321,7 +327,7 @@ DYNCONV_MM_AVX512 void conv_unit(const SampleConv& s, int64_t o_begin,
               tail_dots(static_cast<int>(std::min<int64_t>(kTileRows, c1 - o0)),
                         panel + (o0 - c0) * block, block,
                         s.tail + (b * s.tails + t) * J + j0, n,
-                        sums.data() + ((b * s.tails + t) * rows + o0 - o_begin) * kLanes,
+                        lanes_of(b, t, o0),
                         j0 > 0);
         }
       }
@@ -330,7 +336,7 @@ DYNCONV_MM_AVX512 void conv_unit(const SampleConv& s, int64_t o_begin,
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < s.tails; ++t)
       for (int64_t o = o_begin; o < o_end; ++o) {
-        const float* lanes = sums.data() + ((b * s.tails + t) * rows + o - o_begin) * kLanes;
+        const float* lanes = lanes_of(b, t, o);
         float d = 0.f;
         for (int64_t i = 0; i < kLanes; ++i) d += lanes[i];
         s.y[(b * O + o) * P + tiled + t] = d;
@@ -378,7 +384,7 @@ DYNCONV_MM_AVX512 void avx512_tiles(int64_t rows, const float* a,
                                      const PrefetchStream& stream) {
   const int vectors = static_cast<int>((width + kLanes - 1) / kLanes);
   const __mmask16 last = first_lanes(width - (vectors - 1) * kLanes);
-  const int tile_rows = vectors < kTileVectors ? kNarrowTileRows : kTileRows;
+  const int tile_rows = tile_rows_for(width);
   const int64_t row_tiles = (rows + tile_rows - 1) / tile_rows;
   for (int64_t r0 = 0, t = 0; r0 < rows; r0 += tile_rows, ++t) {
     const int r = static_cast<int>(std::min<int64_t>(tile_rows, rows - r0));
