@@ -69,8 +69,8 @@ constexpr int64_t kBatchSamples = 4;
 // Over a batch: columns of a block, so that a sample's block of the input
 // (192 x 49 pixels at 7x7: 37 KB) stays in L1 over a chunk's tiles. Same
 // shape, batch 8: 192 against 128 / 160 / 224 / 256 columns -0.5 / -0.3 /
-// -0.4 / -0.1 ms of 8.4-9.4; 2048 -> 512 1x1 at 7x7 -0.15 / -0.54 ms (128
-// / 256) of 3.2.
+// -0.4 / -0.4 ms of 8.4-9.4 (DyNet's: -0.5 / +0.1 against 128 / 256);
+// 2048 -> 512 1x1 at 7x7 -0.15 / -0.54 ms (128 / 256) of 3.2.
 constexpr int64_t kBatchBlock = 192;
 
 // B samples, each with its own attentions, sharing the bank.
