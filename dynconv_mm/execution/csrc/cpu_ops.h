@@ -134,6 +134,12 @@ bool avx512_supported();
 struct PrefetchStream {
   const float* const* pieces;
   int64_t count, lines;
+
+  // Share `part` of `parts` of the pieces, for one of several tiles.
+  PrefetchStream share(int64_t part, int64_t parts) const {
+    const int64_t first = count * part / parts;
+    return {pieces + first, count * (part + 1) / parts - first, lines};
+  }
 };
 // out[r, 0:width] (+)= sum_i a[r, i] panel[i, 0:width] for `rows` rows and
 // 1-64 columns, in AVX-512 register tiles of 6 rows by 64 columns (8 rows

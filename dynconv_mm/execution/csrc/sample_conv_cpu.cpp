@@ -279,12 +279,12 @@ DYNCONV_MM_AVX512 void conv_unit(const SampleConv& s, int64_t o_begin,
         next_c = o_begin;
         next_j = j0 + block;
       }
-      int64_t count = 0, lines = 0;
+      PrefetchStream stream{pieces.data(), 0, 0};
       if (next_j < J) {
         for (int64_t o = next_c; o < std::min(o_end, next_c + chunk_rows); ++o)
           for (int64_t k = 0; k < K; ++k)
-            pieces[count++] = s.bank + (k * O + o) * J + next_j;
-        lines = (std::min(block, J - next_j) + kLanes - 1) / kLanes;
+            pieces[stream.count++] = s.bank + (k * O + o) * J + next_j;
+        stream.lines = (std::min(block, J - next_j) + kLanes - 1) / kLanes;
       }
       const int64_t calls = B * pixel_tiles;
       int64_t call = 0;
@@ -312,23 +312,18 @@ DYNCONV_MM_AVX512 void conv_unit(const SampleConv& s, int64_t o_begin,
         for (int64_t q = 0; q < samples; ++q) {
           const int64_t b = b0 + q;
           const float* panel = panels.data() + q * chunk_rows * block;
-          for (int64_t p0 = 0; p0 < tiled; p0 += width, ++call) {
-            const int64_t first = count * call / calls;
+          for (int64_t p0 = 0; p0 < tiled; p0 += width, ++call)
             avx512_tiles(c1 - c0, panel, block, n,
                          s.cols + (b * J + j0) * P + p0, P,
                          s.y + (b * O + c0) * P + p0, P,
                          std::min(width, tiled - p0), j0 > 0,
-                         PrefetchStream{pieces.data() + first,
-                                        count * (call + 1) / calls - first,
-                                        lines});
-          }
+                         stream.share(call, calls));
           for (int64_t t = 0; t < s.tails; ++t)
             for (int64_t o0 = c0; o0 < c1; o0 += kTileRows)
               tail_dots(static_cast<int>(std::min<int64_t>(kTileRows, c1 - o0)),
                         panel + (o0 - c0) * block, block,
                         s.tail + (b * s.tails + t) * J + j0, n,
-                        lanes_of(b, t, o0),
-                        j0 > 0);
+                        lanes_of(b, t, o0), j0 > 0);
         }
       }
     }
@@ -390,10 +385,7 @@ DYNCONV_MM_AVX512 void avx512_tiles(int64_t rows, const float* a,
     const int r = static_cast<int>(std::min<int64_t>(tile_rows, rows - r0));
     const float* a0 = a + r0 * a_stride;
     float* out0 = out + r0 * out_stride;
-    const int64_t first = stream.count * t / row_tiles;
-    const PrefetchStream part{stream.pieces + first,
-                              stream.count * (t + 1) / row_tiles - first,
-                              stream.lines};
+    const PrefetchStream part = stream.share(t, row_tiles);
     switch (vectors) {
 #define DYNCONV_MM_VECTORS(V)                                              \
   case V:                                                                  \

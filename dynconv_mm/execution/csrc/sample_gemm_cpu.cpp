@@ -561,14 +561,11 @@ DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const Kernels& kernels,
       }
   for (int64_t t = 0; t < count; ++t)
     for (int64_t b = 0; b < B; ++b) {
-      const int64_t call = t * B + b, calls = count * B;
-      const int64_t first = pieces * call / calls;
       kernels.tiles(rows, gy + ((b * l.groups + g) * l.group_out + o0) * P, P,
                     P, packed + (t * B + b) * P * tile, tile,
                     products + b * rows * width + t * tile, width, false,
-                    PrefetchStream{next_rows + first,
-                                   pieces * (call + 1) / calls - first,
-                                   (n + 15) / 16});
+                    PrefetchStream{next_rows, pieces, (n + 15) / 16}.share(
+                        t * B + b, count * B));
     }
   const int64_t dots_rows = l.per_row ? kRows : 1;
   const int64_t sample_stride = K * dots_rows * 8;
