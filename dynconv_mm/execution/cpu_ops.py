@@ -316,24 +316,32 @@ def cpu_fold_usable(cols: Tensor) -> bool:
 
 def cpu_unfold_columns(x: Tensor, kernel_size: Tuple[int, int],
                        dilation: Tuple[int, int], padding: Tuple[int, int],
-                       stride: Tuple[int, int]) -> Tensor:
+                       stride: Tuple[int, int],
+                       rows: Optional[Tensor] = None) -> Tensor:
     """``F.unfold(x, kernel_size, dilation, padding, stride)`` of ``x``
     ``[B, C, H, W]``: ``[B, C*kh*kw, H_out*W_out]``, the samples' channels
-    split over threads (PyTorch's runs one sample at a time)."""
-    return _CPU_OPS.unfold_columns(x, kernel_size, dilation, padding, stride)
+    split over threads (PyTorch's runs one sample at a time); given
+    ``rows`` (contiguous, ``[B, C, kh*kw]``), each row times its scale
+    (the same bits as unfolding, then multiplying)."""
+    return _CPU_OPS.unfold_columns(x, kernel_size, dilation, padding, stride,
+                                   rows)
 
 
 def cpu_fold_columns(cols: Tensor, size: Tuple[int, int],
                      kernel_size: Tuple[int, int], dilation: Tuple[int, int],
-                     padding: Tuple[int, int],
-                     stride: Tuple[int, int]) -> Tensor:
-    """``F.fold(cols, size, kernel_size, dilation, padding, stride)`` of
+                     padding: Tuple[int, int], stride: Tuple[int, int],
+                     rows: Optional[Tensor] = None,
+                     x: Optional[Tensor] = None) -> List[Tensor]:
+    """``[F.fold(cols, size, kernel_size, dilation, padding, stride)]`` of
     ``cols`` ``[B, C*kh*kw, P]`` of any strides (PyTorch's needs them
     contiguous, and the sample GEMMs' input gradient is a transposed
     view): ``[B, C, H, W]``, summed in the same order, so the same
-    bits."""
+    bits. Given ``rows`` ``[B, C, kh*kw]``, ``cols`` is the gradient of
+    :func:`cpu_unfold_columns`'s scaled columns: each row is scaled before
+    folding; given the unfolded ``x`` too, the list also holds the
+    gradient of ``rows``, summed over the row's pixels in the same pass."""
     return _CPU_OPS.fold_columns(cols, size[0], size[1], kernel_size,
-                                 dilation, padding, stride)
+                                 dilation, padding, stride, rows, x)
 
 
 def cpu_attention_applies(x: Tensor, trunk_weight: Tensor) -> bool:

@@ -28,39 +28,77 @@ from .kernel_branches import branch_bank, mix_branches
 from .recompute import scaled_input_conv2d
 
 
+def _scale_rows(cols: Tensor, rows: Tensor) -> Tensor:
+    """Columns ``[B, C*kh*kw, P]`` with each row times its scale in
+    ``rows`` ``[B, C, kh*kw]``."""
+    return (cols.unflatten(1, rows.shape[1:]) * rows[..., None]).flatten(1, 2)
+
+
+def _dense(rows: Optional[Tensor]) -> Optional[Tensor]:
+    # the row scales arrive expanded over channels (a spatial attention
+    # alone); the ops read them contiguous
+    return None if rows is None else rows.contiguous()
+
+
 class _UnfoldColumns(torch.autograd.Function):
-    """``F.unfold`` by the compiled op, backward ``F.fold`` by its own:
-    the unfolded input's gradient from ``tiled_gemm``'s compiled GEMMs is
-    a transposed view, which PyTorch's fold would copy first."""
+    """``F.unfold`` by the compiled op, its rows scaled by ``rows`` ``[B, C,
+    kh*kw]`` if given; backward ``F.fold`` by its own, the scaling's
+    gradient in the same pass: the unfolded input's gradient from
+    ``tiled_gemm``'s compiled GEMMs is a transposed view, which PyTorch's
+    fold would copy first, and scaling it and its products with the
+    columns would be three more passes over columns-sized tensors."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, kernel_size, dilation, padding,
-                stride) -> Tensor:
+    def forward(ctx, x: Tensor, rows: Optional[Tensor], kernel_size,
+                dilation, padding, stride) -> Tensor:
         ctx.geometry = (x.shape[2:], kernel_size, dilation, padding, stride)
-        return cpu_unfold_columns(x, kernel_size, dilation, padding, stride)
+        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, rows)
+        return cpu_unfold_columns(x, kernel_size, dilation, padding, stride,
+                                  _dense(rows))
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         size, *geometry = ctx.geometry
-        if torch.is_grad_enabled() or not cpu_fold_usable(grad):
-            # create_graph (a differentiable fold), or not foldable here
-            grad_x = F.fold(grad, size, *geometry)
-        else:
-            grad_x = cpu_fold_columns(grad, size, *geometry)
-        return grad_x, None, None, None, None
+        x, rows = ctx.saved_tensors
+        if not torch.is_grad_enabled() and cpu_fold_usable(grad):
+            grad_x, *grad_rows = cpu_fold_columns(grad, size, *geometry,
+                                                  _dense(rows), x)
+            return grad_x, *(grad_rows or [None]), None, None, None, None
+        # create_graph (differentiable), or not foldable here
+        grad_rows = None
+        if x is not None:
+            grad_rows = (grad * F.unfold(x, *geometry)).unflatten(
+                1, rows.shape[1:]).sum(-1)
+        if rows is not None:
+            grad = _scale_rows(grad, rows)
+        return (F.fold(grad, size, *geometry), grad_rows, None, None, None,
+                None)
 
 
 def unfold(x: Tensor, kernel_size: Tuple[int, int],
            dilation: Tuple[int, int], padding: Tuple[int, int],
-           stride: Tuple[int, int]) -> Tensor:
-    """``F.unfold(x, ...)`` (symmetric ``padding``), on the CPU by the
-    compiled ops where they are usable (:mod:`.cpu_ops`): a 512-channel
-    3x3 layer's columns at 7x7, batch 8, in 0.9 ms instead of 1.7, their
-    gradient in 1.5 ms instead of 6.4 (2-core AMD EPYC VM)."""
-    if cpu_unfold_usable(x):
-        return _UnfoldColumns.apply(x, kernel_size, dilation, padding,
+           stride: Tuple[int, int], rows: Optional[Tensor] = None,
+           stages: Optional[List[Tensor]] = None) -> Tensor:
+    """``F.unfold(x, ...)`` (symmetric ``padding``), each row ``(c, i, j)``
+    of sample ``b`` times ``rows[b, c, i*kw + j]`` if given; on the CPU by
+    the compiled ops where they are usable (:mod:`.cpu_ops`): a
+    512-channel 3x3 layer's columns at 7x7, batch 8, in 0.9 ms instead of
+    1.7, their gradient in 1.5 ms instead of 6.4 (2-core AMD EPYC VM);
+    with ODConv's channel x spatial scales at batch 8 (Intel VM) ~2 ms of
+    the layer's ~32 ms forward + backward less than scaling the columns in
+    PyTorch. Each tensor it forms is appended to ``stages`` (see
+    :func:`unfold_scaled`)."""
+    stages = [] if stages is None else stages
+    if cpu_unfold_usable(x) and (rows is None or rows.dtype == x.dtype):
+        cols = _UnfoldColumns.apply(x, rows, kernel_size, dilation, padding,
                                     stride)
-    return F.unfold(x, kernel_size, dilation, padding, stride)
+    else:
+        cols = F.unfold(x, kernel_size, dilation, padding, stride)
+        if rows is not None:
+            stages.append(cols)
+            cols = _scale_rows(cols, rows)
+    stages.append(cols)
+    return cols
 
 
 def columns_size(x: Tensor, kernel_size, out_pixels: int) -> int:
@@ -88,7 +126,13 @@ def unfold_scaled(x: Tensor,
     height, width = output_size(x, kernel_size, stride, padding, dilation)
     channel, spatial = attentions.input, attentions.spatial
     cols = x
-    if spatial is None and channel is not None:
+    rows = None  # per-sample scales of the columns' rows [B, C, kh*kw]
+    if spatial is not None:
+        rows = spatial.reshape(batch, 1, kh * kw)
+        if channel is not None:
+            rows = channel[:, :, None] * rows
+        rows = rows.expand(batch, in_channels, kh * kw).to(x.dtype)
+    elif channel is not None:
         # the channel scaling is cheaper on x than on the columns
         cols = scale_channels(cols, channel)
         stages.append(cols)
@@ -101,14 +145,9 @@ def unfold_scaled(x: Tensor,
     if not ((kh, kw) == (1, 1) and pair(stride) == (1, 1) and top == left
             == 0):  # else a 1x1 kernel's columns are the input itself
         cols = unfold(cols, (kh, kw), pair(dilation), (top, left),
-                      pair(stride))
-        stages.append(cols)
-    if spatial is not None:
-        rows = spatial.reshape(batch, 1, kh * kw)
-        if channel is not None:
-            rows = channel[:, :, None] * rows
-        cols = cols.reshape(batch, in_channels, kh * kw, -1) * rows[
-            ..., None].to(cols.dtype)
+                      pair(stride), rows, stages)
+    elif rows is not None:
+        cols = _scale_rows(cols.flatten(2), rows)
         stages.append(cols)
     dtype = compute_dtype(x.device.type, cols.dtype)
     if cols.dtype != dtype and cols.dtype != torch.float64:

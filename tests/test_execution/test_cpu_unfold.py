@@ -2,6 +2,8 @@
 (``dynconv_mm/execution/csrc/unfold_cpu.cpp``): the same bits as
 ``F.unfold`` and ``F.fold`` over geometries with padding, stride,
 dilation and non-square kernels, the fold from columns of any strides;
+with row scales (ODConv's channel x spatial attention), the same bits as
+scaling in PyTorch and the scales' gradient against float64 products;
 the layers that unfold, through them, against the slow oracle; where
 they must not run; and their refusals of bad arguments."""
 import pytest
@@ -60,9 +62,69 @@ def test_fold_equals_pytorch_from_any_strides(counting_ops, name, layout):
     elif layout == 'strided':  # every other sample of a larger tensor
         grad = torch.stack([grad, torch.full_like(grad, float('nan'))],
                            1).flatten(0, 1)[::2]
-    got = cpu_ops.cpu_fold_columns(grad, x.shape[2:], *geometry)
+    (got, ) = cpu_ops.cpu_fold_columns(grad, x.shape[2:], *geometry)
     assert torch.equal(got, F.fold(grad.contiguous(), x.shape[2:],
                                    *geometry))
+
+
+def row_scales(x, geometry, seed=3):
+    area = geometry[0][0] * geometry[0][1]
+    return torch.rand(x.shape[0], x.shape[1], area,
+                      generator=torch.Generator().manual_seed(seed)) + 0.5
+
+
+def scaled(cols, rows):
+    return (cols.unflatten(1, rows.shape[1:]) * rows[..., None]).flatten(1, 2)
+
+
+@pytest.mark.parametrize('name', GEOMETRIES)
+def test_unfold_scales_rows_as_pytorch_does(counting_ops, name):
+    x, geometry, _ = geometry_case(name)
+    rows = row_scales(x, geometry)
+    assert torch.equal(cpu_ops.cpu_unfold_columns(x, *geometry, rows),
+                       scaled(F.unfold(x, *geometry), rows))
+
+
+@pytest.mark.parametrize('layout', ['contiguous', 'transposed'])
+@pytest.mark.parametrize('name', GEOMETRIES)
+def test_fold_of_scaled_rows_and_their_gradient(counting_ops, name, layout):
+    """The input's gradient in PyTorch's bits (the scaled gradient folded);
+    the scales' against float64 products of the gradient and the unfolded
+    input."""
+    x, geometry, grad = geometry_case(name)
+    rows = row_scales(x, geometry)
+    if layout == 'transposed':
+        grad = grad.transpose(1, 2).contiguous().transpose(1, 2)
+    grad_x, grad_rows = cpu_ops.cpu_fold_columns(grad, x.shape[2:],
+                                                 *geometry, rows, x)
+    assert torch.equal(grad_x, F.fold(scaled(grad, rows).contiguous(),
+                                      x.shape[2:], *geometry))
+    expected = (grad.double() * F.unfold(x.double(), *geometry)).unflatten(
+        1, rows.shape[1:]).sum(-1)
+    torch.testing.assert_close(grad_rows.double(), expected, rtol=1e-5,
+                               atol=1e-5)
+    # without the input, no scales' gradient
+    assert len(cpu_ops.cpu_fold_columns(grad, x.shape[2:], *geometry,
+                                        rows)) == 1
+
+
+def test_scaled_unfold_gradients_by_the_fold_op(counting_ops):
+    """Through autograd: one unfold, one fold, the scales' gradient summed
+    over the channels they were expanded to (a spatial attention alone)."""
+    x, geometry, grad = geometry_case('mixed')
+    x.requires_grad_()
+    spatial = torch.rand(x.shape[0], 1, geometry[0][0] * geometry[0][1],
+                         requires_grad=True)
+    rows = spatial.expand(-1, x.shape[1], -1)
+    got = torch.autograd.grad(unfold(x, *geometry, rows), [x, spatial], grad)
+    assert counting_ops.calls['unfold_columns'] == 1
+    assert counting_ops.calls['fold_columns'] == 1
+    x64, s64 = (t.detach().double().requires_grad_() for t in (x, spatial))
+    expected = torch.autograd.grad(
+        scaled(F.unfold(x64, *geometry), s64.expand(-1, x.shape[1], -1)),
+        [x64, s64], grad.double())
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-5)
 
 
 def test_unfold_splits_over_threads_alike(counting_ops):
@@ -75,9 +137,10 @@ def test_unfold_splits_over_threads_alike(counting_ops):
     try:
         for count in (1, 2):
             torch.set_num_threads(count)
-            results.append((cpu_ops.cpu_unfold_columns(x, *geometry),
-                            cpu_ops.cpu_fold_columns(grad, x.shape[2:],
-                                                     *geometry)))
+            rows = row_scales(x, geometry)
+            results.append((cpu_ops.cpu_unfold_columns(x, *geometry, rows),
+                            *cpu_ops.cpu_fold_columns(grad, x.shape[2:],
+                                                      *geometry, rows, x)))
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(a, b) for a, b in zip(*results))
@@ -92,23 +155,31 @@ def test_unfold_gradient_by_the_fold_op(counting_ops):
     assert torch.equal(got, F.fold(grad, x.shape[2:], *geometry))
 
 
-def test_unfold_second_derivative(counting_ops):
-    """create_graph: the fold runs as ``F.fold``, differentiable."""
+@pytest.mark.parametrize('scales', [False, True])
+def test_unfold_second_derivative(counting_ops, scales):
+    """create_graph: the fold runs as ``F.fold``, differentiable, and so
+    does the scales' gradient."""
     x, geometry, grad = geometry_case('3x3')
     x.requires_grad_()
-    cols = unfold(x, *geometry)
-    (gx, ) = torch.autograd.grad((cols**2 * grad).sum(), [x],
-                                 create_graph=True)
-    assert counting_ops.calls['fold_columns'] == 0
-    # (not create_graph: this pass may run the op)
-    (ggx, ) = torch.autograd.grad(gx.sum(), [x])
-    x_ref = x.detach().requires_grad_()
-    cols_ref = F.unfold(x_ref, *geometry)
-    (gx_ref, ) = torch.autograd.grad((cols_ref**2 * grad).sum(), [x_ref],
-                                     create_graph=True)
-    (ggx_ref, ) = torch.autograd.grad(gx_ref.sum(), [x_ref])
-    torch.testing.assert_close(gx, gx_ref)
-    torch.testing.assert_close(ggx, ggx_ref)
+    rows = row_scales(x, geometry).requires_grad_() if scales else None
+    leaves = [x] + ([rows] if scales else [])
+
+    def second_derivatives(columns_of):
+        firsts = torch.autograd.grad((columns_of(x, rows)**2 * grad).sum(),
+                                     leaves, create_graph=True)
+        calls = counting_ops.calls['fold_columns']
+        # (not create_graph: this pass may run the op)
+        return calls, firsts, torch.autograd.grad(
+            sum(g.sum() for g in firsts), leaves)
+
+    first_pass_folds, *got = second_derivatives(
+        lambda x, r: unfold(x, *geometry, r))
+    assert first_pass_folds == 0
+    _, *expected = second_derivatives(
+        lambda x, r: F.unfold(x, *geometry) if r is None else scaled(
+            F.unfold(x, *geometry), r))
+    for a, b in zip(sum(got, ()), sum(expected, ())):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize('method', ['im2col', 'tiled_gemm'])
@@ -173,6 +244,15 @@ def test_where_the_ops_must_not_run(counting_ops, case, monkeypatch):
      'kernel_size must be >= 1'),
     ('fold_columns', lambda x, c: (c, 6, 5, (3, 3), (1, 1), (1, 1), (1, 1)),
      '25 columns, but a 6x5 input'),
+    ('unfold_columns', lambda x, c: (x, (3, 3), (1, 1), (1, 1), (1, 1),
+                                     torch.ones(2, 3, 4)),
+     r'rows must be a contiguous float32 CPU tensor of shape \[2, 3, 9\]'),
+    ('fold_columns', lambda x, c: (c, 5, 5, (3, 3), (1, 1), (1, 1), (1, 1),
+                                   torch.ones(2, 3, 9).double()),
+     'rows must be a contiguous float32'),
+    ('fold_columns', lambda x, c: (c, 5, 5, (3, 3), (1, 1), (1, 1), (1, 1),
+                                   torch.ones(2, 3, 9), x[:, :2]),
+     r'x must be a contiguous float32 CPU tensor of shape \[2, 3, 5, 5\]'),
 ])
 def test_bad_arguments_are_refused_by_name(counting_ops, op, args, message):
     x = torch.randn(2, 3, 5, 5)

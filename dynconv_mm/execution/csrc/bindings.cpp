@@ -27,8 +27,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "One sample's convolution, its kernel mixed in the GEMM's tiles "
         "(CPU, float32)");
   m.def("unfold_columns", &dynconv_mm::unfold_columns,
-        "F.unfold, samples and channels over threads (CPU, float32)");
+        "F.unfold, rows optionally scaled, samples and channels over threads "
+        "(CPU, float32)",
+        py::arg("x"), py::arg("kernel_size"), py::arg("dilation"),
+        py::arg("padding"), py::arg("stride"), py::arg("rows") = py::none());
   m.def("fold_columns", &dynconv_mm::fold_columns,
-        "F.fold of columns of any strides, channels over threads (CPU, "
-        "float32)");
+        "F.fold of columns of any strides, optionally scaled by rows, and "
+        "given x the rows' gradient; channels over threads (CPU, float32)",
+        py::arg("cols"), py::arg("height"), py::arg("width"),
+        py::arg("kernel_size"), py::arg("dilation"), py::arg("padding"),
+        py::arg("stride"), py::arg("rows") = py::none(),
+        py::arg("x") = py::none());
 }

@@ -168,13 +168,18 @@ at::Tensor sample_conv(const at::Tensor& cols, const at::Tensor& bank,
 
 // F.unfold's columns [B, C*kh*kw, H_out*W_out] of a contiguous x
 // [B, C, H, W], and F.fold of columns of any strides back to an input of
-// H x W (unfold_cpu.cpp); padding is symmetric, as F.unfold's.
+// H x W (unfold_cpu.cpp); padding is symmetric, as F.unfold's. With `rows`
+// [B, C, kh*kw], the columns' rows are scaled by it (unfolding), or the
+// columns' gradient by it before folding; given x too, the fold also returns
+// the gradient of `rows` [B, C, kh*kw] (after the input's).
 at::Tensor unfold_columns(const at::Tensor& x, at::IntArrayRef kernel_size,
                           at::IntArrayRef dilation, at::IntArrayRef padding,
-                          at::IntArrayRef stride);
-at::Tensor fold_columns(const at::Tensor& cols, int64_t height,
-                        int64_t width, at::IntArrayRef kernel_size,
-                        at::IntArrayRef dilation, at::IntArrayRef padding,
-                        at::IntArrayRef stride);
+                          at::IntArrayRef stride,
+                          const c10::optional<at::Tensor>& rows);
+std::vector<at::Tensor> fold_columns(
+    const at::Tensor& cols, int64_t height, int64_t width,
+    at::IntArrayRef kernel_size, at::IntArrayRef dilation,
+    at::IntArrayRef padding, at::IntArrayRef stride,
+    const c10::optional<at::Tensor>& rows, const c10::optional<at::Tensor>& x);
 
 }  // namespace dynconv_mm

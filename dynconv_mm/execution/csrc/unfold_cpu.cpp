@@ -2,7 +2,12 @@
 // its gradient (col2im):
 //
 //   cols[b, (c kh + i) kw + j, oy W_out + ox]
-//       = x[b, c, oy s_h - pad_h + i d_h, ox s_w - pad_w + j d_w]  (0 outside)
+//       = r[b, c, i kw + j] x[b, c, oy s_h - pad_h + i d_h, ox s_w - pad_w + j d_w]
+//
+// (0 outside x), the rows optionally scaled by r: ODConv's channel x spatial
+// attention, applied while unfolding and, in the fold, differentiated while
+// folding, instead of in three more passes over the columns (scaling them,
+// scaling their gradient, and the gradient's products with them).
 //
 // PyTorch's im2col and col2im run one sample at a time on one thread, and
 // its col2im needs contiguous columns: the input gradient of the sample
@@ -69,11 +74,20 @@ inline std::pair<int64_t, int64_t> inside(int64_t n, int64_t size, int64_t s,
   return {first, std::max(first, std::min(last, n))};
 }
 
+// The row scales r [B, C, kh*kw] if given (checked), else null.
+const float* checked_rows(const char* op, const c10::optional<at::Tensor>& rows,
+                          int64_t batch, int64_t channels, int64_t area) {
+  if (!rows) return nullptr;
+  check_float_cpu_shape(op, "rows", *rows, {batch, channels, area});
+  return rows->data_ptr<float>();
+}
+
 }  // namespace
 
 at::Tensor unfold_columns(const at::Tensor& x, at::IntArrayRef kernel_size,
                           at::IntArrayRef dilation, at::IntArrayRef padding,
-                          at::IntArrayRef stride) {
+                          at::IntArrayRef stride,
+                          const c10::optional<at::Tensor>& rows) {
   check_float_cpu("unfold_columns", "x", x, x.dim() == 4, "[B, C, H, W]");
   const Geometry g = checked_geometry("unfold_columns", x.size(2),
                                       x.size(3), kernel_size, dilation,
@@ -81,6 +95,8 @@ at::Tensor unfold_columns(const at::Tensor& x, at::IntArrayRef kernel_size,
   const int64_t channels = x.size(1);
   const int64_t batch = x.size(0), area = g.kh * g.kw;
   const int64_t pixels = g.out_h * g.out_w;
+  const float* scales =
+      checked_rows("unfold_columns", rows, batch, channels, area);
   at::Tensor cols =
       at::empty({batch, channels * area, pixels}, x.options());
   const float* src = x.data_ptr<float>();
@@ -95,6 +111,7 @@ at::Tensor unfold_columns(const at::Tensor& x, at::IntArrayRef kernel_size,
           for (int64_t i = 0; i < g.kh; ++i)
             for (int64_t j = 0; j < g.kw; ++j) {
               float* out = dst + (bc * area + i * g.kw + j) * pixels;
+              const float r = scales ? scales[bc * area + i * g.kw + j] : 1.f;
               const auto [y0, y1] =
                   inside(g.out_h, g.height, g.sh, g.ph, i, g.dh);
               const auto [x0, x1] =
@@ -106,11 +123,11 @@ at::Tensor unfold_columns(const at::Tensor& x, at::IntArrayRef kernel_size,
                     in + (oy * g.sh - g.ph + i * g.dh) * g.width - g.pw +
                     j * g.dw;
                 std::fill_n(row, x0, 0.f);
-                if (g.sw == 1)
+                if (!scales && g.sw == 1)
                   std::copy(line + x0, line + x1, row + x0);
                 else
                   for (int64_t ox = x0; ox < x1; ++ox)
-                    row[ox] = line[ox * g.sw];
+                    row[ox] = line[ox * g.sw] * r;
                 std::fill(row + x1, row + g.out_w, 0.f);
               }
               std::fill(out + y1 * g.out_w, out + pixels, 0.f);
@@ -120,10 +137,12 @@ at::Tensor unfold_columns(const at::Tensor& x, at::IntArrayRef kernel_size,
   return cols;
 }
 
-at::Tensor fold_columns(const at::Tensor& cols, int64_t height,
-                        int64_t width, at::IntArrayRef kernel_size,
-                        at::IntArrayRef dilation, at::IntArrayRef padding,
-                        at::IntArrayRef stride) {
+std::vector<at::Tensor> fold_columns(
+    const at::Tensor& cols, int64_t height, int64_t width,
+    at::IntArrayRef kernel_size, at::IntArrayRef dilation,
+    at::IntArrayRef padding, at::IntArrayRef stride,
+    const c10::optional<at::Tensor>& rows,
+    const c10::optional<at::Tensor>& x) {
   // Any strides: the sample GEMMs' input gradient is a transposed view.
   TORCH_CHECK(cols.device().is_cpu() && cols.scalar_type() == at::kFloat &&
                   cols.dim() == 3,
@@ -141,13 +160,27 @@ at::Tensor fold_columns(const at::Tensor& cols, int64_t height,
               cols.size(2), " columns, but a ", height, "x", width,
               " input unfolds into ", g.out_h, "x", g.out_w);
   const int64_t batch = cols.size(0);
-  at::Tensor x = at::empty({batch, channels, height, width},
-                           cols.options().memory_format(
-                               at::MemoryFormat::Contiguous));
+  const float* scales =
+      checked_rows("fold_columns", rows, batch, channels, area);
+  // Given the input, the gradient of the row scales too:
+  // grad_r[b, c, s] = sum_p grad_cols[b, c, s, p] unfold(x)[b, c, s, p].
+  const float* input = nullptr;
+  at::Tensor grad_rows;
+  if (x) {
+    check_float_cpu_shape("fold_columns", "x", *x,
+                          {batch, channels, height, width});
+    input = x->data_ptr<float>();
+    grad_rows = at::empty({batch, channels, area}, cols.options().memory_format(
+                                                       at::MemoryFormat::Contiguous));
+  }
+  at::Tensor grad_x = at::empty({batch, channels, height, width},
+                                cols.options().memory_format(
+                                    at::MemoryFormat::Contiguous));
   const float* src = cols.data_ptr<float>();
   const int64_t sb = cols.stride(0), sj = cols.stride(1),
                 sp = cols.stride(2);
-  float* dst = x.data_ptr<float>();
+  float* dst = grad_x.data_ptr<float>();
+  float* dst_rows = x ? grad_rows.data_ptr<float>() : nullptr;
   at::parallel_for(
       0, batch * channels,
       std::max<int64_t>(1, kGrainElements / (area * height * width)),
@@ -156,27 +189,41 @@ at::Tensor fold_columns(const at::Tensor& cols, int64_t height,
           const int64_t b = bc / channels, c = bc % channels;
           const float* base = src + b * sb + c * area * sj;
           float* out = dst + bc * height * width;
+          const float* plane = input ? input + bc * height * width : nullptr;
           std::fill_n(out, height * width, 0.f);
           // Each column adds to one input element: in this order every
           // element's terms are summed by kernel position, as col2im does.
           for (int64_t i = 0; i < g.kh; ++i)
             for (int64_t j = 0; j < g.kw; ++j) {
-              const float* column = base + (i * g.kw + j) * sj;
+              const int64_t s = i * g.kw + j;
+              const float* column = base + s * sj;
+              const float r = scales ? scales[bc * area + s] : 1.f;
               const auto [y0, y1] =
                   inside(g.out_h, height, g.sh, g.ph, i, g.dh);
               const auto [x0, x1] =
                   inside(g.out_w, width, g.sw, g.pw, j, g.dw);
+              float grad_r = 0.f;
               for (int64_t oy = y0; oy < y1; ++oy) {
-                float* row = out + (oy * g.sh - g.ph + i * g.dh) * width -
-                             g.pw + j * g.dw;
+                const int64_t at = (oy * g.sh - g.ph + i * g.dh) * width -
+                                   g.pw + j * g.dw;
+                float* row = out + at;
                 const float* in = column + oy * g.out_w * sp;
-                for (int64_t ox = x0; ox < x1; ++ox)
-                  row[ox * g.sw] += in[ox * sp];
+                if (scales)
+                  for (int64_t ox = x0; ox < x1; ++ox)
+                    row[ox * g.sw] += in[ox * sp] * r;
+                else
+                  for (int64_t ox = x0; ox < x1; ++ox)
+                    row[ox * g.sw] += in[ox * sp];
+                if (plane)
+                  for (int64_t ox = x0; ox < x1; ++ox)
+                    grad_r += in[ox * sp] * plane[at + ox * g.sw];
               }
+              if (dst_rows) dst_rows[bc * area + s] = grad_r;
             }
         }
       });
-  return x;
+  if (x) return {grad_x, grad_rows};
+  return {grad_x};
 }
 
 }  // namespace dynconv_mm
