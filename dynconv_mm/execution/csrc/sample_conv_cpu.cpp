@@ -96,25 +96,38 @@ struct SampleConv {
 constexpr int64_t kTailPixels = 4;
 
 // sums[r * kLanes + 0:16] (+)= the lanes of sum_j panel[r * block + j] x[j]
-// over n columns, for each of the tile's rows (`add`: added to sums); the
-// lanes are summed once, after the last block (summed per block, they took
-// 7% of the op's time at 7x7, batch 8).
-DYNCONV_MM_AVX512 void tail_dots(int rows, const float* panel, int64_t block,
-                                 const float* x, int64_t n, float* sums,
-                                 bool add) {
-  __m512 acc[kTileRows];
-  for (int r = 0; r < kTileRows; ++r)
-    acc[r] = add && r < rows ? _mm512_loadu_ps(sums + r * kLanes)
-                             : _mm512_setzero_ps();
+// over n columns, for each of R rows (`add`: added to sums); the lanes are
+// summed once, after the last block (summed per block, they took 7% of the
+// op's time at 7x7, batch 8). (With the row count a run-time value, GCC 12
+// kept the accumulators on the stack: the dots took 10% of the op at 7x7,
+// batch 8, four kernels.)
+template <int R>
+DYNCONV_MM_AVX512 inline __attribute__((always_inline)) void tail_dots_of(
+    const float* panel, int64_t block, const float* x, int64_t n,
+    float* sums, bool add) {
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r)
+    acc[r] = add ? _mm512_loadu_ps(sums + r * kLanes) : _mm512_setzero_ps();
   for (int64_t j = 0; j < n; j += kLanes) {
     const __mmask16 mask = first_lanes(n - j);
     const __m512 xv = _mm512_maskz_loadu_ps(mask, x + j);
-    for (int r = 0; r < kTileRows; ++r)
-      if (r < rows)
-        acc[r] = _mm512_fmadd_ps(
-            _mm512_maskz_loadu_ps(mask, panel + r * block + j), xv, acc[r]);
+    for (int r = 0; r < R; ++r)
+      acc[r] = _mm512_fmadd_ps(
+          _mm512_maskz_loadu_ps(mask, panel + r * block + j), xv, acc[r]);
   }
-  for (int r = 0; r < rows; ++r) _mm512_storeu_ps(sums + r * kLanes, acc[r]);
+  for (int r = 0; r < R; ++r) _mm512_storeu_ps(sums + r * kLanes, acc[r]);
+}
+
+// tail_dots_of for 1-8 rows.
+DYNCONV_MM_AVX512 void tail_dots(int rows, const float* panel, int64_t block,
+                                 const float* x, int64_t n, float* sums,
+                                 bool add) {
+#define DYNCONV_MM_TAIL_ROWS(R, kernel)          \
+  case R:                                        \
+    kernel<R>(panel, block, x, n, sums, add);    \
+    break;
+  switch (rows) { DYNCONV_MM_COUNTS(DYNCONV_MM_TAIL_ROWS, tail_dots_of) }
+#undef DYNCONV_MM_TAIL_ROWS
 }
 
 // dst[0:n] = e[0:n] * sum_k c[k] src[k * stride + 0:n] (e may be null):
@@ -166,12 +179,14 @@ DYNCONV_MM_AVX512 inline __attribute__((always_inline)) void mix_held_rows(
 
 // out[r, 0:16V] (+)= sum_i a[r, i] x[i, 0:16V] for R rows (a's rows
 // `a_stride` apart, x's `x_stride`, out's `out_stride`), the last
-// register's lanes masked by `last`.
-template <int R, int V, bool Add>
+// register's lanes masked by `last`. S, if not 0, is a_stride known at
+// compile time: a's rows are then addressed from one register, not R.
+template <int R, int V, bool Add, int64_t S>
 DYNCONV_MM_AVX512 __attribute__((noinline)) void register_tile(
-    const float* a, int64_t a_stride, int64_t inner, const float* x,
+    const float* a, int64_t a_stride_arg, int64_t inner, const float* x,
     int64_t x_stride, float* out, int64_t out_stride, __mmask16 last,
     const PrefetchStream& stream) {
+  const int64_t a_stride = S != 0 ? S : a_stride_arg;
   // Told that the loop runs (inner >= 1), GCC 12 keeps the accumulators in
   // registers; otherwise it stores all of them to the stack on every step
   // (3x slower).
@@ -215,7 +230,7 @@ DYNCONV_MM_AVX512 __attribute__((noinline)) void register_tile(
     }
 }
 
-template <int V>
+template <int V, int64_t S>
 DYNCONV_MM_AVX512 void tile_of_rows(int rows, const float* a,
                                     int64_t a_stride, int64_t inner,
                                     const float* x, int64_t x_stride,
@@ -226,13 +241,13 @@ DYNCONV_MM_AVX512 void tile_of_rows(int rows, const float* a,
 #define DYNCONV_MM_ROWS(R)                                                  \
   case 2 * R:                                                               \
     if constexpr (R * V <= 24)                                              \
-    register_tile<R, V, false>(a, a_stride, inner, x, x_stride, out,        \
-                               out_stride, last, stream);                   \
+    register_tile<R, V, false, S>(a, a_stride, inner, x, x_stride, out,     \
+                                  out_stride, last, stream);                \
     break;                                                                  \
   case 2 * R + 1:                                                           \
     if constexpr (R * V <= 24)                                              \
-    register_tile<R, V, true>(a, a_stride, inner, x, x_stride, out,         \
-                              out_stride, last, stream);                    \
+    register_tile<R, V, true, S>(a, a_stride, inner, x, x_stride, out,      \
+                                 out_stride, last, stream);                 \
     break;
     DYNCONV_MM_ROWS(1) DYNCONV_MM_ROWS(2) DYNCONV_MM_ROWS(3)
     DYNCONV_MM_ROWS(4) DYNCONV_MM_ROWS(5) DYNCONV_MM_ROWS(6)
@@ -319,8 +334,9 @@ DYNCONV_MM_AVX512 void conv_unit(const SampleConv& s, int64_t o_begin,
                          std::min(width, tiled - p0), j0 > 0,
                          stream.share(call, calls));
           for (int64_t t = 0; t < s.tails; ++t)
-            for (int64_t o0 = c0; o0 < c1; o0 += kTileRows)
-              tail_dots(static_cast<int>(std::min<int64_t>(kTileRows, c1 - o0)),
+            for (int64_t o0 = c0; o0 < c1; o0 += kNarrowTileRows)
+              tail_dots(static_cast<int>(
+                            std::min<int64_t>(kNarrowTileRows, c1 - o0)),
                         panel + (o0 - c0) * block, block,
                         s.tail + (b * s.tails + t) * J + j0, n,
                         lanes_of(b, t, o0), j0 > 0);
@@ -389,8 +405,12 @@ DYNCONV_MM_AVX512 void avx512_tiles(int64_t rows, const float* a,
     switch (vectors) {
 #define DYNCONV_MM_VECTORS(V)                                              \
   case V:                                                                  \
-    tile_of_rows<V>(r, a0, a_stride, inner, x, x_stride, out0, out_stride, \
-                    last, add, part);                                      \
+    (a_stride == kBatchBlock ? tile_of_rows<V, kBatchBlock>                \
+     : a_stride == kBlock    ? tile_of_rows<V, kBlock>                     \
+                             : tile_of_rows<V, 0>)(r, a0, a_stride, inner, \
+                                                   x, x_stride, out0,      \
+                                                   out_stride, last, add,  \
+                                                   part);                  \
     break;
       DYNCONV_MM_VECTORS(1) DYNCONV_MM_VECTORS(2) DYNCONV_MM_VECTORS(3)
       DYNCONV_MM_VECTORS(4)
