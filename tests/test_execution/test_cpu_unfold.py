@@ -32,6 +32,9 @@ GEOMETRIES = {
     '1x1_strided': (3, 4, 6, 6, (1, 1), (1, 1), (2, 2), (2, 2)),
     'kernel_of_the_map': (2, 3, 5, 5, (5, 5), (1, 1), (0, 0), (1, 1)),
     'stride_past_padding': (2, 3, 5, 7, (2, 3), (1, 2), (1, 1), (3, 2)),
+    # rows of more than one register of 16 (AVX-512), a row stride of 2
+    'wide_rows': (2, 3, 5, 37, (3, 3), (1, 1), (1, 1), (1, 1)),
+    'row_stride2': (2, 3, 9, 20, (3, 3), (1, 2), (1, 2), (2, 1)),
 }
 
 
