@@ -24,6 +24,51 @@ namespace dynconv_mm {
 inline __mmask16 first_lanes(int64_t n) {
   return static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1u);
 }
+
+// dst[c * dst_stride + r] = src[r * src_stride + c] for c < cols and r < 16,
+// zero for r >= rows (rows, cols <= 16): a block transposed in registers,
+// where element by element each store went to its own line.
+DYNCONV_MM_AVX512 inline void avx512_transpose_block(
+    const float* src, int64_t src_stride, int64_t rows, int64_t cols,
+    float* dst, int64_t dst_stride) {
+  const __mmask16 in = first_lanes(cols);
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i)
+    r[i] = i < rows ? _mm512_maskz_loadu_ps(in, src + i * src_stride)
+                    : _mm512_setzero_ps();
+  // (the zero-masked forms of the shuffles, with every lane kept: GCC 12
+  // warns, wrongly, on the plain ones' undefined pass-through)
+  const __mmask16 all = 0xFFFF;
+  const __mmask8 all8 = 0xFF;
+  // pairs of rows interleaved, then pairs of pairs: u[4k + m] holds, in
+  // its 128-bit lane L, column 4L + m of rows 4k .. 4k + 3
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_maskz_unpacklo_ps(all, r[i], r[i + 1]);
+    t[i + 1] = _mm512_maskz_unpackhi_ps(all, r[i], r[i + 1]);
+  }
+  for (int k = 0; k < 16; k += 4)
+    for (int h = 0; h < 2; ++h) {
+      const __m512d a = _mm512_castps_pd(t[k + h]),
+                    b = _mm512_castps_pd(t[k + 2 + h]);
+      r[k + 2 * h] = _mm512_castpd_ps(_mm512_maskz_unpacklo_pd(all8, a, b));
+      r[k + 2 * h + 1] =
+          _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(all8, a, b));
+    }
+  // lane L of the four row groups: column 4L + m
+  for (int m = 0; m < 4; ++m) {
+    const __m512 v0 = _mm512_maskz_shuffle_f32x4(all, r[m], r[4 + m], 0x88),
+                 v1 = _mm512_maskz_shuffle_f32x4(all, r[m], r[4 + m], 0xDD),
+                 w0 = _mm512_maskz_shuffle_f32x4(all, r[8 + m], r[12 + m],
+                                                 0x88),
+                 w1 = _mm512_maskz_shuffle_f32x4(all, r[8 + m], r[12 + m],
+                                                 0xDD);
+    t[m] = _mm512_maskz_shuffle_f32x4(all, v0, w0, 0x88);
+    t[8 + m] = _mm512_maskz_shuffle_f32x4(all, v0, w0, 0xDD);
+    t[4 + m] = _mm512_maskz_shuffle_f32x4(all, v1, w1, 0x88);
+    t[12 + m] = _mm512_maskz_shuffle_f32x4(all, v1, w1, 0xDD);
+  }
+  for (int c = 0; c < cols; ++c) _mm512_storeu_ps(dst + c * dst_stride, t[c]);
+}
 #endif
 
 // A switch's cases over a count (1-8) to its instance of `kernel`.

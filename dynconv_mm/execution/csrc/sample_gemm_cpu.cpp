@@ -645,10 +645,21 @@ DYNCONV_MM_AVX2 void weight_grad_unit(const Layout& l, const Kernels& kernels,
       const int64_t j0 = j_begin + t * tile;
       const int64_t m = std::min<int64_t>(tile, j_end - j0);
       float* dst = packed.data() + (t * B + b) * P * tile;
-      for (int64_t lane = 0; lane < m; ++lane) {
-        const float* src = cols + ((b * l.groups + g) * l.row + j0 + lane) * P;
-        for (int64_t p = 0; p < P; ++p) dst[p * tile + lane] = src[p];
+      const float* src = cols + ((b * l.groups + g) * l.row + j0) * P;
+      if (kernels.width == kWideColumns) {
+        // blocks of 16 x 16 transposed in registers (the wide tiles' CPUs
+        // have AVX-512): element by element this took 2% of the op
+        for (int64_t lane = 0; lane < m; lane += 16)
+          for (int64_t p = 0; p < P; p += 16)
+            avx512_transpose_block(src + lane * P + p, P,
+                                   std::min<int64_t>(16, m - lane),
+                                   std::min<int64_t>(16, P - p),
+                                   dst + p * tile + lane, tile);
+        continue;
       }
+      for (int64_t lane = 0; lane < m; ++lane)
+        for (int64_t p = 0; p < P; ++p)
+          dst[p * tile + lane] = src[lane * P + p];
     }
   std::vector<float> products(B * kRows * count * tile);
   std::vector<float> edge(2 * count * tile);
