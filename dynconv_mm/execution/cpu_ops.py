@@ -215,7 +215,8 @@ def cpu_sample_conv(x: Tensor, weight: Tensor, attentions: ConvAttentions,
         cols = x.view(1, x.shape[1], -1)
     else:
         cols = _CPU_OPS.unfold_columns(x, kernel_size, pair(dilation),
-                                       pair(padding), pair(stride))
+                                       pair(padding), pair(stride), None,
+                                       _AVX512)
     y = _CPU_OPS.sample_conv(cols, weight, attentions.kernel,
                              attentions.input, attentions.spatial,
                              attentions.output, bias)
@@ -322,9 +323,10 @@ def cpu_unfold_columns(x: Tensor, kernel_size: Tuple[int, int],
     ``[B, C, H, W]``: ``[B, C*kh*kw, H_out*W_out]``, the samples' channels
     split over threads (PyTorch's runs one sample at a time); given
     ``rows`` (contiguous, ``[B, C, kh*kw]``), each row times its scale
-    (the same bits as unfolding, then multiplying)."""
+    (the same bits as unfolding, then multiplying). Its rows in AVX-512
+    registers where the CPU has them."""
     return _CPU_OPS.unfold_columns(x, kernel_size, dilation, padding, stride,
-                                   rows)
+                                   rows, _AVX512)
 
 
 def cpu_fold_columns(cols: Tensor, size: Tuple[int, int],

@@ -47,8 +47,19 @@ def geometry_case(name):
     return x, geometry, grad
 
 
+@pytest.fixture(params=['avx512', 'portable'])
+def unfold_rows_in(request, monkeypatch):
+    """The unfold's rows in AVX-512 registers (where this CPU has it) or
+    in its portable loops."""
+    if request.param == 'avx512' and not cpu_ops._AVX512:
+        pytest.skip('this CPU has no AVX-512')
+    if request.param == 'portable':
+        monkeypatch.setattr(cpu_ops, '_AVX512', False)
+    return request.param
+
+
 @pytest.mark.parametrize('name', GEOMETRIES)
-def test_unfold_equals_pytorch(counting_ops, name):
+def test_unfold_equals_pytorch(counting_ops, unfold_rows_in, name):
     x, geometry, _ = geometry_case(name)
     assert torch.equal(cpu_ops.cpu_unfold_columns(x, *geometry),
                        F.unfold(x, *geometry))
@@ -81,7 +92,8 @@ def scaled(cols, rows):
 
 
 @pytest.mark.parametrize('name', GEOMETRIES)
-def test_unfold_scales_rows_as_pytorch_does(counting_ops, name):
+def test_unfold_scales_rows_as_pytorch_does(counting_ops, unfold_rows_in,
+                                            name):
     x, geometry, _ = geometry_case(name)
     rows = row_scales(x, geometry)
     assert torch.equal(cpu_ops.cpu_unfold_columns(x, *geometry, rows),

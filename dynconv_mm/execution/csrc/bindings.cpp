@@ -30,7 +30,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "F.unfold, rows optionally scaled, samples and channels over threads "
         "(CPU, float32)",
         py::arg("x"), py::arg("kernel_size"), py::arg("dilation"),
-        py::arg("padding"), py::arg("stride"), py::arg("rows") = py::none());
+        py::arg("padding"), py::arg("stride"), py::arg("rows") = py::none(),
+        py::arg("avx512") = false);
   m.def("fold_columns", &dynconv_mm::fold_columns,
         "F.fold of columns of any strides, optionally scaled by rows, and "
         "given x the rows' gradient; channels over threads (CPU, float32)",

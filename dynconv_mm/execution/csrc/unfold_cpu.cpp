@@ -122,8 +122,10 @@ DYNCONV_MM_AVX512 void unfold_position_avx512(const float* in,
 at::Tensor unfold_columns(const at::Tensor& x, at::IntArrayRef kernel_size,
                           at::IntArrayRef dilation, at::IntArrayRef padding,
                           at::IntArrayRef stride,
-                          const c10::optional<at::Tensor>& rows) {
+                          const c10::optional<at::Tensor>& rows, bool avx512) {
   check_float_cpu("unfold_columns", "x", x, x.dim() == 4, "[B, C, H, W]");
+  TORCH_CHECK(!avx512 || avx512_supported(),
+              "dynconv_mm unfold_columns: avx512 needs a CPU with AVX-512");
   const Geometry g = checked_geometry("unfold_columns", x.size(2),
                                       x.size(3), kernel_size, dilation,
                                       padding, stride);
@@ -137,8 +139,9 @@ at::Tensor unfold_columns(const at::Tensor& x, at::IntArrayRef kernel_size,
   const float* src = x.data_ptr<float>();
   float* dst = cols.data_ptr<float>();
   const int64_t plane = g.height * g.width;
-  // rows in masked AVX-512 registers where the columns' stride is 1
-  const bool vectors = avx512_supported() && g.sw == 1;
+  // rows in masked AVX-512 registers where asked and the columns' stride
+  // is 1
+  const bool vectors = avx512 && g.sw == 1;
   at::parallel_for(
       0, batch * channels,
       std::max<int64_t>(1, kGrainElements / (area * pixels)),
