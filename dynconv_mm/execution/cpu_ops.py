@@ -323,8 +323,8 @@ def cpu_unfold_columns(x: Tensor, kernel_size: Tuple[int, int],
     ``[B, C, H, W]``: ``[B, C*kh*kw, H_out*W_out]``, the samples' channels
     split over threads (PyTorch's runs one sample at a time); given
     ``rows`` (contiguous, ``[B, C, kh*kw]``), each row times its scale
-    (the same bits as unfolding, then multiplying). Its rows in AVX-512
-    registers where the CPU has them."""
+    (the values of unfolding, then multiplying; the padding's zeros stay
+    positive). Its rows in AVX-512 registers where the CPU has them."""
     return _CPU_OPS.unfold_columns(x, kernel_size, dilation, padding, stride,
                                    rows, _AVX512)
 
