@@ -2,7 +2,7 @@
 (``dynconv_mm/execution/csrc/unfold_cpu.cpp``): the same bits as
 ``F.unfold`` and ``F.fold`` over geometries with padding, stride,
 dilation and non-square kernels, the fold from columns of any strides;
-with row scales (ODConv's channel x spatial attention), the same bits as
+with row scales (ODConv's channel x spatial attention), equal to
 scaling in PyTorch and the scales' gradient against float64 products;
 the layers that unfold, through them, against the slow oracle; where
 they must not run; and their refusals of bad arguments."""
