@@ -257,15 +257,11 @@ std::vector<at::Tensor> fold_columns(
                                    g.pw + j * g.dw;
                 float* row = out + at;
                 const float* in = column + oy * g.out_w * sp;
-                if (scales)
-                  for (int64_t ox = x0; ox < x1; ++ox)
-                    row[ox * g.sw] += in[ox * sp] * r;
-                else
-                  for (int64_t ox = x0; ox < x1; ++ox)
-                    row[ox * g.sw] += in[ox * sp];
-                if (plane)
-                  for (int64_t ox = x0; ox < x1; ++ox)
-                    grad_r += in[ox * sp] * plane[at + ox * g.sw];
+                for (int64_t ox = x0; ox < x1; ++ox) {
+                  const float v = in[ox * sp];
+                  row[ox * g.sw] += scales ? v * r : v;
+                  if (plane) grad_r += v * plane[at + ox * g.sw];
+                }
               }
               if (dst_rows) dst_rows[bc * area + s] = grad_r;
             }
