@@ -259,22 +259,25 @@ inline void prefetch_ahead(const float* const* ahead, int64_t k, int64_t n) {
 // One output row's share of NB samples, for each of its K bank rows k
 // (`w[k]`, gradient `dw[k]`): dw_k (+)= sum_i c[k * c_stride + i] G_i
 // (`first`: written, not added to) and the dot products <G_i, w_k>, added
-// to 8 lanes at dots + i * dots_stride + k * kernel_stride, over `width`
-// columns; prefetch_ahead(ahead, k, n) as bank row k starts. (One call a
-// row, not one a bank row: the calls' set-up and the dot products' folding
-// took about as long as their arithmetic. 7x7, batch 8, four kernels,
-// backward op alone, alternating processes: 18.0-18.5 -> 16.3-17.8 ms.)
+// (`fresh`: written) to 8 lanes at dots + i * dots_stride + k *
+// kernel_stride, over `width` columns; prefetch_ahead(ahead, k, n) as
+// bank row k starts. (One call a row, not one a bank row: the calls'
+// set-up and the dot products' folding took about as long as their
+// arithmetic. 7x7, batch 8, four kernels, backward op alone, alternating
+// processes: 18.0-18.5 -> 16.3-17.8 ms.)
 template <int NB>
 DYNCONV_MM_AVX2 inline __attribute__((always_inline)) void reduce_samples(
     int64_t K, const float* const* w, float* const* dw, bool first,
     const float* G, int64_t G_stride, const float* c, int64_t c_stride,
-    float* dots, int64_t dots_stride, int64_t kernel_stride, int64_t width,
-    const float* const* ahead, int64_t n) {
+    float* dots, int64_t dots_stride, int64_t kernel_stride, bool fresh,
+    int64_t width, const float* const* ahead, int64_t n) {
   for (int64_t k = 0; k < K; ++k) {
     prefetch_ahead(ahead, k, n);
     __m256 dot[NB];
     for (int i = 0; i < NB; ++i)
-      dot[i] = _mm256_loadu_ps(dots + i * dots_stride + k * kernel_stride);
+      dot[i] = fresh ? _mm256_setzero_ps()
+                     : _mm256_loadu_ps(dots + i * dots_stride +
+                                       k * kernel_stride);
     for (int64_t h = 0; h < width; h += 8) {
       const __m256 wv = _mm256_loadu_ps(w[k] + h);
       __m256 sum = first ? _mm256_setzero_ps() : _mm256_loadu_ps(dw[k] + h);
@@ -315,7 +318,8 @@ struct Kernels {
                  float* const* dw, bool first, const float* G,
                  int64_t G_stride, const float* c, int64_t c_stride,
                  float* dots, int64_t dots_stride, int64_t kernel_stride,
-                 int64_t width, const float* const* ahead, int64_t n);
+                 bool fresh, int64_t width, const float* const* ahead,
+                 int64_t n);
   int64_t lanes;
 };
 
@@ -323,14 +327,15 @@ struct Kernels {
 #define DYNCONV_MM_REDUCE_CASE(NB, kernel)                                \
   case NB:                                                                \
     kernel<NB>(K, w, dw, first, G, G_stride, c, c_stride, dots,           \
-               dots_stride, kernel_stride, width, ahead, n);              \
+               dots_stride, kernel_stride, fresh, width, ahead, n);       \
     break;
 #define DYNCONV_MM_REDUCE(isa, name, kernel)                              \
   isa void name(int64_t samples, int64_t K, const float* const* w,        \
                 float* const* dw, bool first, const float* G,             \
                 int64_t G_stride, const float* c, int64_t c_stride,       \
                 float* dots, int64_t dots_stride, int64_t kernel_stride,  \
-                int64_t width, const float* const* ahead, int64_t n) {    \
+                bool fresh, int64_t width, const float* const* ahead,     \
+                int64_t n) {                                              \
     switch (samples) { DYNCONV_MM_COUNTS(DYNCONV_MM_REDUCE_CASE, kernel) } \
   }
 
@@ -371,13 +376,15 @@ DYNCONV_MM_AVX512 inline __attribute__((always_inline)) void
 reduce_samples_wide(int64_t K, const float* const* w, float* const* dw,
                     bool first, const float* G, int64_t G_stride,
                     const float* c, int64_t c_stride, float* dots,
-                    int64_t dots_stride, int64_t kernel_stride,
+                    int64_t dots_stride, int64_t kernel_stride, bool fresh,
                     int64_t width, const float* const* ahead, int64_t n) {
   for (int64_t k = 0; k < K; ++k) {
     prefetch_ahead(ahead, k, n);
     __m512 dot[NB], cv[NB];
     for (int i = 0; i < NB; ++i) {
-      dot[i] = _mm512_loadu_ps(dots + i * dots_stride + k * kernel_stride);
+      dot[i] = fresh ? _mm512_setzero_ps()
+                     : _mm512_loadu_ps(dots + i * dots_stride +
+                                       k * kernel_stride);
       cv[i] = _mm512_set1_ps(c[k * c_stride + i]);
     }
     for (int64_t h = 0; h < width; h += 16) {
@@ -691,8 +698,8 @@ DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const Kernels& kernels,
     for (int64_t b0 = 0; b0 < B; b0 += 8)
       kernels.reduce(std::min<int64_t>(8, B - b0), K, row_w, row_dw, b0 == 0,
                      products + (b0 * rows + r) * width, rows * width, c + b0,
-                     B, d + b0 * sample_stride, sample_stride, lanes, width,
-                     b0 == 0 ? ahead : nullptr, n);
+                     B, d + b0 * sample_stride, sample_stride, lanes,
+                     l.per_row, width, b0 == 0 ? ahead : nullptr, n);
     if (n < width)
       for (int64_t k = 0; k < K; ++k)
         std::copy_n(row_dw[k], n,
@@ -701,13 +708,14 @@ DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const Kernels& kernels,
       mix_samples_row(l, kernels, g, o0 + r, j_begin, n, 0, B, mix_c,
                       panels + r * width, panel_stride);
   }
-  if (l.per_row)  // this tile's rows are done: their sums, lanes reset
-    for (int64_t b = 0; b < B; ++b) {
-      // (sample b's rows and kernels, in the order of its partials)
-      float* d = dots + b * sample_stride;
-      add_lane_sums(d, rows * K, lanes, partial + l.mixing_index(b, g, o0, 0));
-      std::fill_n(d, rows * K * lanes, 0.f);
-    }
+  // This tile's rows are done: their sums (each sample's rows and
+  // kernels in the order of its partials). Their lanes are written afresh
+  // by the next tile's (not cleared here and added to: DyNet's backward op
+  // at 7x7, batch 8, -0.4 to -0.7 ms, one process switching).
+  if (l.per_row)
+    for (int64_t b = 0; b < B; ++b)
+      add_lane_sums(dots + b * sample_stride, rows * K, lanes,
+                    partial + l.mixing_index(b, g, o0, 0));
 }
 
 DYNCONV_MM_AVX2 void weight_grad_unit(const Layout& l, const Kernels& kernels,
