@@ -106,6 +106,10 @@ SHAPES = {
     'many_kernels': (3, 1, 7, 70, 11, 11),
     'tall': (2, 1, 130, 70, 9, 3),
     'batch40': (40, 1, 7, 70, 9, 2),
+    # rows of 16-float multiples, so the wide tiles write the bank's
+    # gradient past the caches: two full units of 256 columns per group,
+    # then a short one through the padded copies
+    'aligned_rows': (3, 2, 13, 528, 9, 3),
 }
 
 

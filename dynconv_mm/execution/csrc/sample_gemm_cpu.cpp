@@ -77,6 +77,9 @@ struct Layout {
   bool per_row;
   // the backward's copy of m with the samples last, [K, B] or [G, O, K, B]
   const float* m_t = nullptr;
+  // whether the backward writes the bank's gradient past the caches
+  // (GradientStore::kStream; sample_gemm_backward says when)
+  bool stream_gradient = false;
 
   // Row o's coefficients c[k * B + b] = mixing(b, g, o, k) (backward).
   const float* row_coefficients(int64_t g, int64_t o) const {
@@ -248,6 +251,11 @@ inline void prefetch(const float* src, int64_t n, bool write = false) {
   }
 }
 
+// How the reduction writes a bank row's gradient: added to what is there,
+// written, or written with non-temporal stores past the caches
+// (`kStream`: 64-byte aligned rows, wide tiles only; the op fences after).
+enum class GradientStore { kAddTo, kWrite, kStream };
+
 // The pieces of n floats at ahead[2k] and, to be written, ahead[2k + 1]
 // (either may be null; `ahead` too).
 inline void prefetch_ahead(const float* const* ahead, int64_t k, int64_t n) {
@@ -258,16 +266,16 @@ inline void prefetch_ahead(const float* const* ahead, int64_t k, int64_t n) {
 
 // One output row's share of NB samples, for each of its K bank rows k
 // (`w[k]`, gradient `dw[k]`): dw_k (+)= sum_i c[k * c_stride + i] G_i
-// (`first`: written, not added to) and the dot products <G_i, w_k>, added
-// (`fresh`: written) to 8 lanes at dots + i * dots_stride + k *
-// kernel_stride, over `width` columns; prefetch_ahead(ahead, k, n) as
-// bank row k starts. (One call a row, not one a bank row: the calls'
-// set-up and the dot products' folding took about as long as their
-// arithmetic. 7x7, batch 8, four kernels, backward op alone, alternating
-// processes: 18.0-18.5 -> 16.3-17.8 ms.)
+// (how: `store`; AVX2's write kStream as kWrite) and the dot products
+// <G_i, w_k>, added (`fresh`: written) to 8 lanes at dots + i *
+// dots_stride + k * kernel_stride, over `width` columns;
+// prefetch_ahead(ahead, k, n) as bank row k starts. (One call a row, not
+// one a bank row: the calls' set-up and the dot products' folding took
+// about as long as their arithmetic. 7x7, batch 8, four kernels, backward
+// op alone, alternating processes: 18.0-18.5 -> 16.3-17.8 ms.)
 template <int NB>
 DYNCONV_MM_AVX2 inline __attribute__((always_inline)) void reduce_samples(
-    int64_t K, const float* const* w, float* const* dw, bool first,
+    int64_t K, const float* const* w, float* const* dw, GradientStore store,
     const float* G, int64_t G_stride, const float* c, int64_t c_stride,
     float* dots, int64_t dots_stride, int64_t kernel_stride, bool fresh,
     int64_t width, const float* const* ahead, int64_t n) {
@@ -280,7 +288,9 @@ DYNCONV_MM_AVX2 inline __attribute__((always_inline)) void reduce_samples(
                                        k * kernel_stride);
     for (int64_t h = 0; h < width; h += 8) {
       const __m256 wv = _mm256_loadu_ps(w[k] + h);
-      __m256 sum = first ? _mm256_setzero_ps() : _mm256_loadu_ps(dw[k] + h);
+      __m256 sum = store != GradientStore::kAddTo
+                       ? _mm256_setzero_ps()
+                       : _mm256_loadu_ps(dw[k] + h);
       for (int i = 0; i < NB; ++i) {
         const __m256 g = _mm256_loadu_ps(G + i * G_stride + h);
         sum = _mm256_fmadd_ps(_mm256_broadcast_ss(c + k * c_stride + i), g,
@@ -315,7 +325,7 @@ struct Kernels {
   // reduce_samples<samples> (1-8 samples), the dot products in `lanes`
   // lanes each
   void (*reduce)(int64_t samples, int64_t K, const float* const* w,
-                 float* const* dw, bool first, const float* G,
+                 float* const* dw, GradientStore store, const float* G,
                  int64_t G_stride, const float* c, int64_t c_stride,
                  float* dots, int64_t dots_stride, int64_t kernel_stride,
                  bool fresh, int64_t width, const float* const* ahead,
@@ -326,12 +336,12 @@ struct Kernels {
 // Kernels::reduce compiled for `isa` as `name`: `kernel`<samples>.
 #define DYNCONV_MM_REDUCE_CASE(NB, kernel)                                \
   case NB:                                                                \
-    kernel<NB>(K, w, dw, first, G, G_stride, c, c_stride, dots,           \
+    kernel<NB>(K, w, dw, store, G, G_stride, c, c_stride, dots,           \
                dots_stride, kernel_stride, fresh, width, ahead, n);       \
     break;
 #define DYNCONV_MM_REDUCE(isa, name, kernel)                              \
   isa void name(int64_t samples, int64_t K, const float* const* w,        \
-                float* const* dw, bool first, const float* G,             \
+                float* const* dw, GradientStore store, const float* G,    \
                 int64_t G_stride, const float* c, int64_t c_stride,       \
                 float* dots, int64_t dots_stride, int64_t kernel_stride,  \
                 bool fresh, int64_t width, const float* const* ahead,     \
@@ -374,7 +384,7 @@ void mix_avx512(const float* src, int64_t src_stride, const float* c,
 template <int NB>
 DYNCONV_MM_AVX512 inline __attribute__((always_inline)) void
 reduce_samples_wide(int64_t K, const float* const* w, float* const* dw,
-                    bool first, const float* G, int64_t G_stride,
+                    GradientStore store, const float* G, int64_t G_stride,
                     const float* c, int64_t c_stride, float* dots,
                     int64_t dots_stride, int64_t kernel_stride, bool fresh,
                     int64_t width, const float* const* ahead, int64_t n) {
@@ -389,13 +399,18 @@ reduce_samples_wide(int64_t K, const float* const* w, float* const* dw,
     }
     for (int64_t h = 0; h < width; h += 16) {
       const __m512 wv = _mm512_loadu_ps(w[k] + h);
-      __m512 sum = first ? _mm512_setzero_ps() : _mm512_loadu_ps(dw[k] + h);
+      __m512 sum = store != GradientStore::kAddTo
+                       ? _mm512_setzero_ps()
+                       : _mm512_loadu_ps(dw[k] + h);
       for (int i = 0; i < NB; ++i) {
         const __m512 g = _mm512_loadu_ps(G + i * G_stride + h);
         sum = _mm512_fmadd_ps(cv[i], g, sum);
         dot[i] = _mm512_fmadd_ps(g, wv, dot[i]);
       }
-      _mm512_storeu_ps(dw[k] + h, sum);
+      if (store == GradientStore::kStream)
+        _mm512_stream_ps(dw[k] + h, sum);
+      else
+        _mm512_storeu_ps(dw[k] + h, sum);
     }
     for (int i = 0; i < NB; ++i)
       _mm512_storeu_ps(dots + i * dots_stride + k * kernel_stride, dot[i]);
@@ -654,7 +669,8 @@ DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const Kernels& kernels,
       for (int64_t k = 0; k < K; ++k) {
         const float* ahead = l.bank_row(k, g, o0 + kRows + r) + j_begin;
         next_rows[pieces++] = ahead;
-        next_rows[pieces++] = grad_bank + (ahead - l.bank);
+        if (!l.stream_gradient)
+          next_rows[pieces++] = grad_bank + (ahead - l.bank);
       }
   for (int64_t t = 0; t < count; ++t)
     for (int64_t b = 0; b < B; ++b) {
@@ -690,13 +706,18 @@ DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const Kernels& kernels,
       const bool next = stream ? next_r < rows : o0 + next_r < l.group_out;
       ahead[2 * k] = next ? l.bank_row(next_k, g, o0 + next_r) + j_begin
                           : nullptr;
-      ahead[2 * k + 1] =
-          next ? grad_bank + (ahead[2 * k] - l.bank) : nullptr;
+      ahead[2 * k + 1] = next && !l.stream_gradient
+                             ? grad_bank + (ahead[2 * k] - l.bank)
+                             : nullptr;
     }
     const float* c = l.row_coefficients(g, o0 + r);
     float* d = dots + (l.per_row ? r : 0) * K * lanes;
+    const GradientStore written = l.stream_gradient && n == width
+                                      ? GradientStore::kStream
+                                      : GradientStore::kWrite;
     for (int64_t b0 = 0; b0 < B; b0 += 8)
-      kernels.reduce(std::min<int64_t>(8, B - b0), K, row_w, row_dw, b0 == 0,
+      kernels.reduce(std::min<int64_t>(8, B - b0), K, row_w, row_dw,
+                     b0 > 0 ? GradientStore::kAddTo : written,
                      products + (b0 * rows + r) * width, rows * width, c + b0,
                      B, d + b0 * sample_stride, sample_stride, lanes,
                      l.per_row, width, b0 == 0 ? ahead : nullptr, n);
@@ -783,6 +804,7 @@ DYNCONV_MM_AVX2 void weight_grad_unit(const Layout& l, const Kernels& kernels,
                        oe, panels.data(), block, width, input_edge.data(),
                        ob > 0);
   }
+  if (l.stream_gradient) _mm_sfence();  // the streamed gradient, ordered
   if (!l.per_row)  // shared mixing: the unit's sums
     for (int64_t b = 0; b < B; ++b)
       for (int64_t k = 0; k < K; ++k)
@@ -892,6 +914,16 @@ std::vector<at::Tensor> sample_gemm_backward(
   check_float_cpu_shape("sample_gemm_backward", "cols", cols,
                         {l.batch, l.groups, l.row, l.pixels});
   at::Tensor grad_bank = at::empty_like(bank);
+  // The bank's gradient, written once (one group of eight samples), goes
+  // to memory with non-temporal stores, neither read for ownership nor
+  // prefetched: at 7x7, batch 8, the caches' way cost its read and its
+  // prefetches' fill buffers in every phase (backward op, one process
+  // switching: DyNet 20.4 -> 18.7-19.0 ms, four kernels 17.4-17.8 ->
+  // 16.6-16.8). (Streamed while still prefetched, as tried before, it was
+  // slower: +0.2 to +0.5 ms.) Rows must start on 64 bytes.
+  l.stream_gradient =
+      kernels.width == kWideColumns && l.batch <= 8 && l.row % 16 == 0 &&
+      reinterpret_cast<uintptr_t>(grad_bank.data_ptr<float>()) % 64 == 0;
   at::Tensor grad_cols_t;
   if (grad_y_t) {
     check_float_cpu_shape("sample_gemm_backward", "grad_y_t", *grad_y_t,
