@@ -114,7 +114,7 @@ DYNCONV_MM_AVX2 inline float sum_of(const float* d, int64_t lanes) {
   return lane_sum(v);
 }
 
-// The permutations of avx512_add_lane_sums: at each level, the first and
+// The permutations of avx512_lane_sums: at each level, the first and
 // second halves of each group of lanes of two registers (`gs`-lane groups,
 // a's then b's: lane indices 0-15 a's, 16-31 b's) side by side.
 struct LaneSumIndices {
@@ -131,12 +131,12 @@ struct LaneSumIndices {
   }
 };
 
-// out[e] += the sum of the 16 floats at v + 16 e, for e < count: sixteen
+// out[e] = the sum of the 16 floats at v + 16 e, for e < count: sixteen
 // entries at a time, by four levels of permutations and adds (each halves
 // the lanes an entry still spans); one by one they took a third of
 // DyNet's per-row bookkeeping in the weight gradients.
-DYNCONV_MM_AVX512 void avx512_add_lane_sums(const float* v, int64_t count,
-                                            float* out) {
+DYNCONV_MM_AVX512 void avx512_lane_sums(const float* v, int64_t count,
+                                        float* out) {
   static const LaneSumIndices indices;
   int64_t e = 0;
   for (; e + 16 <= count; e += 16) {
@@ -150,16 +150,16 @@ DYNCONV_MM_AVX512 void avx512_add_lane_sums(const float* v, int64_t count,
             _mm512_permutex2var_ps(x[2 * j], first, x[2 * j + 1]),
             _mm512_permutex2var_ps(x[2 * j], second, x[2 * j + 1]));
     }
-    _mm512_storeu_ps(out + e, _mm512_add_ps(_mm512_loadu_ps(out + e), x[0]));
+    _mm512_storeu_ps(out + e, x[0]);
   }
-  for (; e < count; ++e) out[e] += sum_of(v + e * 16, 16);
+  for (; e < count; ++e) out[e] = sum_of(v + e * 16, 16);
 }
 
-// out[e] += the sum of the `lanes` floats at v + lanes e, for e < count.
-DYNCONV_MM_AVX2 void add_lane_sums(const float* v, int64_t count,
-                                   int64_t lanes, float* out) {
-  if (lanes == 16) return avx512_add_lane_sums(v, count, out);
-  for (int64_t e = 0; e < count; ++e) out[e] += sum_of(v + e * lanes, lanes);
+// out[e] = the sum of the `lanes` floats at v + lanes e, for e < count.
+DYNCONV_MM_AVX2 void lane_sums(const float* v, int64_t count, int64_t lanes,
+                               float* out) {
+  if (lanes == 16) return avx512_lane_sums(v, count, out);
+  for (int64_t e = 0; e < count; ++e) out[e] = sum_of(v + e * lanes, lanes);
 }
 
 // out[r, 0:16] (+)= sum_i a[r, i] * panel[i, 0:16] for R rows, in 2R
@@ -735,8 +735,8 @@ DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const Kernels& kernels,
   // at 7x7, batch 8, -0.4 to -0.7 ms, one process switching).
   if (l.per_row)
     for (int64_t b = 0; b < B; ++b)
-      add_lane_sums(dots + b * sample_stride, rows * K, lanes,
-                    partial + l.mixing_index(b, g, o0, 0));
+      lane_sums(dots + b * sample_stride, rows * K, lanes,
+                partial + l.mixing_index(b, g, o0, 0));
 }
 
 DYNCONV_MM_AVX2 void weight_grad_unit(const Layout& l, const Kernels& kernels,
@@ -808,7 +808,7 @@ DYNCONV_MM_AVX2 void weight_grad_unit(const Layout& l, const Kernels& kernels,
   if (!l.per_row)  // shared mixing: the unit's sums
     for (int64_t b = 0; b < B; ++b)
       for (int64_t k = 0; k < K; ++k)
-        partial[b * K + k] +=
+        partial[b * K + k] =
             sum_of(dots.data() + (b * K + k) * kernels.lanes, kernels.lanes);
 }
 
@@ -942,8 +942,10 @@ std::vector<at::Tensor> sample_gemm_backward(
   const int64_t units = l.groups * column_units;
   // Each unit's share of the mixing gradient, summed below: the same
   // result whatever the number of threads. Per row, the units of one
-  // column range write disjoint entries of one row of partials.
-  at::Tensor partials = at::zeros(
+  // column range write disjoint entries of one row of partials. Every
+  // entry is written once (not added to: zeroing DyNet's 3.5 MB at 7x7,
+  // batch 8, took 0.1 ms).
+  at::Tensor partials = at::empty(
       {column_units * (l.per_row ? 1 : l.groups), mixing.numel()},
       mixing.options());
   at::parallel_for(0, units, 1, [&](int64_t begin, int64_t end) {
