@@ -60,7 +60,7 @@ same values are computed in PyTorch; :data:`CPU_OPS_ERROR` says why, and
 import importlib
 import os
 from contextlib import contextmanager
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -108,6 +108,21 @@ def cpu_ops_usable(x: Tensor) -> bool:
     compiles, traces or watches (a ``TorchDispatchMode``) the call.
     Autograd is the caller's check."""
     return not _SUSPENDED and _takes(x)
+
+
+def cpu_ops_ready(*tensors: Optional[Tensor]) -> bool:
+    """Whether the compiled ops may run now on ``tensors`` (``None``
+    ignored), where a decision taken on an earlier call of the same shapes
+    is reused: not suspended, no CPU autocast, nothing compiles, traces or
+    watches the call, and each a contiguous float32 CPU tensor. Autograd
+    is the caller's check."""
+    if _SUSPENDED or _CPU_OPS is None or torch.is_autocast_enabled('cpu') \
+            or not _unobserved():
+        return False
+    for t in tensors:
+        if t is not None and not _contiguous_float32_cpu(t):
+            return False
+    return True
 
 
 def _unobserved() -> bool:
@@ -209,18 +224,43 @@ def cpu_sample_conv(x: Tensor, weight: Tensor, attentions: ConvAttentions,
     that :func:`cpu_sample_kernel` would form from the bank ``weight``
     ``[K, C_out, C_in, kh, kw]`` and every attention (one group), without
     forming it. ``[1, C_out, H_out, W_out]``."""
+    return cpu_sample_conv_call(x, weight, stride, padding, dilation)(
+        x, weight, attentions, bias)
+
+
+SampleConvCall = Callable[[Tensor, Tensor, ConvAttentions, Optional[Tensor]],
+                          Tensor]
+
+
+def cpu_sample_conv_call(x: Tensor, weight: Tensor, stride: IntPair,
+                         padding: Padding,
+                         dilation: IntPair) -> SampleConvCall:
+    """:func:`cpu_sample_conv` as a function of ``(x, weight, attentions,
+    bias)`` for calls of these shapes and geometry: the unfolding and the
+    output's shape worked out once."""
     kernel_size = tuple(weight.shape[3:])
-    out_size = output_size(x, kernel_size, stride, padding, dilation)
+    out_shape = (1, weight.shape[1],
+                 *output_size(x, kernel_size, stride, padding, dilation))
+    sample_conv = _CPU_OPS.sample_conv
     if _pointwise(kernel_size, stride, padding):  # the input as it lies
-        cols = x.view(1, x.shape[1], -1)
-    else:
-        cols = _CPU_OPS.unfold_columns(x, kernel_size, pair(dilation),
-                                       pair(padding), pair(stride), None,
-                                       _AVX512)
-    y = _CPU_OPS.sample_conv(cols, weight, attentions.kernel,
-                             attentions.input, attentions.spatial,
-                             attentions.output, bias)
-    return y.view(1, weight.shape[1], *out_size)
+        columns = (1, x.shape[1], -1)
+
+        def run(x: Tensor, weight: Tensor, attentions: ConvAttentions,
+                bias: Optional[Tensor]) -> Tensor:
+            return sample_conv(x.view(columns), weight, attentions.kernel,
+                               attentions.input, attentions.spatial,
+                               attentions.output, bias).view(out_shape)
+        return run
+    unfold = _CPU_OPS.unfold_columns
+    unfolding = (kernel_size, pair(dilation), pair(padding), pair(stride),
+                 None, _AVX512)
+
+    def run_unfolded(x: Tensor, weight: Tensor, attentions: ConvAttentions,
+                     bias: Optional[Tensor]) -> Tensor:
+        return sample_conv(unfold(x, *unfolding), weight, attentions.kernel,
+                           attentions.input, attentions.spatial,
+                           attentions.output, bias).view(out_shape)
+    return run_unfolded
 
 
 def cpu_sample_conv_batch_fits(cols: Tensor, bank: Tensor,

@@ -10,8 +10,9 @@ from .attentions import (ConvAttentions, IntPair, Padding, check_shapes,
                          empty_batch_conv2d)
 from .im2col_conv2d import im2col_conv2d
 from .kernel_branches import kernel_branches_conv2d
-from .per_sample_kernels import (aggregated_conv2d, batch_folded_conv2d,
-                                 call_aggregation_plan)
+from .per_sample_kernels import (SampleRoute, aggregated_conv2d,
+                                 batch_folded_conv2d, call_aggregation_plan,
+                                 one_sample_route)
 from .selection import FORMULATIONS, select_method
 from .tiled_gemm_conv2d import tiled_gemm_conv2d
 
@@ -146,3 +147,23 @@ def _prepared_inference_call(x: Tensor, weight: Tensor,
             _INFERENCE_CALLS.clear()
         _INFERENCE_CALLS[key] = run
     return run
+
+
+def one_sample_inference_route(x: Tensor, weight: Tensor,
+                               attentions: ConvAttentions,
+                               bias: Optional[Tensor], stride: IntPair,
+                               padding: Padding, dilation: IntPair,
+                               groups: int,
+                               method: Method) -> Optional[SampleRoute]:
+    """The route (:func:`.per_sample_kernels.one_sample_route`) that
+    :func:`dynamic_conv2d` takes for a batch-1 call without autograd where
+    it runs ``aggregated``; ``None`` where another formulation runs it. The
+    caller holds that the call is batch-1, without autograd and not
+    compiled."""
+    run = _prepared_inference_call(x, weight, attentions, bias, stride,
+                                   padding, dilation, groups, method)
+    if not (isinstance(run, functools.partial)
+            and run.func is aggregated_conv2d):
+        return None
+    return one_sample_route(x, weight, attentions, bias, stride, padding,
+                            dilation, groups, run.keywords['plan'])

@@ -19,7 +19,7 @@ product. The batch then becomes the groups of a single ``F.conv2d``: input
   output. Plain tensor ops with static shapes, so it traces into
   ``torch.compile`` and CUDA graphs. It is the batch-1 inference path.
 """
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Callable, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,7 @@ from .attentions import (ConvAttentions, IntPair, Padding, accepts_empty_batch,
                          channel_view, finish, intel_cpu, mix_bias, mix_kernels,
                          output_size, records_autograd, scale_channels,
                          shared_kernel_conv2d)
-from .cpu_ops import (cpu_sample_conv, cpu_sample_conv_wins,
+from .cpu_ops import (cpu_sample_conv_call, cpu_sample_conv_wins,
                       cpu_sample_kernel, cpu_sample_kernel_applies)
 from .recompute import recomputed_in_backward
 
@@ -290,21 +290,65 @@ def aggregated_conv2d(x: Tensor,
                       plan: Optional[AggregationPlan] = None) -> Tensor:
     """Attentions aggregated once into each sample's kernel where that is
     cheaper (:func:`aggregation_plan`; ``plan``, where the caller has it
-    for this call's shapes), the rest on the activations. At batch-1
-    inference on a CPU whose compiled op mixes the kernels
-    (:func:`.cpu_ops.cpu_sample_kernel`), all of them ride in its pass;
-    where :func:`.cpu_ops.cpu_sample_conv_wins`, the kernel is not formed
-    at all but mixed inside the convolution's GEMM tiles
-    (:func:`.cpu_ops.cpu_sample_conv`)."""
-    batch = x.shape[0]
+    for this call's shapes), the rest on the activations. A single sample
+    without autograd runs as :func:`one_sample_route` decides (on a CPU,
+    by the compiled ops where they apply)."""
     if plan is None:
         plan = call_aggregation_plan(x, weight, attentions, stride, padding,
                                      dilation)
+    if x.shape[0] == 1 and not records_autograd(weight, *attentions):
+        return one_sample_conv(
+            x, weight, attentions, bias, stride, padding, dilation, groups,
+            one_sample_route(x, weight, attentions, bias, stride, padding,
+                             dilation, groups, plan))
     kernel_attention, spatial, channel, filter_ = attentions
-    by_op = None  # whether the compiled op forms the kernel: asked once
-    in_tiles = False  # whether it is never formed (cpu_sample_conv)
-    if batch == 1 and (kernel_attention is not None or spatial is not None
-                       or channel is not None or filter_ is not None):
+    per_sample = (kernel_attention is not None or spatial is not None
+                  or (plan.input and channel is not None)
+                  or (plan.output and filter_ is not None))
+    if not plan.input:
+        x = scale_channels(x, channel)
+    # The bias joins the conv unless a filter attention still follows it.
+    bias_in_conv = filter_ is None or plan.output
+    mixed_bias = None if bias is None else mix_bias(bias, kernel_attention)
+    conv_bias = mixed_bias if bias_in_conv else None
+    if per_sample:
+        y = _sample_kernels_conv(x, weight, attentions, groups, plan,
+                                 None if conv_bias is None else
+                                 conv_bias.expand(x.shape[0], -1), stride,
+                                 padding, dilation)
+    else:  # one kernel shared by the batch: the static convolution
+        y = shared_kernel_conv2d(x, weight[0], None if conv_bias is None
+                                 else conv_bias[0], stride, padding,
+                                 dilation, groups)
+    return _after_conv(y, None if plan.output else filter_,
+                       None if bias_in_conv else mixed_bias)
+
+
+class SampleRoute(NamedTuple):
+    """How :func:`one_sample_conv` runs a single sample without autograd
+    (:func:`one_sample_route`): which attentions go into the kernel
+    (``plan``), whether the compiled CPU op forms the kernel (``by_op``)
+    and whether it is never formed but mixed in the GEMM's tiles
+    (``in_tiles``)."""
+
+    plan: AggregationPlan
+    by_op: bool
+    in_tiles: bool
+
+
+def one_sample_route(x: Tensor, weight: Tensor, attentions: ConvAttentions,
+                     bias: Optional[Tensor], stride: IntPair,
+                     padding: Padding, dilation: IntPair, groups: int,
+                     plan: AggregationPlan) -> SampleRoute:
+    """How a single sample without autograd runs: on a CPU whose compiled
+    op mixes the kernels (:func:`.cpu_ops.cpu_sample_kernel_applies`) all
+    attentions ride in its pass, and where
+    :func:`.cpu_ops.cpu_sample_conv_wins` the kernel is not formed at all
+    but mixed inside the convolution's GEMM tiles; elsewhere ``plan``."""
+    kernel_attention, spatial, channel, filter_ = attentions
+    by_op = in_tiles = False
+    if (kernel_attention is not None or spatial is not None
+            or channel is not None or filter_ is not None):
         by_op = cpu_sample_kernel_applies(weight, attentions)
         in_tiles = by_op and cpu_sample_conv_wins(
             x, weight, bias, stride, padding, dilation, groups)
@@ -316,43 +360,77 @@ def aggregated_conv2d(x: Tensor,
             # Decided per call: within cpu_ops_suspended() PyTorch forms
             # the kernel.
             plan = AggregationPlan(True, True)
+    return SampleRoute(plan, by_op, in_tiles)
+
+
+def one_sample_conv(x: Tensor, weight: Tensor, attentions: ConvAttentions,
+                    bias: Optional[Tensor], stride: IntPair,
+                    padding: Padding, dilation: IntPair, groups: int,
+                    route: SampleRoute) -> Tensor:
+    """:func:`aggregated_conv2d` of a single sample ``x`` ``[1, C_in, H,
+    W]`` without autograd, the way ``route`` says: one kernel, formed (or
+    the bank's own) and one convolution, or the kernel mixed in the
+    GEMM's tiles; no more ops than that, since at batch 1 each one's
+    dispatch is a visible share of a small layer's time."""
+    return one_sample_call(x, weight, attentions, bias, stride, padding,
+                           dilation, groups, route)(x, weight, attentions,
+                                                    bias)
+
+
+SampleCall = Callable[[Tensor, Tensor, ConvAttentions, Optional[Tensor]],
+                      Tensor]
+
+
+def one_sample_call(x: Tensor, weight: Tensor, attentions: ConvAttentions,
+                    bias: Optional[Tensor], stride: IntPair,
+                    padding: Padding, dilation: IntPair, groups: int,
+                    route: SampleRoute) -> SampleCall:
+    """:func:`one_sample_conv` as a function of ``(x, weight, attentions,
+    bias)`` for calls of these shapes, the same attentions present and
+    ``route``: what follows from them worked out once."""
+    plan = route.plan
+    if route.in_tiles:  # every attention in the op (plan: all folded)
+        sample_conv = cpu_sample_conv_call(x, weight, stride, padding,
+                                           dilation)
+        if bias is None:
+            return sample_conv
+        return lambda x, weight, attentions, bias: sample_conv(
+            x, weight, attentions, mix_bias(bias, attentions.kernel)[0])
+    kernel_attention, spatial, channel, filter_ = attentions
     per_sample = (kernel_attention is not None or spatial is not None
                   or (plan.input and channel is not None)
                   or (plan.output and filter_ is not None))
-    if not plan.input:
-        x = scale_channels(x, channel)
-    # The bias joins the conv unless a filter attention still follows it.
     bias_in_conv = filter_ is None or plan.output
-    mixed_bias = None if bias is None else mix_bias(bias, kernel_attention)
-    conv_bias = mixed_bias if bias_in_conv else None
-    if in_tiles:  # batch-1 inference, the kernel mixed in the GEMM's tiles
-        y = cpu_sample_conv(x, weight, attentions, None if conv_bias is None
-                            else conv_bias[0], stride, padding, dilation)
-    elif batch == 1 and not records_autograd(weight, *attentions):
-        # The batch-1 inference path: one kernel, formed (or the bank's
-        # own), and one convolution; no more ops than that, since there
-        # each one's dispatch is a visible share of a small layer's time.
-        kernel = (_one_sample_kernel(weight, attentions, groups, plan,
-                                     by_op) if per_sample else weight[0])
-        y = shared_kernel_conv2d(x, kernel, None if conv_bias is None else
-                                 conv_bias[0], stride, padding, dilation,
-                                 groups)
-    elif per_sample:
-        y = _sample_kernels_conv(x, weight, attentions, groups, plan,
-                                 None if conv_bias is None else
-                                 conv_bias.expand(batch, -1), stride,
-                                 padding, dilation)
-    else:  # one kernel shared by the batch: the static convolution
-        y = shared_kernel_conv2d(x, weight[0], None if conv_bias is None
-                                 else conv_bias[0], stride, padding,
-                                 dilation, groups)
-    if not plan.output and filter_ is not None:
+    by_op = route.by_op
+
+    def run(x: Tensor, weight: Tensor, attentions: ConvAttentions,
+            bias: Optional[Tensor]) -> Tensor:
+        kernel_attention, _, channel, filter_ = attentions
+        if not plan.input:
+            x = scale_channels(x, channel)
+        mixed_bias = None if bias is None else mix_bias(bias,
+                                                        kernel_attention)
+        kernel = (_one_sample_kernel(weight, attentions, groups, plan, by_op)
+                  if per_sample else weight[0])
+        y = shared_kernel_conv2d(
+            x, kernel, mixed_bias[0] if bias_in_conv and mixed_bias
+            is not None else None, stride, padding, dilation, groups)
+        return _after_conv(y, None if plan.output else filter_,
+                           None if bias_in_conv else mixed_bias)
+    return run
+
+
+def _after_conv(y: Tensor, filter_: Optional[Tensor],
+                mixed_bias: Optional[Tensor]) -> Tensor:
+    """The filter attention not folded into the kernel, then the mixed bias
+    that had to follow it."""
+    if filter_ is not None:
         # in place where nothing records it: y is this call's own tensor,
         # and an in-place product skips allocating (and first touching) a
         # new one (batch-1 512 x 28 x 28: 16 against 29 us)
         y = (y * channel_view(filter_).to(y.dtype)
              if records_autograd(y, filter_) else
              y.mul_(channel_view(filter_).to(y.dtype)))
-    if mixed_bias is not None and not bias_in_conv:
+    if mixed_bias is not None:
         y = y + channel_view(mixed_bias).to(y.dtype)
     return y

@@ -294,24 +294,37 @@ class DynamicAttention(nn.Module):
         """
         if fused and self.trunk.norm is None and triton_runnable(x):
             return self.arrange(in_full_precision(x, self._fused_heads, x))
-        # not in training mode: see cpu_ops on a reentrant checkpoint
-        if not self.training:
-            trunk = module_entry(self, 'trunk')
-            fc = module_entry(trunk, 'fc')
-            trunk_weight = module_entry(fc, 'weight')
-            if cpu_attention_applies(x, trunk_weight):
-                norm = trunk.eval_batch_norm()
-                if norm is not None:
-                    heads = module_entry(self, 'heads')
-                    return self.arrange(dict(zip(
-                        self.head_slices,
-                        cpu_attention_heads(
-                            x, trunk_weight, module_entry(fc, 'bias'), *norm,
-                            module_entry(heads, 'weight'),
-                            module_entry(heads, 'bias'),
-                            module_entry(self, 'temperature'),
-                            self.num_sigmoid_outputs, self.head_widths))))
+        attentions = self.compiled_attentions(x)
+        if attentions is not None:
+            return attentions
         return self.arrange(in_full_precision(x, self._activated, x))
+
+    def compiled_attentions(self, x: Tensor) -> Optional[ConvAttentions]:
+        """The attentions by the compiled CPU op
+        (:func:`~dynconv_mm.execution.cpu_ops.cpu_attention_heads`, the
+        same function) where it runs them: not in training mode (see
+        ``cpu_ops`` on a reentrant checkpoint), autograd off, ``x`` as the
+        op takes it, no trunk norm or an eval-mode BatchNorm; ``None``
+        otherwise."""
+        if self.training:
+            return None
+        trunk = module_entry(self, 'trunk')
+        fc = module_entry(trunk, 'fc')
+        trunk_weight = module_entry(fc, 'weight')
+        if not cpu_attention_applies(x, trunk_weight):
+            return None
+        norm = trunk.eval_batch_norm()
+        if norm is None:
+            return None
+        heads = module_entry(self, 'heads')
+        return self.arrange(dict(zip(
+            self.head_slices,
+            cpu_attention_heads(x, trunk_weight, module_entry(fc, 'bias'),
+                                *norm, module_entry(heads, 'weight'),
+                                module_entry(heads, 'bias'),
+                                module_entry(self, 'temperature'),
+                                self.num_sigmoid_outputs,
+                                self.head_widths))))
 
     def _activated(self, x: Tensor) -> Dict[str, Tensor]:
         return self.activate(self._logits(x))

@@ -4,16 +4,31 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.modules.module as torch_module
 from mmengine.model import BaseModule
 from torch import Tensor
 
 from ..execution import ConvAttentions, check_method, dynamic_conv2d
-from ..execution.cpu_ops import cpu_ops_suspended
+from ..execution.cpu_ops import cpu_ops_ready, cpu_ops_suspended
+from ..execution.dynamic_conv2d import one_sample_inference_route
+from ..execution.per_sample_kernels import one_sample_call
 from .attention import DynamicAttention, hidden_channels, module_entry
 from .options import (check_bool, check_int, check_pair,
                       reject_unknown_options)
 
 IntPair = Union[int, Tuple[int, int]]
+
+# Input shapes whose batch-1 inference call a layer keeps (a detector meets
+# many image sizes; past this they are decided again).
+MAX_INFERENCE_CALLS = 64
+
+
+def _attention_hooked(attention: nn.Module) -> bool:
+    """Whether a forward hook would run around ``attention``'s module call,
+    its own or a global one."""
+    return bool(attention._forward_hooks or attention._forward_pre_hooks
+                or torch_module._global_forward_hooks
+                or torch_module._global_forward_pre_hooks)
 
 
 class DynamicConv2dBase(BaseModule):
@@ -188,6 +203,11 @@ class DynamicConv2dBase(BaseModule):
         ``attentions`` may be given by a module that owns the attention for
         several convs; by default the layer computes its own from ``x``.
         """
+        if (attentions is None and not self.training
+                and not torch.is_grad_enabled()):
+            y = self._repeated_inference(x)
+            if y is not None:
+                return y
         if self.training and not torch.is_grad_enabled():
             # A reentrant checkpoint's first pass (mmdet's with_cp): its
             # recomputation in backward runs in PyTorch, so must it.
@@ -205,6 +225,65 @@ class DynamicConv2dBase(BaseModule):
                               module_entry(self, 'bias'), self.stride,
                               self.padding, self.dilation, self.groups,
                               self.execution_method())
+
+    def _repeated_inference(self, x: Tensor) -> Optional[Tensor]:
+        """Batch-1 inference on the compiled CPU ops, run as the general
+        forward runs it, with what that decides from shapes (the checks,
+        the formulation, the route and what follows from it) taken on the
+        first call of each input shape and reused while the ops'
+        conditions hold; ``None`` where this does not apply (the general
+        forward runs). At batch 1 a layer's few ops are short, and the
+        Python deciding around them was ~2 ms of a ~50 ms OD-ResNet-50
+        forward on 2 CPU cores (docs/benchmarks.md)."""
+        if not (isinstance(x, Tensor) and x.dim() == 4 and x.shape[0] == 1):
+            return None
+        attention = module_entry(self, 'attention')
+        if (type(self)._forward is not DynamicConv2dBase._forward
+                or type(attention).forward is not DynamicAttention.forward
+                or _attention_hooked(attention)):
+            return None  # the attention's module call must run
+        weight = module_entry(self, 'weight')
+        bias = module_entry(self, 'bias')
+        # also: nothing compiles, traces or watches the call
+        if not cpu_ops_ready(x, weight, bias):
+            return None
+        method = self.execution_method()
+        calls = self.__dict__.setdefault('_inference_calls', {})
+        key = (x.shape, weight.shape, bias is None, self.stride, self.padding,
+               self.dilation, self.groups,
+               method if isinstance(method, str) else tuple(method))
+        call = calls.get(key, False)
+        if call is None:  # another formulation, or not the compiled ops
+            return None
+        if call is False:  # the first call of this shape
+            self._check_input(x)
+        # the op's attentions: contiguous float32 CPU tensors
+        attentions = attention.compiled_attentions(x)
+        if attentions is None:
+            return None
+        if call is False:  # decide
+            route = one_sample_inference_route(
+                x, weight, attentions, bias, self.stride, self.padding,
+                self.dilation, self.groups, method)
+            # not by the op while its conditions hold: a CPU without AVX2
+            # and FMA, or no attention at all; for good, either way
+            call = None if route is None or not route.by_op else \
+                one_sample_call(x, weight, attentions, bias, self.stride,
+                                self.padding, self.dilation, self.groups,
+                                route)
+            if len(calls) >= MAX_INFERENCE_CALLS:  # a detector's sizes
+                calls.clear()
+            calls[key] = call
+            if call is None:  # the general forward, these attentions given
+                return self._forward(x, attentions)
+        return call(x, weight, attentions, bias)
+
+    def __getstate__(self) -> dict:
+        # The kept inference calls are closures around the compiled ops, not
+        # picklable (torch.save of a whole model, deepcopy): decided again.
+        state = super().__getstate__()
+        state.pop('_inference_calls', None)
+        return state
 
     def _check_input(self, x: Any) -> None:
         """Refuse an input the convolution cannot take, naming this layer
