@@ -168,10 +168,13 @@ _AVX512 = _CPU_OPS is not None and _CPU_OPS.avx512_supported()
 # against 2.19x a static convolution), 1x1 layers whose block of unfolded
 # input, min(C_in, 512) rows by H*W, fits this (1024->256 at 14x14: 1.26x
 # against 1.39x; 64->256 at 56x56: 0.76x against 0.99x) and lost where it
-# does not (256->64 at 56x56: 1.82x against 1.00x); with a kxk kernel it
-# lost from 14x14 up (the unfolding and wider pixel tiles).
+# does not (256->64 at 56x56: 1.82x against 1.00x); with a kxk kernel up
+# to 14x14 outputs once a wider map's unit took its thread's every row
+# (ODConv 4x 256-channel 3x3: 1.15 against 1.23 ms; from 28x28 at stride 2
+# 1.20 against 1.35; OD-ResNet-50 4x -0.36 ms, 1x -0.43, DY -0.31), but not
+# past it (17x17 1.62 against 1.46 ms, 20x20 2.00 against 1.80, 28x28).
 SAMPLE_CONV_MAX_BLOCK_BYTES = 1 << 20
-SAMPLE_CONV_MAX_UNFOLDED_PIXELS = 64
+SAMPLE_CONV_MAX_UNFOLDED_PIXELS = 196
 
 
 def _pointwise(kernel_size: Tuple[int, int], stride: IntPair,

@@ -31,6 +31,7 @@ GEOMETRIES = {
     'long rows, 7x7': (70, 8, (3, 3), (7, 7), 1, (1, 1), 1),
     'many rows, 7x7': (24, 100, (3, 3), (7, 7), 1, (1, 1), 1),
     'many pixels': (9, 13, (1, 1), (11, 13), 1, (0, 0), 1),
+    'many pixels and rows': (6, 40, (3, 3), (9, 10), 1, (1, 1), 1),
     'stride 2': (8, 25, (3, 3), (9, 8), 2, (1, 1), 1),
     'dilated, unpadded': (5, 6, (3, 3), (9, 9), 1, (0, 0), 2),
     'nonsquare': (4, 6, (3, 1), (5, 4), 1, (1, 0), 1),
@@ -230,7 +231,8 @@ def test_suspended_ops_keep_pytorch(offered_op, monkeypatch):
 @pytest.mark.parametrize('c_in, c_out, kernel, size, wins', [
     (512, 512, 3, 7, True),      # every layer on a 7x7 map
     (2048, 512, 1, 7, True),
-    (256, 256, 3, 14, False),    # a 3x3 kernel from 14x14 up
+    (256, 256, 3, 14, True),     # a 3x3 kernel up to 14x14 ...
+    (256, 256, 3, 17, False),    # ... not past it
     (1024, 256, 1, 14, True),    # a 1x1 layer whose block of input fits
     (64, 256, 1, 56, True),
     (256, 64, 1, 56, False),     # ... and where it does not
@@ -274,14 +276,12 @@ def test_op_refuses_bad_arguments(offered_op, change, message):
         cpu_ops._CPU_OPS.sample_conv(*args.values())
 
 
-@pytest.mark.parametrize('kernel, size, in_tiles', [(3, 7, True),
-                                                    (1, 7, True),
-                                                    (3, 9, False)])
+@pytest.mark.parametrize('kernel, size', [(3, 7), (1, 7), (3, 9)])
 def test_a_single_kernel_on_a_small_map_runs_per_sample_in_tiles(
-        monkeypatch, kernel, size, in_tiles):
+        monkeypatch, kernel, size):
     """At batch-1 inference a single kernel on a small map runs from the
-    static bank, unless the op would mix it in its tiles (at most 64
-    output pixels, or a 1x1 kernel)."""
+    static bank, unless the op would mix it in its tiles (on an Intel CPU
+    with AVX-512: every map that small)."""
     monkeypatch.setattr(cpu_ops, '_CPU_OPS', cpu_ops._CPU_OPS or object())
     monkeypatch.setattr(cpu_ops, 'intel_cpu', lambda: True)
     x = torch.randn(1, 16, size, size)
@@ -290,8 +290,7 @@ def test_a_single_kernel_on_a_small_map_runs_per_sample_in_tiles(
         spatial=torch.rand(1, kernel, kernel) if kernel > 1 else None,
         input=torch.rand(1, 16), output=torch.rand(1, 16))
     static = 'im2col' if kernel > 1 else 'kernel_branches'
-    for avx512, expected in ((True, 'aggregated' if in_tiles else static),
-                             (False, static)):
+    for avx512, expected in ((True, 'aggregated'), (False, static)):
         monkeypatch.setattr(cpu_ops, '_AVX512', avx512)
         with torch.no_grad():
             assert select_method(x, weight, attentions, stride=1,
