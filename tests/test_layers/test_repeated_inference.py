@@ -79,7 +79,12 @@ def test_matches_general_forward_and_oracle(monkeypatch, layer_type,
     first, second = input_for(geometry, 1), input_for(geometry, 2)
     with torch.no_grad():
         decided = layer(first)  # decides and runs
-        assert len(kept_calls(layer)) == 1
+        # several kernels: the compiled ops on any CPU with AVX2 and FMA; a
+        # single kernel on a small map runs from the static bank (im2col,
+        # kernel_branches) unless the AVX-512 op mixes it in its tiles
+        several = layer.num_kernels > 1
+        assert len(kept_calls(layer)) == 1 if several else \
+            len(kept_calls(layer)) <= 1
         kept = layer(second)  # the kept call
         general = general_forward(layer, second, monkeypatch)
         torch.testing.assert_close(decided, reference_layer_forward(
