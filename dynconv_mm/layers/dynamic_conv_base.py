@@ -235,7 +235,8 @@ class DynamicConv2dBase(BaseModule):
         forward runs). At batch 1 a layer's few ops are short, and the
         Python deciding around them was ~2 ms of a ~50 ms OD-ResNet-50
         forward on 2 CPU cores (docs/benchmarks.md)."""
-        if not (isinstance(x, Tensor) and x.dim() == 4 and x.shape[0] == 1):
+        if not (isinstance(x, Tensor) and x.is_cpu and x.dim() == 4
+                and x.shape[0] == 1):  # is_cpu first: on a GPU, no more
             return None
         attention = module_entry(self, 'attention')
         if (type(self)._forward is not DynamicConv2dBase._forward
