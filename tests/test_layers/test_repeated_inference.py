@@ -3,7 +3,9 @@ shape (``DynamicConv2dBase._repeated_inference``): the same output as the
 layer's general forward and the by-hand oracle, decided once per shape, and
 the general forward wherever a condition it relies on does not hold."""
 import copy as copy_module
+import gc
 import io
+import weakref
 
 import pytest
 import torch
@@ -24,7 +26,7 @@ GEOMETRIES = {
     '3x3 7x7': (12, 10, 3, 1, 1, (7, 7)),
     '1x1': (16, 24, 1, 1, 0, (6, 6)),
     '3x3 stride 2': (8, 12, 3, 2, 1, (13, 11)),
-    '3x3 12x12': (8, 10, 3, 1, 1, (12, 12)),
+    '3x3 15x15': (8, 10, 3, 1, 1, (15, 15)),
 }
 
 
@@ -126,6 +128,21 @@ def test_a_layer_with_kept_calls_pickles_and_copies(layer_type):
             assert not kept_calls(copy)
             assert torch.equal(copy(x), want)
             assert kept_calls(copy)
+
+
+@pytest.mark.parametrize('geometry', ['3x3 7x7', '3x3 15x15'])
+@pytest.mark.parametrize('bias', [True, False])
+def test_a_kept_call_holds_no_tensor_of_its_first_call(layer_type,
+                                                       geometry, bias):
+    layer = build(layer_type, geometry, bias=bias)
+    x = input_for(geometry)
+    with torch.no_grad():
+        y = layer(x)
+    assert kept_calls(layer)
+    refs = [weakref.ref(t) for t in (x, y)]
+    del x, y
+    gc.collect()
+    assert all(ref() is None for ref in refs)
 
 
 def test_kept_calls_are_bounded(monkeypatch):
