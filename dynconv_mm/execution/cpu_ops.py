@@ -116,13 +116,8 @@ def cpu_ops_ready(*tensors: Optional[Tensor]) -> bool:
     is reused: not suspended, no CPU autocast, nothing compiles, traces or
     watches the call, and each a contiguous float32 CPU tensor. Autograd
     is the caller's check."""
-    if _SUSPENDED or _CPU_OPS is None or torch.is_autocast_enabled('cpu') \
-            or not _unobserved():
-        return False
-    for t in tensors:
-        if t is not None and not _contiguous_float32_cpu(t):
-            return False
-    return True
+    return (not _SUSPENDED and not autocast_enabled('cpu')
+            and _takes(*tensors))
 
 
 def _unobserved() -> bool:
@@ -133,14 +128,14 @@ def _unobserved() -> bool:
             and not torch._C._len_torch_dispatch_stack())
 
 
-def _takes(*tensors: Tensor) -> bool:
+def _takes(*tensors: Optional[Tensor]) -> bool:
     """The ops are there, nothing compiles, traces or watches the call, and
-    every tensor is a contiguous float32 CPU tensor (suspension and the
-    CPU's instructions are each op's own check)."""
+    every tensor (``None`` ignored) is a contiguous float32 CPU tensor
+    (suspension and the CPU's instructions are each op's own check)."""
     if _CPU_OPS is None or not _unobserved():
         return False
     for t in tensors:  # a loop, not all() over a generator: ~1 us less
-        if not _contiguous_float32_cpu(t):
+        if t is not None and not _contiguous_float32_cpu(t):
             return False
     return True
 
@@ -435,7 +430,7 @@ def cpu_sample_kernel_applies(weight: Tensor,
     them, the CPU has AVX2 and FMA, and no autograd recorded."""
     return (not _SUSPENDED and _avx2_fma_supported()
             and not records_autograd(weight, *attentions)
-            and _takes(weight, *(a for a in attentions if a is not None)))
+            and _takes(weight, *attentions))
 
 
 def cpu_sample_kernel(weight: Tensor, mixing: Optional[Tensor],

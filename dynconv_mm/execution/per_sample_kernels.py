@@ -301,10 +301,8 @@ def aggregated_conv2d(x: Tensor,
             x, weight, attentions, bias, stride, padding, dilation, groups,
             one_sample_route(x, weight, attentions, bias, stride, padding,
                              dilation, groups, plan))
-    kernel_attention, spatial, channel, filter_ = attentions
-    per_sample = (kernel_attention is not None or spatial is not None
-                  or (plan.input and channel is not None)
-                  or (plan.output and filter_ is not None))
+    kernel_attention, _, channel, filter_ = attentions
+    per_sample = _forms_per_sample(attentions, plan)
     if not plan.input:
         x = scale_channels(x, channel)
     # The bias joins the conv unless a filter attention still follows it.
@@ -322,6 +320,15 @@ def aggregated_conv2d(x: Tensor,
                                  dilation, groups)
     return _after_conv(y, None if plan.output else filter_,
                        None if bias_in_conv else mixed_bias)
+
+
+def _forms_per_sample(attentions: ConvAttentions,
+                      plan: AggregationPlan) -> bool:
+    """Whether ``plan`` puts any attention into a per-sample kernel (else
+    the bank's single kernel is the convolution's, static)."""
+    return (attentions.kernel is not None or attentions.spatial is not None
+            or (plan.input and attentions.input is not None)
+            or (plan.output and attentions.output is not None))
 
 
 class SampleRoute(NamedTuple):
@@ -357,8 +364,9 @@ def one_sample_route(x: Tensor, weight: Tensor, attentions: ConvAttentions,
             # kernel: the channel and filter attentions ride in that pass
             # at no cost, where on the activations each would be a pass of
             # its own (batch-1 OD-ResNet-50 4x: ~1.4 ms of ~100 ms less).
-            # Decided per call: within cpu_ops_suspended() PyTorch forms
-            # the kernel.
+            # Decided per call (a layer keeps it only while
+            # cpu_ops.cpu_ops_ready holds): within cpu_ops_suspended()
+            # PyTorch forms the kernel.
             plan = AggregationPlan(True, True)
     return SampleRoute(plan, by_op, in_tiles)
 
@@ -396,11 +404,8 @@ def one_sample_call(x: Tensor, weight: Tensor, attentions: ConvAttentions,
             return sample_conv
         return lambda x, weight, attentions, bias: sample_conv(
             x, weight, attentions, mix_bias(bias, attentions.kernel)[0])
-    kernel_attention, spatial, channel, filter_ = attentions
-    per_sample = (kernel_attention is not None or spatial is not None
-                  or (plan.input and channel is not None)
-                  or (plan.output and filter_ is not None))
-    bias_in_conv = filter_ is None or plan.output
+    per_sample = _forms_per_sample(attentions, plan)
+    bias_in_conv = attentions.output is None or plan.output
     by_op = route.by_op
 
     def run(x: Tensor, weight: Tensor, attentions: ConvAttentions,
