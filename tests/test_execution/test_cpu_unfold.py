@@ -1,7 +1,8 @@
 """The compiled unfold and fold of ``im2col`` and ``tiled_gemm``
 (``dynconv_mm/execution/csrc/unfold_cpu.cpp``): the same bits as
 ``F.unfold`` and ``F.fold`` over geometries with padding, stride,
-dilation and non-square kernels, the fold from columns of any strides;
+dilation and non-square kernels, the fold from columns of any strides,
+in AVX-512 registers and in portable loops (the same bits from both);
 with row scales (ODConv's channel x spatial attention), equal to
 scaling in PyTorch and the scales' gradient against float64 products;
 the layers that unfold, through them, against the slow oracle; where
@@ -35,6 +36,11 @@ GEOMETRIES = {
     # rows of more than one register of 16 (AVX-512), a row stride of 2
     'wide_rows': (2, 3, 5, 37, (3, 3), (1, 1), (1, 1), (1, 1)),
     'row_stride2': (2, 3, 9, 20, (3, 3), (1, 2), (1, 2), (2, 1)),
+    # the fold of pixel-contiguous columns takes 16 channels and 16 taps at
+    # a time: three blocks of channels, the last of 5; 25 and 35 taps
+    'channel_blocks': (2, 37, 6, 5, (3, 3), (1, 1), (1, 1), (1, 1)),
+    'taps_past_16': (2, 18, 7, 6, (5, 5), (1, 1), (2, 2), (1, 1)),
+    'taps_strided': (1, 17, 9, 8, (5, 7), (1, 1), (2, 3), (2, 1)),
 }
 
 
@@ -49,8 +55,8 @@ def geometry_case(name):
 
 @pytest.fixture(params=['avx512', 'portable'])
 def unfold_rows_in(request, monkeypatch):
-    """The unfold's rows in AVX-512 registers (where this CPU has it) or
-    in its portable loops."""
+    """The unfold's rows, and the fold's pixel-contiguous columns, in
+    AVX-512 registers (where this CPU has it) or in their portable loops."""
     if request.param == 'avx512' and not cpu_ops._AVX512:
         pytest.skip('this CPU has no AVX-512')
     if request.param == 'portable':
@@ -65,9 +71,11 @@ def test_unfold_equals_pytorch(counting_ops, unfold_rows_in, name):
                        F.unfold(x, *geometry))
 
 
-@pytest.mark.parametrize('layout', ['contiguous', 'transposed', 'strided'])
+@pytest.mark.parametrize('layout', ['contiguous', 'transposed', 'strided',
+                                    'pixel_rows_strided'])
 @pytest.mark.parametrize('name', GEOMETRIES)
-def test_fold_equals_pytorch_from_any_strides(counting_ops, name, layout):
+def test_fold_equals_pytorch_from_any_strides(counting_ops, unfold_rows_in,
+                                              name, layout):
     """Summed in col2im's order: the same bits, whatever the columns'
     layout (the sample GEMMs' input gradient is a transposed view)."""
     x, geometry, grad = geometry_case(name)
@@ -76,6 +84,11 @@ def test_fold_equals_pytorch_from_any_strides(counting_ops, name, layout):
     elif layout == 'strided':  # every other sample of a larger tensor
         grad = torch.stack([grad, torch.full_like(grad, float('nan'))],
                            1).flatten(0, 1)[::2]
+    elif layout == 'pixel_rows_strided':  # transposed, rows apart, NaN past
+        padded = torch.full((grad.shape[0], grad.shape[2],
+                             grad.shape[1] + 7), float('nan'))
+        padded[..., :grad.shape[1]] = grad.transpose(1, 2)
+        grad = padded[..., :grad.shape[1]].transpose(1, 2)
     (got, ) = cpu_ops.cpu_fold_columns(grad, x.shape[2:], *geometry)
     assert torch.equal(got, F.fold(grad.contiguous(), x.shape[2:],
                                    *geometry))
@@ -102,7 +115,8 @@ def test_unfold_scales_rows_as_pytorch_does(counting_ops, unfold_rows_in,
 
 @pytest.mark.parametrize('layout', ['contiguous', 'transposed'])
 @pytest.mark.parametrize('name', GEOMETRIES)
-def test_fold_of_scaled_rows_and_their_gradient(counting_ops, name, layout):
+def test_fold_of_scaled_rows_and_their_gradient(counting_ops, unfold_rows_in,
+                                                name, layout):
     """The input's gradient in PyTorch's bits (the scaled gradient folded);
     the scales' against float64 products of the gradient and the unfolded
     input."""
@@ -121,6 +135,26 @@ def test_fold_of_scaled_rows_and_their_gradient(counting_ops, name, layout):
     # without the input, no scales' gradient
     assert len(cpu_ops.cpu_fold_columns(grad, x.shape[2:], *geometry,
                                         rows)) == 1
+
+
+@pytest.mark.parametrize('layout', ['contiguous', 'transposed'])
+@pytest.mark.parametrize('name', GEOMETRIES)
+def test_fold_in_registers_sums_as_the_portable_loop(counting_ops, name,
+                                                     layout, monkeypatch):
+    """The AVX-512 fold adds the scales' gradient in the portable loop's
+    order: the same bits from both, not only close ones."""
+    if not cpu_ops._AVX512:
+        pytest.skip('this CPU has no AVX-512')
+    x, geometry, grad = geometry_case(name)
+    if layout == 'transposed':
+        grad = grad.transpose(1, 2).contiguous().transpose(1, 2)
+    rows = row_scales(x, geometry)
+    in_registers = cpu_ops.cpu_fold_columns(grad, x.shape[2:], *geometry,
+                                            rows, x)
+    monkeypatch.setattr(cpu_ops, '_AVX512', False)
+    portable = cpu_ops.cpu_fold_columns(grad, x.shape[2:], *geometry, rows,
+                                        x)
+    assert all(torch.equal(a, b) for a, b in zip(in_registers, portable))
 
 
 def test_scaled_unfold_gradients_by_the_fold_op(counting_ops):

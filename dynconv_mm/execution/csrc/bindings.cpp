@@ -38,5 +38,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("cols"), py::arg("height"), py::arg("width"),
         py::arg("kernel_size"), py::arg("dilation"), py::arg("padding"),
         py::arg("stride"), py::arg("rows") = py::none(),
-        py::arg("x") = py::none());
+        py::arg("x") = py::none(), py::arg("avx512") = false);
 }

@@ -217,7 +217,9 @@ at::Tensor sample_conv(const at::Tensor& cols, const at::Tensor& bank,
 // [B, C, kh*kw], the columns' rows are scaled by it (unfolding), or the
 // columns' gradient by it before folding; given x too, the fold also returns
 // the gradient of `rows` [B, C, kh*kw] (after the input's). `avx512`: the
-// unfold's rows in AVX-512 registers (the CPU must have it).
+// unfold's rows in AVX-512 registers, and the fold of columns whose rows
+// are contiguous per pixel gathered 16 channels at a time (the CPU must
+// have it).
 at::Tensor unfold_columns(const at::Tensor& x, at::IntArrayRef kernel_size,
                           at::IntArrayRef dilation, at::IntArrayRef padding,
                           at::IntArrayRef stride,
@@ -226,6 +228,7 @@ std::vector<at::Tensor> fold_columns(
     const at::Tensor& cols, int64_t height, int64_t width,
     at::IntArrayRef kernel_size, at::IntArrayRef dilation,
     at::IntArrayRef padding, at::IntArrayRef stride,
-    const c10::optional<at::Tensor>& rows, const c10::optional<at::Tensor>& x);
+    const c10::optional<at::Tensor>& rows, const c10::optional<at::Tensor>& x,
+    bool avx512);
 
 }  // namespace dynconv_mm
