@@ -1,5 +1,6 @@
 """Keep freed CPU memory in the process, so that large tensors made anew on
-every call do not page-fault on every call.
+every call do not page-fault on every call; and whether the compiled
+training ops ask Linux for 2 MiB pages (:func:`huge_pages_wanted`).
 
 glibc's ``malloc`` serves a request above its mmap threshold (128 KiB at
 first, raised on the fly to at most 32 MiB) with a fresh ``mmap`` and
@@ -41,6 +42,7 @@ TRIM_THRESHOLD = 1 << 30
 
 OPT_OUT_VARIABLE = 'DYNCONV_MM_KEEP_FREED_MEMORY'
 GLIBC_VARIABLES = ('MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_')
+HUGE_PAGES_VARIABLE = 'DYNCONV_MM_HUGE_PAGES'
 
 _state = dict(applied=False, reason='not called yet')
 
@@ -81,6 +83,19 @@ def keep_freed_cpu_memory() -> bool:
         return _record(False, 'glibc refused the thresholds')
     return _record(True, f'mmap threshold {MMAP_THRESHOLD >> 20} MiB, '
                    f'trim threshold {TRIM_THRESHOLD >> 20} MiB')
+
+
+def huge_pages_wanted() -> bool:
+    """Whether the compiled sample-GEMM gradient ops (``tiled_gemm``'s
+    backward on the CPU) ask Linux to back a bank and its gradient with
+    2 MiB pages before walking them (``madvise(MADV_COLLAPSE)``, Linux
+    6.1+): they read and write a few hundred bytes from each of thousands
+    of rows KBs apart, and with 4 KiB pages nearly every piece missed the
+    TLB (a 512-channel 3x3 layer at 7x7, batch 8, with six kernels: ~2 of
+    29 ms). A hint: contents stay, a kernel that refuses it changes
+    nothing, and pages already huge cost nothing more; the first request
+    for a range copies it once. ``DYNCONV_MM_HUGE_PAGES=0`` turns it off."""
+    return os.environ.get(HUGE_PAGES_VARIABLE, '1') != '0'
 
 
 def cpu_memory_state() -> dict:

@@ -67,6 +67,7 @@ from torch import Tensor
 
 from .attentions import (ConvAttentions, IntPair, Padding, autocast_enabled,
                          intel_cpu, output_size, pair, records_autograd)
+from .cpu_memory import huge_pages_wanted
 
 
 def _load_ops():
@@ -299,6 +300,9 @@ def _wide_tiles() -> bool:
     return _AVX512 and intel_cpu()
 
 
+_HUGE_PAGES = huge_pages_wanted()
+
+
 def cpu_sample_gemm_usable(*tensors: Tensor) -> bool:
     """Whether the sample-GEMM ops may take ``tensors``: they are there,
     the CPU has AVX2 and FMA, every tensor is a contiguous float32 CPU
@@ -321,7 +325,7 @@ def cpu_sample_gemm_input_grad(grad_y_t: Tensor, bank: Tensor,
     transposed (``[B, g, P, J]``), from the transposed output gradient
     ``grad_y_t`` ``[B, g, P, O/g]``."""
     return _CPU_OPS.sample_gemm_input_grad(grad_y_t, bank, mixing,
-                                           _wide_tiles())
+                                           _wide_tiles(), _HUGE_PAGES)
 
 
 def cpu_sample_gemm_backward(
@@ -333,9 +337,12 @@ def cpu_sample_gemm_backward(
     O/g]``), also the input gradient, transposed, as a third, in the same
     pass over the bank where that was measured faster (AVX-512 tiles, and
     a batch small enough that the pass's working set stays near L2: the op
-    decides, ``backward_fuses`` in ``sample_gemm_cpu.cpp``)."""
+    decides, ``backward_fuses`` in ``sample_gemm_cpu.cpp``). Both
+    gradient ops ask for the bank, and its gradient, in 2 MiB pages first
+    (:func:`.cpu_memory.huge_pages_wanted`)."""
     return _CPU_OPS.sample_gemm_backward(grad_y, cols, bank, mixing,
-                                         grad_y_t, _wide_tiles())
+                                         grad_y_t, _wide_tiles(),
+                                         _HUGE_PAGES)
 
 
 def cpu_unfold_usable(x: Tensor) -> bool:

@@ -314,7 +314,8 @@ def test_tiled_gemm_forward_runs_it_over_the_batch(offered_op, monkeypatch,
         # both gradients by one op (the input's with the bank's)
         assert offered_op.calls['sample_gemm_input_grad'] == 0
         assert offered_op.calls['sample_gemm_backward'] == 1
-        assert offered_op.last_arguments['sample_gemm_backward'][-1] is True
+        # (wide tiles: its last arguments are wide, huge_pages)
+        assert offered_op.last_arguments['sample_gemm_backward'][-2] is True
 
     check_float32_layer_against_oracle(geometry, attention, 'tiled_gemm',
                                        the_op_ran_forward)

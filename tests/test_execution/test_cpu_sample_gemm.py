@@ -2,8 +2,12 @@
 (``dynconv_mm/execution/csrc/sample_gemm_cpu.cpp``): each op against the
 same products in float64 written out here, through ``dynamic_conv2d``
 against the slow oracle (forward and every gradient), where they must
-not run, and their refusals of bad arguments."""
+not run, their refusals of bad arguments, and the gradient ops' request
+for the bank in 2 MiB pages."""
+import ctypes
 import importlib
+import mmap
+import sys
 
 import pytest
 import torch
@@ -76,13 +80,13 @@ def run_ops(cols, bank, mixing, grad_y, wide):
     grad_y_t = grad_y.transpose(2, 3).contiguous()
     y = ops.sample_gemm_forward(cols, bank, mixing)
     grad_bank, grad_mixing, grad_cols_t = ops.sample_gemm_backward(
-        grad_y, cols, bank, mixing, grad_y_t, wide)
+        grad_y, cols, bank, mixing, grad_y_t, wide, False)
     weights_only = ops.sample_gemm_backward(grad_y, cols, bank, mixing, None,
-                                            wide)
+                                            wide, False)
     assert len(weights_only) == 2
     assert torch.equal(weights_only[0], grad_bank)
     assert torch.equal(weights_only[1], grad_mixing)
-    alone = ops.sample_gemm_input_grad(grad_y_t, bank, mixing, wide)
+    alone = ops.sample_gemm_input_grad(grad_y_t, bank, mixing, wide, False)
     return y, grad_cols_t, grad_bank, grad_mixing, alone
 
 
@@ -265,16 +269,19 @@ def test_where_the_ops_must_not_run(counting_ops, any_row_runs_compiled,
     ('sample_gemm_forward', lambda c, b, m, gy: (c, b, m[:, :1]), 'mixing'),
     ('sample_gemm_forward', lambda c, b, m, gy: (c, b[0], m), 'bank'),
     ('sample_gemm_input_grad',
-     lambda c, b, m, gy: (gy.transpose(2, 3), b, m, False), 'grad_y_t'),
+     lambda c, b, m, gy: (gy.transpose(2, 3), b, m, False, False),
+     'grad_y_t'),
     ('sample_gemm_backward',
      lambda c, b, m, gy: (gy, c.transpose(2, 3).contiguous(), b, m, None,
-                          False), 'cols'),
+                          False, False), 'cols'),
     ('sample_gemm_backward',
-     lambda c, b, m, gy: (gy, c.transpose(2, 3), b, m, None, False), 'cols'),
+     lambda c, b, m, gy: (gy, c.transpose(2, 3), b, m, None, False, False),
+     'cols'),
     ('sample_gemm_backward',
-     lambda c, b, m, gy: (gy[:, :, :1], c, b, m, None, False), 'grad_y'),
+     lambda c, b, m, gy: (gy[:, :, :1], c, b, m, None, False, False),
+     'grad_y'),
     ('sample_gemm_backward',  # not transposed
-     lambda c, b, m, gy: (gy, c, b, m, gy, False), 'grad_y_t'),
+     lambda c, b, m, gy: (gy, c, b, m, gy, False, False), 'grad_y_t'),
 ])
 def test_bad_arguments_are_refused_by_name(counting_ops, op, args, message):
     cols = torch.randn(2, 1, 5, 4)
@@ -296,7 +303,8 @@ def test_gradients_take_wide_tiles_on_intel_cpus_with_avx512(
         monkeypatch.setattr(cpu_ops, '_AVX512', avx512)
         counting_ops.last_arguments.clear()
         run_layer(*float32_case('plain3x3', 'dynamic_conv'))
-        assert counting_ops.last_arguments['sample_gemm_backward'][-1] is (
+        # (its last two arguments: wide, huge_pages)
+        assert counting_ops.last_arguments['sample_gemm_backward'][-2] is (
             avx512 and intel)
 
 
@@ -306,4 +314,135 @@ def test_wide_tiles_are_refused_without_avx512(counting_ops):
     with pytest.raises(RuntimeError, match='wide tiles need a CPU with'):
         cpu_ops._CPU_OPS.sample_gemm_input_grad(
             torch.randn(2, 1, 4, 6), torch.randn(3, 1, 6, 5),
-            torch.rand(2, 3), True)
+            torch.rand(2, 3), True, False)
+
+
+# ---- the gradient ops ask Linux for the bank in 2 MiB pages ---------------
+MADV_COLLAPSE = 25
+HUGE = 2 << 20
+
+
+def private_mapping(nbytes):
+    """An anonymous private mapping of its own (a VMA that /proc/self/smaps
+    reports alone), and its address."""
+    m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE)
+    return m, ctypes.addressof(ctypes.c_char.from_buffer(m))
+
+
+def huge_kb(address):
+    """AnonHugePages of the mapping holding ``address``, in kB."""
+    inside = False
+    with open('/proc/self/smaps') as f:
+        for line in f:
+            fields = line.split()
+            if '-' in fields[0] and len(fields) >= 5:
+                lo, hi = (int(v, 16) for v in fields[0].split('-'))
+                inside = lo <= address < hi
+            elif inside and fields[0] == 'AnonHugePages:':
+                return int(fields[1])
+    raise AssertionError(f'no mapping holds {address:#x}')
+
+
+def whole_huge_pages(tensor):
+    """Whether each 2 MiB page wholly inside ``tensor``'s memory is one huge
+    page (its 512 frames present, contiguous and aligned, by
+    /proc/self/pagemap); ``None`` where the frame numbers are not readable
+    (they need CAP_SYS_ADMIN)."""
+    start = (tensor.data_ptr() + HUGE - 1) // HUGE * HUGE
+    end = (tensor.data_ptr() + tensor.numel() * tensor.element_size()) \
+        // HUGE * HUGE
+    assert end > start
+    with open('/proc/self/pagemap', 'rb') as f:
+        for page in range(start, end, HUGE):
+            f.seek(page // 4096 * 8)
+            entries = memoryview(f.read(512 * 8)).cast('Q')
+            frames = [e & ((1 << 55) - 1) for e in entries]
+            if not all(e >> 63 for e in entries):
+                return False
+            if not any(frames):
+                return None
+            if frames[0] % 512 or frames != list(
+                    range(frames[0], frames[0] + 512)):
+                return False
+    return True
+
+
+def kernel_collapses():
+    """Whether this kernel backs a touched private mapping with huge pages
+    on MADV_COLLAPSE (Linux 6.1+, THP not off): asked here through libc,
+    not through the ops."""
+    if not sys.platform.startswith('linux'):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    m, address = private_mapping(3 * HUGE)
+    m.write(b'\1' * (3 * HUGE))
+    start = (address + HUGE - 1) // HUGE * HUGE
+    ok = libc.madvise(start, HUGE, MADV_COLLAPSE) == 0 and huge_kb(address)
+    m.close()
+    return bool(ok)
+
+
+def thp_mode():
+    try:
+        with open('/sys/kernel/mm/transparent_hugepage/enabled') as f:
+            return f.read().split('[')[1].split(']')[0]
+    except (OSError, IndexError):
+        return 'unknown'
+
+
+@pytest.mark.parametrize('op', ['sample_gemm_backward',
+                                'sample_gemm_input_grad'])
+def test_gradient_ops_ask_for_the_bank_in_huge_pages(counting_ops, op):
+    """Asked to, each gradient op has the whole 2 MiB pages of the bank
+    backed by huge pages (the bank in a mapping of its own here: smaps
+    counts a mapping's huge pages, and this one's before and after the op
+    differ by the bank's), and the backward those of the bank's gradient
+    (where pagemap shows frames); not asked, the bank stays in 4 KiB pages
+    (where THP is 'madvise': with 'always' the kernel may give huge pages
+    at fault time anyway); the gradients are the same bits either way."""
+    if not kernel_collapses():
+        pytest.skip('this kernel does not collapse pages into huge ones')
+    shape = (2, 1, 512, 1536)  # 6 MiB: two or more whole 2 MiB pages
+    values = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    cols = torch.randn(1, 1, 1536, 4)
+    mixing = torch.rand(1, 2)
+    grad_y = torch.randn(1, 1, 512, 4)
+    grad_y_t = grad_y.transpose(2, 3).contiguous()
+    results = {}
+    for huge_pages in (False, True):
+        m, address = private_mapping(values.numel() * 4)
+        bank = torch.frombuffer(m, dtype=torch.float32).view(shape)
+        bank.copy_(values)
+        before = huge_kb(address)
+        if op == 'sample_gemm_backward':
+            args = (grad_y, cols, bank, mixing, grad_y_t, False, huge_pages)
+        else:
+            args = (grad_y_t, bank, mixing, False, huge_pages)
+        results[huge_pages] = getattr(cpu_ops._CPU_OPS, op)(*args)
+        gained = huge_kb(address) - before
+        assert torch.equal(bank, values)  # the contents stay
+        del bank
+        m.close()
+        if huge_pages:
+            assert gained >= 2 * HUGE // 1024
+            if op == 'sample_gemm_backward':  # the bank's gradient too
+                assert whole_huge_pages(results[True][0]) in (True, None)
+        elif thp_mode() == 'madvise':
+            assert gained == 0
+    outputs = [results[False], results[True]]
+    if op == 'sample_gemm_input_grad':
+        outputs = [[t] for t in outputs]
+    assert all(torch.equal(a, b) for a, b in zip(*outputs))
+
+
+def test_huge_pages_follow_the_environment(monkeypatch):
+    """``DYNCONV_MM_HUGE_PAGES=0`` turns the request off (read at import
+    into what the ops are handed)."""
+    from dynconv_mm.execution.cpu_memory import huge_pages_wanted
+    monkeypatch.delenv('DYNCONV_MM_HUGE_PAGES', raising=False)
+    assert huge_pages_wanted()
+    monkeypatch.setenv('DYNCONV_MM_HUGE_PAGES', '0')
+    assert not huge_pages_wanted()
+    monkeypatch.setenv('DYNCONV_MM_HUGE_PAGES', '1')
+    assert huge_pages_wanted()

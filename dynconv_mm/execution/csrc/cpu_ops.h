@@ -155,17 +155,19 @@ at::Tensor sample_kernel(const at::Tensor& bank,
 // the mixing's gradients {dW, dm} from grad_y and the input cols, and given
 // grad_y_t the input gradient as a third, sharing the bank's read where
 // that was measured faster (`wide`: the gradients in AVX-512 tiles,
-// avx512_tiles).
+// avx512_tiles; `huge_pages`: the bank, and its gradient, asked into 2 MB
+// pages first, Linux's MADV_COLLAPSE).
 at::Tensor sample_gemm_forward(const at::Tensor& cols,
                                const at::Tensor& bank,
                                const at::Tensor& mixing);
 at::Tensor sample_gemm_input_grad(const at::Tensor& grad_y_t,
                                   const at::Tensor& bank,
-                                  const at::Tensor& mixing, bool wide);
+                                  const at::Tensor& mixing, bool wide,
+                                  bool huge_pages);
 std::vector<at::Tensor> sample_gemm_backward(
     const at::Tensor& grad_y, const at::Tensor& cols, const at::Tensor& bank,
     const at::Tensor& mixing, const c10::optional<at::Tensor>& grad_y_t,
-    bool wide);
+    bool wide, bool huge_pages);
 
 // Each sample's convolution from its unfolded input cols [B, C_in*kh*kw,
 // P] with its kernel mixed in the GEMM's tiles from the bank [K, C_out,
