@@ -948,8 +948,7 @@ std::vector<at::Tensor> sample_gemm_backward(
   at::Tensor grad_bank = at::empty_like(bank);
   if (huge_pages) {
     ask_for_huge_pages(l.bank, bank.numel() * 4);
-    ask_for_huge_pages(grad_bank.data_ptr<float>(),
-                             grad_bank.numel() * 4);
+    ask_for_huge_pages(grad_bank.data_ptr<float>(), grad_bank.numel() * 4);
   }
   // The bank's gradient, written once (one group of eight samples), goes
   // to memory with non-temporal stores, neither read for ownership nor
