@@ -316,6 +316,8 @@ std::vector<at::Tensor> fold_columns(
               "dynconv_mm fold_columns: cols must be a float32 CPU tensor "
               "[B, C*kh*kw, P], got ",
               cols.sizes(), " ", cols.scalar_type(), " on ", cols.device());
+  TORCH_CHECK(!avx512 || avx512_supported(),
+              "dynconv_mm fold_columns: avx512 needs a CPU with AVX-512");
   const Geometry g = checked_geometry("fold_columns", height, width,
                                       kernel_size, dilation, padding, stride);
   const int64_t area = g.kh * g.kw;
@@ -348,8 +350,6 @@ std::vector<at::Tensor> fold_columns(
                 sp = cols.stride(2);
   float* dst = grad_x.data_ptr<float>();
   float* dst_rows = x ? grad_rows.data_ptr<float>() : nullptr;
-  TORCH_CHECK(!avx512 || avx512_supported(),
-              "dynconv_mm fold_columns: avx512 needs a CPU with AVX-512");
 #if defined(__x86_64__) && defined(__GNUC__)
   if (avx512 && (sj == 1 || sp == 1)) {
     // 16 channels of a sample at a time
