@@ -363,6 +363,9 @@ struct Kernels {
                  bool fresh, int64_t width, const float* const* ahead,
                  int64_t n);
   int64_t lanes;
+  // rows of a block of the weight gradients (weight_grad_rows): its G,
+  // then its reduction
+  int64_t grad_rows;
 };
 
 // Kernels::reduce compiled for `isa` as `name`: `kernel`<samples>.
@@ -462,11 +465,19 @@ void tiles_avx512(int64_t rows, const float* a, int64_t a_stride,
                out_stride, kWideColumns, add, stream);
 }
 
+// The wide tiles' G blocks: two register tiles of rows, so each sample's
+// packed input, read from L2 by the first, is in L1 for the second. On a
+// 2-core 2.6 GHz Xeon VM (480 MB L3), 512-channel 3x3 at 7x7, batch 8,
+// backward op alone, one process switching: DyNet's six kernels -0.6 to
+// -1.5 ms of 29-32, four kernels -0.9 of 25 (15 and 20 rows: less or no
+// better). AVX2's stay at one tile, as measured there.
+constexpr int64_t kWideGradRows = 2 * kRows;
+
 Kernels kernels_for(bool wide) {
   return wide ? Kernels{kWideColumns, tiles_avx512, true, mix_avx512,
-                        reduce_avx512, 16}
+                        reduce_avx512, 16, kWideGradRows}
               : Kernels{kLanes, tiles_avx2, false, mix_samples_by_rows,
-                        reduce_avx2, 8};
+                        reduce_avx2, 8, kRows};
 }
 
 // ---- forward: a unit is (g, rows [o_begin, o_end)), all samples -------
@@ -666,7 +677,7 @@ bool backward_fuses(const Kernels& kernels, const Layout& l,
 // `products` ([B][rows][width], in cache); then, bank row by bank row, its
 // gradient summed over the samples (eight at a time in registers) and the
 // mixing's dot products, `kernels.lanes` lanes each in `dots` ([B][K],
-// or per row [B][kRows][K], summed to `partial` here). Each bank row's
+// or per row [B][rows][K], summed to `partial` here). Each bank row's
 // piece of the next tile (and its gradient's) is prefetched while this
 // tile's G compute (wide tiles) or are reduced (AVX2's), `next_rows`
 // holding where they are.
@@ -697,11 +708,13 @@ DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const Kernels& kernels,
   // -> 11.7 ms (DyNet's per-row mixing 11.4 -> 10.7): asked for at once,
   // the prefetches wait for the core's few outstanding misses.
   const bool stream = kernels.streams;
+  const int64_t block_rows = kernels.grad_rows;
   int64_t pieces = 0;
   if (stream)
-    for (int64_t r = 0; r < kRows && o0 + kRows + r < l.group_out; ++r)
+    for (int64_t r = 0; r < block_rows && o0 + block_rows + r < l.group_out;
+         ++r)
       for (int64_t k = 0; k < K; ++k) {
-        const float* ahead = l.bank_row(k, g, o0 + kRows + r) + j_begin;
+        const float* ahead = l.bank_row(k, g, o0 + block_rows + r) + j_begin;
         next_rows[pieces++] = ahead;
         if (!l.stream_gradient)
           next_rows[pieces++] = gradient_of(ahead);
@@ -715,7 +728,7 @@ DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const Kernels& kernels,
                         t * B + b, count * B));
     }
   const int64_t lanes = kernels.lanes;
-  const int64_t dots_rows = l.per_row ? kRows : 1;
+  const int64_t dots_rows = l.per_row ? block_rows : 1;
   const int64_t sample_stride = dots_rows * K * lanes;
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t k = 0; k < K; ++k) {
@@ -735,7 +748,7 @@ DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const Kernels& kernels,
       // 8, four kernels: paired -0.3 to -0.6 ms of ~20 in five runs,
       // DyNet's six per row -0.5; batch 2, 4, 12 and 16 within noise).
       // Without: this row of the next tile.
-      const int64_t next_r = stream ? (k + 1 < K ? r : r + 1) : kRows + r;
+      const int64_t next_r = stream ? (k + 1 < K ? r : r + 1) : block_rows + r;
       const int64_t next_k = stream && k + 1 == K ? 0 : (stream ? k + 1 : k);
       const bool next = stream ? next_r < rows : o0 + next_r < l.group_out;
       ahead[2 * k] = next ? l.bank_row(next_k, g, o0 + next_r) + j_begin
@@ -808,11 +821,12 @@ DYNCONV_MM_AVX2 void weight_grad_unit(const Layout& l, const Kernels& kernels,
         for (int64_t p = 0; p < P; ++p)
           dst[p * tile + lane] = src[lane * P + p];
     }
-  std::vector<float> products(B * kRows * count * tile);
+  const int64_t block_rows = kernels.grad_rows;
+  std::vector<float> products(B * block_rows * count * tile);
   std::vector<float> edge(2 * K * count * tile);
-  std::vector<float> dots(B * K * (l.per_row ? kRows : 1) * kernels.lanes,
+  std::vector<float> dots(B * K * (l.per_row ? block_rows : 1) * kernels.lanes,
                           0.f);
-  std::vector<const float*> next_rows(2 * K * kRows);
+  std::vector<const float*> next_rows(2 * K * block_rows);
   // a row's K bank rows and gradients, and the pieces to prefetch
   std::vector<const float*> row_w(K), ahead(2 * K);
   std::vector<float*> row_dw(K);
@@ -823,9 +837,9 @@ DYNCONV_MM_AVX2 void weight_grad_unit(const Layout& l, const Kernels& kernels,
   std::vector<float> mix_c(B * K), input_edge(P * tile);
   for (int64_t ob = 0; ob < O; ob += block) {
     const int64_t oe = std::min(O, ob + block);
-    for (int64_t o0 = ob; o0 < oe; o0 += kRows)
+    for (int64_t o0 = ob; o0 < oe; o0 += block_rows)
       weight_grad_rows(l, kernels, gy, grad_bank, g, o0,
-                       std::min<int64_t>(kRows, oe - o0), j_begin, n,
+                       std::min<int64_t>(block_rows, oe - o0), j_begin, n,
                        packed.data(), products.data(), edge.data(),
                        dots.data(), partial, next_rows.data(), row_w.data(),
                        row_dw.data(), ahead.data(),
