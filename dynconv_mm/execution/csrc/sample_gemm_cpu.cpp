@@ -469,8 +469,8 @@ void tiles_avx512(int64_t rows, const float* a, int64_t a_stride,
 // packed input, read from L2 by the first, is in L1 for the second. On a
 // 2-core 2.6 GHz Xeon VM (480 MB L3), 512-channel 3x3 at 7x7, batch 8,
 // backward op alone, one process switching: DyNet's six kernels -0.6 to
-// -1.5 ms of 29-32, four kernels -0.9 of 25 (15 and 20 rows: less or no
-// better). AVX2's stay at one tile, as measured there.
+// -1.5 ms of 29-32, four kernels -0.9 of 25 (15, 18, 20 and 24 rows: no
+// better than 12). AVX2's stay at one tile, as measured there.
 constexpr int64_t kWideGradRows = 2 * kRows;
 
 Kernels kernels_for(bool wide) {
