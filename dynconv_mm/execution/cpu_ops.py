@@ -319,29 +319,28 @@ def cpu_sample_gemm_forward(cols: Tensor, bank: Tensor,
     return _CPU_OPS.sample_gemm_forward(cols, bank, mixing)
 
 
-def cpu_sample_gemm_input_grad(grad_y_t: Tensor, bank: Tensor,
+def cpu_sample_gemm_input_grad(grad_y: Tensor, bank: Tensor,
                                mixing: Tensor) -> Tensor:
     """The gradient of :func:`cpu_sample_gemm_forward`'s ``cols``,
-    transposed (``[B, g, P, J]``), from the transposed output gradient
-    ``grad_y_t`` ``[B, g, P, O/g]``."""
-    return _CPU_OPS.sample_gemm_input_grad(grad_y_t, bank, mixing,
+    transposed (``[B, g, P, J]``), from the output gradient ``grad_y``
+    ``[B, g, O/g, P]``."""
+    return _CPU_OPS.sample_gemm_input_grad(grad_y, bank, mixing,
                                            _wide_tiles(), _HUGE_PAGES)
 
 
 def cpu_sample_gemm_backward(
         grad_y: Tensor, cols: Tensor, bank: Tensor, mixing: Tensor,
-        grad_y_t: Optional[Tensor] = None) -> List[Tensor]:
+        input_grad: bool = False) -> List[Tensor]:
     """The gradients of :func:`cpu_sample_gemm_forward`'s bank and mixing,
     from the output gradient ``[B, g, O/g, P]`` and its input ``cols``;
-    given the output gradient transposed too (``grad_y_t`` ``[B, g, P,
-    O/g]``), also the input gradient, transposed, as a third, in the same
-    pass over the bank where that was measured faster (AVX-512 tiles, and
-    a batch small enough that the pass's working set stays near L2: the op
-    decides, ``backward_fuses`` in ``sample_gemm_cpu.cpp``). Both
-    gradient ops ask for the bank, and its gradient, in 2 MiB pages first
-    (:func:`.cpu_memory.huge_pages_wanted`)."""
+    with ``input_grad``, also the input gradient, transposed (``[B, g, P,
+    J]``), as a third, in the same pass over the bank where that was
+    measured faster (AVX-512 tiles, and a batch small enough that the
+    pass's working set stays near L2: the op decides, ``backward_fuses`` in
+    ``sample_gemm_cpu.cpp``). Both gradient ops ask for the bank, and its
+    gradient, in 2 MiB pages first (:func:`.cpu_memory.huge_pages_wanted`)."""
     return _CPU_OPS.sample_gemm_backward(grad_y, cols, bank, mixing,
-                                         grad_y_t, _wide_tiles(),
+                                         input_grad, _wide_tiles(),
                                          _HUGE_PAGES)
 
 

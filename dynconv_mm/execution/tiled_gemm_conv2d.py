@@ -223,12 +223,11 @@ def _compiled_backward(
 ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
     """:func:`_tiled_backward` by the compiled ops (kernels mixed in their
     register tiles, no kernel gradient formed)."""
-    grad_y_t = grad_y.transpose(2, 3).contiguous() if input_grad else None
     if not weight_grads:
-        return (None if grad_y_t is None else cpu_sample_gemm_input_grad(
-            grad_y_t, bank, mixing).transpose(2, 3)), None, None
+        return (cpu_sample_gemm_input_grad(grad_y, bank, mixing).transpose(
+            2, 3) if input_grad else None), None, None
     grad_bank, grad_mixing, *grad_cols_t = cpu_sample_gemm_backward(
-        grad_y, cols, bank, mixing, grad_y_t)
+        grad_y, cols, bank, mixing, input_grad)
     grad_cols = grad_cols_t[0].transpose(2, 3) if grad_cols_t else None
     return grad_cols, grad_bank, grad_mixing
 

@@ -77,16 +77,15 @@ def run_ops(cols, bank, mixing, grad_y, wide):
     it alone; the backward's weight gradients without the input's are
     checked to be the same bits."""
     ops = cpu_ops._CPU_OPS
-    grad_y_t = grad_y.transpose(2, 3).contiguous()
     y = ops.sample_gemm_forward(cols, bank, mixing)
     grad_bank, grad_mixing, grad_cols_t = ops.sample_gemm_backward(
-        grad_y, cols, bank, mixing, grad_y_t, wide, False)
-    weights_only = ops.sample_gemm_backward(grad_y, cols, bank, mixing, None,
+        grad_y, cols, bank, mixing, True, wide, False)
+    weights_only = ops.sample_gemm_backward(grad_y, cols, bank, mixing, False,
                                             wide, False)
     assert len(weights_only) == 2
     assert torch.equal(weights_only[0], grad_bank)
     assert torch.equal(weights_only[1], grad_mixing)
-    alone = ops.sample_gemm_input_grad(grad_y_t, bank, mixing, wide, False)
+    alone = ops.sample_gemm_input_grad(grad_y, bank, mixing, wide, False)
     return y, grad_cols_t, grad_bank, grad_mixing, alone
 
 
@@ -98,7 +97,8 @@ def run_ops(cols, bank, mixing, grad_y, wide):
 # tiles the backward computes the input gradient in the weight gradients'
 # pass where a unit's working set fits: 'tall' over three slices of 60
 # rows (the last one short, past the columns' end), 'batch40' not (forty
-# samples' panels too large: the input gradient's own pass).
+# samples' panels and packed input of 33 pixels too large: the input
+# gradient's own pass).
 SHAPES = {
     'tiny': (2, 1, 1, 3, 1, 2),
     'tails': (3, 2, 7, 19, 5, 3),
@@ -109,10 +109,11 @@ SHAPES = {
     'long_rows': (3, 1, 8, 4104, 25, 3),
     'many_kernels': (3, 1, 7, 70, 11, 11),
     'tall': (2, 1, 130, 70, 9, 3),
-    'batch40': (40, 1, 7, 70, 9, 2),
+    'batch40': (40, 1, 7, 70, 33, 2),
     # rows of 16-float multiples, so the wide tiles write the bank's
-    # gradient past the caches: two full units of 256 columns per group,
-    # then a short one through the padded copies
+    # gradient past the caches: two full units per group (192 columns in
+    # the wide tiles, 256 in AVX2's), then a short one through the padded
+    # copies
     'aligned_rows': (3, 2, 13, 528, 9, 3),
 }
 
@@ -268,20 +269,21 @@ def test_where_the_ops_must_not_run(counting_ops, any_row_runs_compiled,
      'bank'),  # not contiguous
     ('sample_gemm_forward', lambda c, b, m, gy: (c, b, m[:, :1]), 'mixing'),
     ('sample_gemm_forward', lambda c, b, m, gy: (c, b[0], m), 'bank'),
-    ('sample_gemm_input_grad',
+    ('sample_gemm_input_grad',  # transposed, not contiguous
      lambda c, b, m, gy: (gy.transpose(2, 3), b, m, False, False),
-     'grad_y_t'),
+     'grad_y'),
+    ('sample_gemm_input_grad',  # transposed
+     lambda c, b, m, gy: (gy.transpose(2, 3).contiguous(), b, m, False,
+                          False), 'grad_y'),
     ('sample_gemm_backward',
-     lambda c, b, m, gy: (gy, c.transpose(2, 3).contiguous(), b, m, None,
+     lambda c, b, m, gy: (gy, c.transpose(2, 3).contiguous(), b, m, False,
                           False, False), 'cols'),
     ('sample_gemm_backward',
-     lambda c, b, m, gy: (gy, c.transpose(2, 3), b, m, None, False, False),
+     lambda c, b, m, gy: (gy, c.transpose(2, 3), b, m, True, False, False),
      'cols'),
     ('sample_gemm_backward',
-     lambda c, b, m, gy: (gy[:, :, :1], c, b, m, None, False, False),
+     lambda c, b, m, gy: (gy[:, :, :1], c, b, m, True, False, False),
      'grad_y'),
-    ('sample_gemm_backward',  # not transposed
-     lambda c, b, m, gy: (gy, c, b, m, gy, False, False), 'grad_y_t'),
 ])
 def test_bad_arguments_are_refused_by_name(counting_ops, op, args, message):
     cols = torch.randn(2, 1, 5, 4)
@@ -408,7 +410,6 @@ def test_gradient_ops_ask_for_the_bank_in_huge_pages(counting_ops, op):
     cols = torch.randn(1, 1, 1536, 4)
     mixing = torch.rand(1, 2)
     grad_y = torch.randn(1, 1, 512, 4)
-    grad_y_t = grad_y.transpose(2, 3).contiguous()
     results = {}
     for huge_pages in (False, True):
         m, address = private_mapping(values.numel() * 4)
@@ -416,9 +417,9 @@ def test_gradient_ops_ask_for_the_bank_in_huge_pages(counting_ops, op):
         bank.copy_(values)
         before = huge_kb(address)
         if op == 'sample_gemm_backward':
-            args = (grad_y, cols, bank, mixing, grad_y_t, False, huge_pages)
+            args = (grad_y, cols, bank, mixing, True, False, huge_pages)
         else:
-            args = (grad_y_t, bank, mixing, False, huge_pages)
+            args = (grad_y, bank, mixing, False, huge_pages)
         results[huge_pages] = getattr(cpu_ops._CPU_OPS, op)(*args)
         gained = huge_kb(address) - before
         assert torch.equal(bank, values)  # the contents stay

@@ -19,8 +19,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("sample_gemm_input_grad", &dynconv_mm::sample_gemm_input_grad,
         "Their input gradient, transposed (CPU, float32)");
   m.def("sample_gemm_backward", &dynconv_mm::sample_gemm_backward,
-        "Their bank's and mixing's gradients, and given the transposed output "
-        "gradient the input's (CPU, float32)");
+        "Their bank's and mixing's gradients, and if asked the input's (CPU, "
+        "float32)");
   m.def("avx512_supported", &dynconv_mm::avx512_supported,
         "Whether this CPU runs the sample_conv op (AVX-512)");
   m.def("sample_conv", &dynconv_mm::sample_conv,

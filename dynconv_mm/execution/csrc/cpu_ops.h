@@ -151,23 +151,22 @@ at::Tensor sample_kernel(const at::Tensor& bank,
 // (sample_gemm_cpu.cpp). Per group of the bank W [K, G, O_g, J] and the
 // mixing m [B, K] (or DyNet's [B, G, O_g, K]): the output y [B, G, O_g, P]
 // of the unfolded input cols [B, G, J, P]; the input gradient, transposed,
-// [B, G, P, J], of the transposed grad_y_t [B, G, P, O_g]; the bank's and
-// the mixing's gradients {dW, dm} from grad_y and the input cols, and given
-// grad_y_t the input gradient as a third, sharing the bank's read where
-// that was measured faster (`wide`: the gradients in AVX-512 tiles,
+// [B, G, P, J], of the output gradient grad_y [B, G, O_g, P]; the bank's
+// and the mixing's gradients {dW, dm} from grad_y and the input cols, and
+// with `input_grad` the input gradient as a third, sharing the bank's read
+// where that was measured faster (`wide`: the gradients in AVX-512 tiles,
 // avx512_tiles; `huge_pages`: the bank, and its gradient, asked into 2 MB
 // pages first, Linux's MADV_COLLAPSE).
 at::Tensor sample_gemm_forward(const at::Tensor& cols,
                                const at::Tensor& bank,
                                const at::Tensor& mixing);
-at::Tensor sample_gemm_input_grad(const at::Tensor& grad_y_t,
+at::Tensor sample_gemm_input_grad(const at::Tensor& grad_y,
                                   const at::Tensor& bank,
                                   const at::Tensor& mixing, bool wide,
                                   bool huge_pages);
 std::vector<at::Tensor> sample_gemm_backward(
     const at::Tensor& grad_y, const at::Tensor& cols, const at::Tensor& bank,
-    const at::Tensor& mixing, const c10::optional<at::Tensor>& grad_y_t,
-    bool wide, bool huge_pages);
+    const at::Tensor& mixing, bool input_grad, bool wide, bool huge_pages);
 
 // Each sample's convolution from its unfolded input cols [B, C_in*kh*kw,
 // P] with its kernel mixed in the GEMM's tiles from the bank [K, C_out,
@@ -190,14 +189,15 @@ struct PrefetchStream {
 };
 // out[r, 0:width] (+)= sum_i a[r, i] panel[i, 0:width] for `rows` rows and
 // 1-64 columns, in AVX-512 register tiles of 6 rows by 64 columns (8 rows
-// up to 48 columns; a's rows `a_stride` apart, the panel's `panel_stride`,
-// out's `out_stride`; `add`: added to out), asking for `stream`'s lines as
-// they compute (shared out among the tiles): sample_conv's tiles and the
-// sample_gemm ops' wide ones.
+// up to 48 columns; a's rows `a_stride` apart, or with `a_transposed` its
+// columns: a[r, i] at a[i * a_stride + r]; the panel's rows
+// `panel_stride` apart, out's `out_stride`; `add`: added to out), asking
+// for `stream`'s lines as they compute (shared out among the tiles):
+// sample_conv's tiles and the sample_gemm ops' wide ones.
 void avx512_tiles(int64_t rows, const float* a, int64_t a_stride,
                   int64_t inner, const float* panel, int64_t panel_stride,
                   float* out, int64_t out_stride, int64_t width, bool add,
-                  const PrefetchStream& stream);
+                  const PrefetchStream& stream, bool a_transposed);
 // dst[s * dst_stride + 0:n] = e_s[0:n] * sum_k c[s * K + k] src[k * stride
 // + 0:n] for s < samples (e_s = e + s * e_stride; e may be null): one row of
 // several samples' kernels from its K bank rows (`stride` apart), each

@@ -186,7 +186,8 @@ DYNCONV_MM_AVX512 inline __attribute__((always_inline)) void mix_held_rows(
 // `a_stride` apart, x's `x_stride`, out's `out_stride`), the last
 // register's lanes masked by `last`. S, if not 0, is a_stride known at
 // compile time: a's rows are then addressed from one register, not R.
-template <int R, int V, bool Add, int64_t S>
+// `Transposed`: a is stored by columns, a[r, i] at a[i * a_stride + r].
+template <int R, int V, bool Add, int64_t S, bool Transposed = false>
 DYNCONV_MM_AVX512 __attribute__((noinline)) void register_tile(
     const float* a, int64_t a_stride_arg, int64_t inner, const float* x,
     int64_t x_stride, float* out, int64_t out_stride, __mmask16 last,
@@ -212,7 +213,8 @@ DYNCONV_MM_AVX512 __attribute__((noinline)) void register_tile(
       c[v] = v == V - 1 ? _mm512_maskz_loadu_ps(last, row + v * kLanes)
                         : _mm512_loadu_ps(row + v * kLanes);
     for (int r = 0; r < R; ++r) {
-      const __m512 w = _mm512_set1_ps(a[r * a_stride + i]);
+      const __m512 w = _mm512_set1_ps(Transposed ? a[i * a_stride + r]
+                                                 : a[r * a_stride + i]);
       for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(w, c[v], acc[r][v]);
     }
     for (int64_t q = 0; q < rate; ++q)
@@ -235,7 +237,7 @@ DYNCONV_MM_AVX512 __attribute__((noinline)) void register_tile(
     }
 }
 
-template <int V, int64_t S>
+template <int V, int64_t S, bool Transposed = false>
 DYNCONV_MM_AVX512 void tile_of_rows(int rows, const float* a,
                                     int64_t a_stride, int64_t inner,
                                     const float* x, int64_t x_stride,
@@ -246,13 +248,15 @@ DYNCONV_MM_AVX512 void tile_of_rows(int rows, const float* a,
 #define DYNCONV_MM_ROWS(R)                                                  \
   case 2 * R:                                                               \
     if constexpr (R * V <= 24)                                              \
-    register_tile<R, V, false, S>(a, a_stride, inner, x, x_stride, out,     \
-                                  out_stride, last, stream);                \
+    register_tile<R, V, false, S, Transposed>(a, a_stride, inner, x,        \
+                                              x_stride, out, out_stride,    \
+                                              last, stream);                \
     break;                                                                  \
   case 2 * R + 1:                                                           \
     if constexpr (R * V <= 24)                                              \
-    register_tile<R, V, true, S>(a, a_stride, inner, x, x_stride, out,      \
-                                 out_stride, last, stream);                 \
+    register_tile<R, V, true, S, Transposed>(a, a_stride, inner, x,         \
+                                             x_stride, out, out_stride,     \
+                                             last, stream);                 \
     break;
     DYNCONV_MM_ROWS(1) DYNCONV_MM_ROWS(2) DYNCONV_MM_ROWS(3)
     DYNCONV_MM_ROWS(4) DYNCONV_MM_ROWS(5) DYNCONV_MM_ROWS(6)
@@ -337,7 +341,7 @@ DYNCONV_MM_AVX512 void conv_unit(const SampleConv& s, int64_t o_begin,
                          s.cols + (b * J + j0) * P + p0, P,
                          s.y + (b * O + c0) * P + p0, P,
                          std::min(width, tiled - p0), j0 > 0,
-                         stream.share(call, calls));
+                         stream.share(call, calls), false);
           for (int64_t t = 0; t < s.tails; ++t)
             for (int64_t o0 = c0; o0 < c1; o0 += kNarrowTileRows)
               tail_dots(static_cast<int>(
@@ -397,25 +401,27 @@ DYNCONV_MM_AVX512 void avx512_tiles(int64_t rows, const float* a,
                                      const float* x, int64_t x_stride,
                                      float* out, int64_t out_stride,
                                      int64_t width, bool add,
-                                     const PrefetchStream& stream) {
+                                     const PrefetchStream& stream,
+                                     bool a_transposed) {
   const int vectors = static_cast<int>((width + kLanes - 1) / kLanes);
   const __mmask16 last = first_lanes(width - (vectors - 1) * kLanes);
   const int tile_rows = tile_rows_for(width);
   const int64_t row_tiles = (rows + tile_rows - 1) / tile_rows;
   for (int64_t r0 = 0, t = 0; r0 < rows; r0 += tile_rows, ++t) {
     const int r = static_cast<int>(std::min<int64_t>(tile_rows, rows - r0));
-    const float* a0 = a + r0 * a_stride;
+    const float* a0 = a_transposed ? a + r0 : a + r0 * a_stride;
     float* out0 = out + r0 * out_stride;
     const PrefetchStream part = stream.share(t, row_tiles);
     switch (vectors) {
 #define DYNCONV_MM_VECTORS(V)                                              \
   case V:                                                                  \
-    (a_stride == kBatchBlock ? tile_of_rows<V, kBatchBlock>                \
-     : a_stride == kBlock    ? tile_of_rows<V, kBlock>                     \
-                             : tile_of_rows<V, 0>)(r, a0, a_stride, inner, \
-                                                   x, x_stride, out0,      \
-                                                   out_stride, last, add,  \
-                                                   part);                  \
+    (a_transposed              ? tile_of_rows<V, 0, true>                \
+     : a_stride == kBatchBlock ? tile_of_rows<V, kBatchBlock>              \
+     : a_stride == kBlock      ? tile_of_rows<V, kBlock>                   \
+                               : tile_of_rows<V, 0>)(r, a0, a_stride,      \
+                                                     inner, x, x_stride,   \
+                                                     out0, out_stride,     \
+                                                     last, add, part);     \
     break;
       DYNCONV_MM_VECTORS(1) DYNCONV_MM_VECTORS(2) DYNCONV_MM_VECTORS(3)
       DYNCONV_MM_VECTORS(4)
@@ -503,7 +509,7 @@ bool avx512_supported() { return false; }
 
 void avx512_tiles(int64_t, const float*, int64_t, int64_t, const float*,
                   int64_t, float*, int64_t, int64_t, bool,
-                  const PrefetchStream&) {
+                  const PrefetchStream&, bool) {
   TORCH_CHECK(false, "dynconv_mm avx512_tiles: needs an x86-64 CPU");
 }
 

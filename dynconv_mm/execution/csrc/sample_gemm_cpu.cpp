@@ -195,12 +195,16 @@ DYNCONV_MM_AVX2 void lane_sums(const float* v, int64_t count, int64_t lanes,
 }
 
 // out[r, 0:16] (+)= sum_i a[r, i] * panel[i, 0:16] for R rows, in 2R
-// registers (a's rows `a_stride` apart, the panel's `panel_stride`,
+// registers (a's rows `a_stride` apart, or with `Transposed` its columns:
+// a[r, i] at a[i * a_stride + r]; the panel's rows `panel_stride` apart,
 // out's `out_stride`); `add` adds to out instead of writing it.
-template <int R>
+template <int R, bool Transposed>
 DYNCONV_MM_AVX2 inline __attribute__((always_inline)) void register_tile(
     const float* a, int64_t a_stride, int64_t inner, const float* panel,
     int64_t panel_stride, float* out, int64_t out_stride, bool add) {
+  auto a_at = [&](int r, int64_t i) {
+    return Transposed ? a + i * a_stride + r : a + r * a_stride + i;
+  };
   __m256 acc[R][2];
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
   int64_t i = 0;
@@ -214,7 +218,7 @@ DYNCONV_MM_AVX2 inline __attribute__((always_inline)) void register_tile(
         const float* row = panel + (i + s) * panel_stride;
         const __m256 c0 = _mm256_loadu_ps(row), c1 = _mm256_loadu_ps(row + 8);
         for (int r = 0; r < R; ++r) {
-          const __m256 x = _mm256_broadcast_ss(a + r * a_stride + i + s);
+          const __m256 x = _mm256_broadcast_ss(a_at(r, i + s));
           __m256(&sum)[2] = s == 0 ? acc[r] : odd[r];
           sum[0] = _mm256_fmadd_ps(x, c0, sum[0]);
           sum[1] = _mm256_fmadd_ps(x, c1, sum[1]);
@@ -228,7 +232,7 @@ DYNCONV_MM_AVX2 inline __attribute__((always_inline)) void register_tile(
     const __m256 c0 = _mm256_loadu_ps(panel + i * panel_stride);
     const __m256 c1 = _mm256_loadu_ps(panel + i * panel_stride + 8);
     for (int r = 0; r < R; ++r) {
-      const __m256 x = _mm256_broadcast_ss(a + r * a_stride + i);
+      const __m256 x = _mm256_broadcast_ss(a_at(r, i));
       acc[r][0] = _mm256_fmadd_ps(x, c0, acc[r][0]);
       acc[r][1] = _mm256_fmadd_ps(x, c1, acc[r][1]);
     }
@@ -246,15 +250,16 @@ DYNCONV_MM_AVX2 void rows_of_tiles(int64_t rows, const float* a,
                                    int64_t a_stride, int64_t inner,
                                    const float* panel, int64_t panel_stride,
                                    float* out, int64_t out_stride,
-                                   bool add = false) {
+                                   bool add = false,
+                                   bool a_transposed = false) {
   for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
-    const float* a0 = a + r0 * a_stride;
+    const float* a0 = a_transposed ? a + r0 : a + r0 * a_stride;
     float* out0 = out + r0 * out_stride;
     switch (std::min<int64_t>(kRows, rows - r0)) {
 #define DYNCONV_MM_ROWS(R)                                                \
   case R:                                                                 \
-    register_tile<R>(a0, a_stride, inner, panel, panel_stride, out0,      \
-                     out_stride, add);                                    \
+    (a_transposed ? register_tile<R, true> : register_tile<R, false>)(    \
+        a0, a_stride, inner, panel, panel_stride, out0, out_stride, add); \
     break;
       DYNCONV_MM_ROWS(1) DYNCONV_MM_ROWS(2) DYNCONV_MM_ROWS(3)
       DYNCONV_MM_ROWS(4) DYNCONV_MM_ROWS(5) DYNCONV_MM_ROWS(6)
@@ -343,10 +348,12 @@ DYNCONV_MM_AVX2 inline __attribute__((always_inline)) void reduce_samples(
 struct Kernels {
   int64_t width;  // columns of a register tile
   // register tiles of `width` columns over any number of rows
-  // (rows_of_tiles), and whether they take a prefetch stream (avx512_tiles)
+  // (rows_of_tiles; `a_transposed`: a given by columns), and whether they
+  // take a prefetch stream (avx512_tiles)
   void (*tiles)(int64_t rows, const float* a, int64_t a_stride, int64_t inner,
                 const float* panel, int64_t panel_stride, float* out,
-                int64_t out_stride, bool add, const PrefetchStream& stream);
+                int64_t out_stride, bool add, const PrefetchStream& stream,
+                bool a_transposed);
   bool streams;
   // dst[s * dst_stride + 0:n] = sum_k c[s * K + k] src[k * src_stride + 0:n]
   // for s < samples: one row of several samples' W_b (mix_row's, sample by
@@ -366,6 +373,9 @@ struct Kernels {
   // rows of a block of the weight gradients (weight_grad_rows): its G,
   // then its reduction
   int64_t grad_rows;
+  // a unit of the weight gradients: its packed input within this many
+  // bytes, and at most this many tiles of columns (unit_columns)
+  int64_t unit_bytes, unit_tiles;
 };
 
 // Kernels::reduce compiled for `isa` as `name`: `kernel`<samples>.
@@ -389,9 +399,9 @@ constexpr PrefetchStream kNoStream{nullptr, 0, 0};
 void tiles_avx2(int64_t rows, const float* a, int64_t a_stride,
                 int64_t inner, const float* panel, int64_t panel_stride,
                 float* out, int64_t out_stride, bool add,
-                const PrefetchStream&) {
+                const PrefetchStream&, bool a_transposed) {
   rows_of_tiles(rows, a, a_stride, inner, panel, panel_stride, out,
-                out_stride, add);
+                out_stride, add, a_transposed);
 }
 
 void mix_samples_by_rows(const float* src, int64_t src_stride,
@@ -460,9 +470,9 @@ constexpr int64_t kWideColumns = 64;
 void tiles_avx512(int64_t rows, const float* a, int64_t a_stride,
                   int64_t inner, const float* panel, int64_t panel_stride,
                   float* out, int64_t out_stride, bool add,
-                  const PrefetchStream& stream) {
+                  const PrefetchStream& stream, bool a_transposed) {
   avx512_tiles(rows, a, a_stride, inner, panel, panel_stride, out,
-               out_stride, kWideColumns, add, stream);
+               out_stride, kWideColumns, add, stream, a_transposed);
 }
 
 // The wide tiles' G blocks: two register tiles of rows, so each sample's
@@ -473,11 +483,28 @@ void tiles_avx512(int64_t rows, const float* a, int64_t a_stride,
 // better than 12). AVX2's stay at one tile, as measured there.
 constexpr int64_t kWideGradRows = 2 * kRows;
 
+// The wide tiles' units of the weight gradients: each one reads the whole
+// output gradient (B x P x O_g floats: 800 KB at 512 channels, 7x7, batch
+// 8), and from L3, as the bank's rows streaming through L2 evict it, so
+// wider units read it fewer times, up to where the unit's own working set
+// leaves L2. On the slower Xeon VM (2 MB of L2), 512-channel 3x3 at 7x7,
+// six kernels, backward op alone, one process switching the columns call
+// by call: batch 8 192 columns against 128 -0.7 to -1.1 ms of 26-29
+// (256: +1.9 against 192), batch 4 192 against 256 -0.5, batch 12 and 16
+// 192 against 64 -3.2 and -6.7 ms (256 alike), batch 32 128 against 64
+// -7.4 ms of 127 (192: 1.2 ms slower than 128). AVX2's keep the bounds
+// measured on the Emerald Rapids and AMD VMs.
+constexpr int64_t kWideUnitBytes = 1 << 20;
+constexpr int64_t kWideUnitTiles = 3;
+constexpr int64_t kUnitBytes = 256 << 10;
+
 Kernels kernels_for(bool wide) {
   return wide ? Kernels{kWideColumns, tiles_avx512, true, mix_avx512,
-                        reduce_avx512, 16, kWideGradRows}
+                        reduce_avx512, 16, kWideGradRows, kWideUnitBytes,
+                        kWideUnitTiles}
               : Kernels{kLanes, tiles_avx2, false, mix_samples_by_rows,
-                        reduce_avx2, 8, kRows};
+                        reduce_avx2, 8, kRows, kUnitBytes,
+                        256 / kLanes};
 }
 
 // ---- forward: a unit is (g, rows [o_begin, o_end)), all samples -------
@@ -530,7 +557,7 @@ DYNCONV_MM_AVX2 void forward_unit(const Layout& l, const float* cols,
 // samples ------------------------------------------------------------------
 // Each sample's rows of W_b on the unit's columns are mixed into its
 // panel, which the register tiles take (16 or 64 columns at a time) with
-// the rows of the transposed output gradient gy_t [B, G, P, O_g] as A.
+// the output gradient gy [B, G, O_g, P], read by columns, as A.
 // Alone (a frozen bank, or the weight gradients' pass cannot take it: see
 // backward_fuses), row by row of the bank's columns, its K short rows read
 // once and the rows a few ahead prefetched, into eight samples' panels at
@@ -573,13 +600,17 @@ DYNCONV_MM_AVX2 void mix_input_panels(const Layout& l, const Kernels& kernels,
   }
 }
 
-// grad_cols_t[b, :, j_begin:j_begin + n] (+)= gy_t[b, :, o_begin:o_end]
+// grad_cols_t[b, :, j_begin:j_begin + n] (+)= gy[b, o_begin:o_end, :]^T
 // times sample b's panel of W_b's rows o_begin .. o_end-1, for samples
 // [b0, b1) (`panels`: sample b0's first, each `panel_rows` rows of
 // `panel_width` floats; `add`: added to what the rows before left).
-// `edge` [P][width] holds the last columns' results.
+// `edge` [P][width] holds the last columns' results. The tiles read the
+// output gradient by columns (a[p, o] = gy[b, o, p]): a transposed copy
+// [B, G, P, O_g] made for them was a second copy of it that every unit of
+// the weight gradients read again (512-channel 3x3 at 7x7, batch 8, on the
+// slower Xeon VM: -0.8 to -1.2 ms of 26-28 for the backward op alone).
 DYNCONV_MM_AVX2 void input_grad_tiles(const Layout& l, const Kernels& kernels,
-                                      const float* gy_t, float* grad_cols_t,
+                                      const float* gy, float* grad_cols_t,
                                       int64_t g, int64_t j_begin, int64_t n,
                                       int64_t b0, int64_t b1, int64_t o_begin,
                                       int64_t o_end, const float* panels,
@@ -589,18 +620,18 @@ DYNCONV_MM_AVX2 void input_grad_tiles(const Layout& l, const Kernels& kernels,
   const int64_t width = kernels.width;
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t bg = b * l.groups + g;
-    const float* a = gy_t + bg * P * O + o_begin;  // [P, O]
+    const float* a = gy + (bg * O + o_begin) * P;  // [o_end - o_begin, P]
     const float* panel = panels + (b - b0) * panel_rows * panel_width;
     float* out = grad_cols_t + bg * P * J + j_begin;
     for (int64_t t = 0; t < n; t += width) {
       if (t + width <= n) {
-        kernels.tiles(P, a, O, o_end - o_begin, panel + t, panel_width,
-                      out + t, J, add, kNoStream);
+        kernels.tiles(P, a, P, o_end - o_begin, panel + t, panel_width,
+                      out + t, J, add, kNoStream, true);
         continue;
       }
       // the panel's columns past n: computed, not stored
-      kernels.tiles(P, a, O, o_end - o_begin, panel + t, panel_width, edge,
-                    width, false, kNoStream);
+      kernels.tiles(P, a, P, o_end - o_begin, panel + t, panel_width, edge,
+                    width, false, kNoStream, true);
       for (int64_t p = 0; p < P; ++p)
         for (int64_t i = 0; i < n - t; ++i)
           out[p * J + t + i] =
@@ -610,7 +641,7 @@ DYNCONV_MM_AVX2 void input_grad_tiles(const Layout& l, const Kernels& kernels,
 }
 
 DYNCONV_MM_AVX2 void input_grad_unit(const Layout& l, const Kernels& kernels,
-                                     const float* gy_t,
+                                     const float* gy,
                                      float* grad_cols_t, int64_t g,
                                      int64_t j_begin, int64_t j_end,
                                      float* panels) {
@@ -622,7 +653,7 @@ DYNCONV_MM_AVX2 void input_grad_unit(const Layout& l, const Kernels& kernels,
   for (int64_t b0 = 0; b0 < B; b0 += samples) {
     const int64_t b1 = std::min(B, b0 + samples);
     mix_input_panels(l, kernels, g, j_begin, n, b0, b1, panels, c.data());
-    input_grad_tiles(l, kernels, gy_t, grad_cols_t, g, j_begin, n, b0, b1, 0,
+    input_grad_tiles(l, kernels, gy, grad_cols_t, g, j_begin, n, b0, b1, 0,
                      O, panels, O, kInputColumns, edge.data(), false);
   }
 }
@@ -630,7 +661,7 @@ DYNCONV_MM_AVX2 void input_grad_unit(const Layout& l, const Kernels& kernels,
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // The input gradient of a call, transposed ([B, G, P, J]), unit by unit.
-void input_grad(const Layout& l, const Kernels& kernels, const float* gy_t,
+void input_grad(const Layout& l, const Kernels& kernels, const float* gy,
                 float* grad_cols_t) {
   const int64_t column_units = ceil_div(l.row, kInputColumns);
   at::parallel_for(0, l.groups * column_units, 1, [&](int64_t begin,
@@ -639,7 +670,7 @@ void input_grad(const Layout& l, const Kernels& kernels, const float* gy_t,
         std::min(kMixedSamples, l.batch) * l.group_out * kInputColumns, 0.f);
     for (int64_t u = begin; u < end; ++u) {
       const int64_t j0 = u % column_units * kInputColumns;
-      input_grad_unit(l, kernels, gy_t, grad_cols_t, u / column_units, j0,
+      input_grad_unit(l, kernels, gy, grad_cols_t, u / column_units, j0,
                       std::min(l.row, j0 + kInputColumns), panels.data());
     }
   });
@@ -655,9 +686,12 @@ void input_grad(const Layout& l, const Kernels& kernels, const float* gy_t,
 // -0.8/-1.2/-0.5 ms, 10 and 12 -0.7 and -1.9 ms. Only where it won: with
 // the wide tiles (AVX2's lost 3.7 ms of 59), and where a unit's working set
 // (its panels, packed input and input gradient, B x columns x (kFusedRows +
-// 2 P) floats, and the output gradient it reads twice, 2 B P O_g) is within
-// kFusedUnitBytes: batch 12 is 2.9 MB; 16, 24 and 32 (3.9-7.7 MB) lost 5,
-// 3 and 18 ms, their passes alone closer to fitting L2.
+// 2 P) floats, and the output gradient, B P O_g) is within kFusedUnitBytes:
+// then (a transposed copy of the output gradient read too) batch 12 was
+// 2.9 MB; 16, 24 and 32 (3.9-7.7 MB) lost 5, 3 and 18 ms, their passes
+// alone closer to fitting L2. On the slower Xeon VM with units of 192
+// columns: batch 12 (2.7 MB) fused -2.2 ms of 45, batch 16 (3.5 MB) +1.6
+// ms of 57.
 constexpr int64_t kFusedRows = 10 * kRows;  // measured: 30 and 90 slower
 constexpr int64_t kFusedUnitBytes = 3 << 20;
 
@@ -665,7 +699,7 @@ bool backward_fuses(const Kernels& kernels, const Layout& l,
                     int64_t columns) {
   const int64_t unit_floats =
       l.batch * (columns * (kFusedRows + 2 * l.pixels) +
-                 2 * l.pixels * l.group_out);
+                 l.pixels * l.group_out);
   return kernels.width == kWideColumns &&
          unit_floats * 4 <= kFusedUnitBytes;
 }
@@ -725,7 +759,8 @@ DYNCONV_MM_AVX2 void weight_grad_rows(const Layout& l, const Kernels& kernels,
                     P, packed + (t * B + b) * P * tile, tile,
                     products + b * rows * width + t * tile, width, false,
                     PrefetchStream{next_rows, pieces, (n + 15) / 16}.share(
-                        t * B + b, count * B));
+                        t * B + b, count * B),
+                    false);
     }
   const int64_t lanes = kernels.lanes;
   const int64_t dots_rows = l.per_row ? block_rows : 1;
@@ -790,7 +825,7 @@ DYNCONV_MM_AVX2 void weight_grad_unit(const Layout& l, const Kernels& kernels,
                                       const float* cols, float* grad_bank,
                                       int64_t g, int64_t j_begin,
                                       int64_t j_end, float* partial,
-                                      const float* gy_t, float* grad_cols_t) {
+                                      float* grad_cols_t) {
   const int64_t P = l.pixels, B = l.batch, K = l.num_kernels;
   const int64_t n = j_end - j_begin;
   const int64_t tile = kernels.width, count = (n + tile - 1) / tile;
@@ -847,7 +882,7 @@ DYNCONV_MM_AVX2 void weight_grad_unit(const Layout& l, const Kernels& kernels,
                                    : nullptr,
                        block * width, mix_c.data());
     if (grad_cols_t)
-      input_grad_tiles(l, kernels, gy_t, grad_cols_t, g, j_begin, n, 0, B, ob,
+      input_grad_tiles(l, kernels, gy, grad_cols_t, g, j_begin, n, 0, B, ob,
                        oe, panels.data(), block, width, input_edge.data(),
                        ob > 0);
   }
@@ -857,8 +892,13 @@ DYNCONV_MM_AVX2 void weight_grad_unit(const Layout& l, const Kernels& kernels,
 }
 
 // The weight gradients' unit: every row, and as many columns as keep the
-// packed input within this many bytes (in L2 while all rows take it).
-constexpr int64_t kPackedBytes = 256 << 10;
+// packed input within kernels.unit_bytes (in L2 while all rows take it),
+// one tile's to kernels.unit_tiles tiles'.
+int64_t unit_columns(const Kernels& kernels, const Layout& l) {
+  const int64_t tile_bytes = l.batch * l.pixels * kernels.width * 4;
+  return kernels.width * std::clamp<int64_t>(kernels.unit_bytes / tile_bytes,
+                                             1, kernels.unit_tiles);
+}
 
 // The layout of an op's call, its arguments checked: the bank, the mixing
 // and `t`, the per-sample operand [B, G, ., .] (`expected`), whose
@@ -927,26 +967,26 @@ at::Tensor sample_gemm_forward(const at::Tensor& cols, const at::Tensor& bank,
   return y;
 }
 
-at::Tensor sample_gemm_input_grad(const at::Tensor& grad_y_t,
+at::Tensor sample_gemm_input_grad(const at::Tensor& grad_y,
                                   const at::Tensor& bank,
                                   const at::Tensor& mixing, bool wide,
                                   bool huge_pages) {
   const Kernels kernels = checked_kernels("sample_gemm_input_grad", wide);
-  const Layout l = checked_layout("sample_gemm_input_grad", "grad_y_t",
-                                  grad_y_t, "[B, groups, P, C_out/groups]",
-                                  true, 3, bank, mixing);
+  const Layout l = checked_layout("sample_gemm_input_grad", "grad_y",
+                                  grad_y, "[B, groups, C_out/groups, P]",
+                                  true, 2, bank, mixing);
   if (huge_pages) ask_for_huge_pages(l.bank, bank.numel() * 4);
   at::Tensor grad_cols_t = at::empty({l.batch, l.groups, l.pixels, l.row},
-                                     grad_y_t.options());
-  input_grad(l, kernels, grad_y_t.data_ptr<float>(),
+                                     grad_y.options());
+  input_grad(l, kernels, grad_y.data_ptr<float>(),
              grad_cols_t.data_ptr<float>());
   return grad_cols_t;
 }
 
 std::vector<at::Tensor> sample_gemm_backward(
     const at::Tensor& grad_y, const at::Tensor& cols, const at::Tensor& bank,
-    const at::Tensor& mixing, const c10::optional<at::Tensor>& grad_y_t,
-    bool wide, bool huge_pages) {
+    const at::Tensor& mixing, bool input_grad_wanted, bool wide,
+    bool huge_pages) {
   const Kernels kernels = checked_kernels("sample_gemm_backward", wide);
   Layout l = checked_layout("sample_gemm_backward", "grad_y", grad_y,
                             "[B, groups, C_out/groups, P]", true, 2, bank,
@@ -975,19 +1015,12 @@ std::vector<at::Tensor> sample_gemm_backward(
       kernels.width == kWideColumns && l.batch <= 8 && l.row % 16 == 0 &&
       reinterpret_cast<uintptr_t>(grad_bank.data_ptr<float>()) % 64 == 0;
   at::Tensor grad_cols_t;
-  if (grad_y_t) {
-    check_float_cpu_shape("sample_gemm_backward", "grad_y_t", *grad_y_t,
-                          {l.batch, l.groups, l.pixels, l.group_out});
+  if (input_grad_wanted)
     grad_cols_t = at::empty({l.batch, l.groups, l.pixels, l.row},
                             grad_y.options());
-  }
   // (the input is packed once per unit: a unit takes every row)
-  const int64_t columns =
-      kernels.width *
-      std::clamp<int64_t>(
-          kPackedBytes / (l.batch * l.pixels * kernels.width * 4), 1,
-          256 / kernels.width);
-  const bool fused = grad_y_t && backward_fuses(kernels, l, columns);
+  const int64_t columns = unit_columns(kernels, l);
+  const bool fused = input_grad_wanted && backward_fuses(kernels, l, columns);
   const int64_t column_units = ceil_div(l.row, columns);
   const int64_t units = l.groups * column_units;
   // Each unit's share of the mixing gradient, summed below: the same
@@ -1006,16 +1039,15 @@ std::vector<at::Tensor> sample_gemm_backward(
           grad_bank.data_ptr<float>(), u / column_units, j0,
           std::min(l.row, j0 + columns),
           partials.data_ptr<float>() + (l.per_row ? co : u) * mixing.numel(),
-          fused ? grad_y_t->data_ptr<float>() : nullptr,
           fused ? grad_cols_t.data_ptr<float>() : nullptr);
     }
   });
-  if (grad_y_t && !fused)
-    input_grad(l, kernels, grad_y_t->data_ptr<float>(),
+  if (input_grad_wanted && !fused)
+    input_grad(l, kernels, grad_y.data_ptr<float>(),
                grad_cols_t.data_ptr<float>());
   std::vector<at::Tensor> grads{grad_bank,
                                 partials.sum(0).view(mixing.sizes())};
-  if (grad_y_t) grads.push_back(grad_cols_t);
+  if (input_grad_wanted) grads.push_back(grad_cols_t);
   return grads;
 }
 
@@ -1039,7 +1071,7 @@ at::Tensor sample_gemm_input_grad(const at::Tensor&, const at::Tensor&,
 
 std::vector<at::Tensor> sample_gemm_backward(
     const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-    const c10::optional<at::Tensor>&, bool, bool) {
+    bool, bool, bool) {
   TORCH_CHECK(false, "dynconv_mm sample_gemm_backward: x86-64 only");
 }
 #endif  // DYNCONV_MM_SAMPLE_GEMM
