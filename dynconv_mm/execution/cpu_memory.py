@@ -89,14 +89,15 @@ def huge_pages_wanted() -> bool:
     """Whether the compiled sample-GEMM gradient ops (``tiled_gemm``'s
     backward on the CPU) ask Linux to back a bank and its gradient with
     2 MiB pages before walking them (``madvise``: ``MADV_COLLAPSE`` for
-    the pages present, Linux 6.1+, and ``MADV_HUGEPAGE`` for those a fresh
-    gradient faults in): they read and write a few hundred bytes from each
-    of thousands of rows KBs apart, and with 4 KiB pages nearly every piece
-    missed the TLB (a 512-channel 3x3 layer at 7x7, batch 8, with six
-    kernels: ~2 of 29 ms). A hint: contents stay, a kernel that refuses it
-    changes nothing, and pages already huge cost ~20 us more per call; the
-    first request for a range copies it once. ``DYNCONV_MM_HUGE_PAGES=0``
-    turns it off."""
+    the bank's pages, Linux 6.1+; the gradient, from 2 MiB on, in a mapping
+    of whole 2 MiB pages marked ``MADV_HUGEPAGE``, kept once freed for the
+    next gradient of its size, up to 1 GiB of them): they read and write a
+    few hundred bytes from each of thousands of rows KBs apart, and with 4
+    KiB pages nearly every piece missed the TLB (a 512-channel 3x3 layer at
+    7x7, batch 8, with six kernels: ~2 of 29 ms). A hint: contents stay, a
+    kernel that refuses it changes nothing, and pages already huge cost ~20
+    us more per call; the first request for a range copies it once.
+    ``DYNCONV_MM_HUGE_PAGES=0`` turns it off, the kept gradients too."""
     return os.environ.get(HUGE_PAGES_VARIABLE, '1') != '0'
 
 

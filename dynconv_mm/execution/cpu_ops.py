@@ -337,8 +337,9 @@ def cpu_sample_gemm_backward(
     J]``), as a third, in the same pass over the bank where that was
     measured faster (AVX-512 tiles, and a batch small enough that the
     pass's working set stays near L2: the op decides, ``backward_fuses`` in
-    ``sample_gemm_cpu.cpp``). Both gradient ops ask for the bank, and its
-    gradient, in 2 MiB pages first (:func:`.cpu_memory.huge_pages_wanted`)."""
+    ``sample_gemm_cpu.cpp``). Both gradient ops ask for the bank in 2 MiB
+    pages first, and this one writes the bank's gradient into 2 MiB pages
+    kept from call to call (:func:`.cpu_memory.huge_pages_wanted`)."""
     return _CPU_OPS.sample_gemm_backward(grad_y, cols, bank, mixing,
                                          input_grad, _wide_tiles(),
                                          _HUGE_PAGES)

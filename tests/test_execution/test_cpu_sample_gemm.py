@@ -443,6 +443,55 @@ def test_gradient_ops_ask_for_the_bank_in_huge_pages(counting_ops, op):
     assert all(torch.equal(a, b) for a, b in zip(*outputs))
 
 
+def still_mapped(address, size):
+    """Whether [address, address + size) is mapped in this process
+    (mincore fails with ENOMEM on an unmapped range)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t,
+                             ctypes.c_char_p)
+    pages = ctypes.create_string_buffer(size // mmap.PAGESIZE + 1)
+    return libc.mincore(address, size, pages) == 0
+
+
+@pytest.mark.parametrize('per_row', [False, True], ids=['shared', 'per_row'])
+def test_freed_bank_gradients_are_kept_for_the_next_call(counting_ops,
+                                                         per_row):
+    """With huge pages asked for, the backward's bank gradient (here 6 MiB)
+    comes from a block of its own that is kept once the gradient is freed:
+    the next call of the same size takes it (same address, and each call's
+    values its own, nothing left from the last), a call while it is alive
+    another; without huge pages the gradients come from the heap."""
+    ops = cpu_ops._CPU_OPS
+    g = torch.Generator().manual_seed(3)
+    bank = torch.randn(2, 1, 512, 1536, generator=g)
+    cols = torch.randn(2, 1, 1536, 4, generator=g)
+    mixing = torch.rand(*((2, 1, 512, 2) if per_row else (2, 2)),
+                        generator=g) + 0.2
+
+    def backward(scale, huge_pages=True):
+        grad_y = torch.randn(2, 1, 512, 4, generator=g) * scale
+        grad_bank, grad_mixing = ops.sample_gemm_backward(
+            grad_y, cols, bank, mixing, False, False, huge_pages)
+        want = float64_products(cols, bank, mixing, grad_y)[2]
+        torch.testing.assert_close(grad_bank.double(), want, rtol=1e-5,
+                                   atol=1e-5 * want.abs().max().item())
+        return grad_bank
+
+    first = backward(1.0)
+    address, size = first.data_ptr(), first.numel() * 4
+    assert address % HUGE == 0  # whole 2 MiB pages
+    del first
+    if sys.platform.startswith('linux'):  # kept: still mapped
+        assert still_mapped(address, size)
+    second = backward(-3.0)  # its values, not the first's
+    assert second.data_ptr() == address
+    third = backward(0.5)
+    assert third.data_ptr() != address
+    del second, third
+    from_heap = backward(1.0, huge_pages=False)
+    assert from_heap.data_ptr() != address
+
+
 def test_huge_pages_follow_the_environment(monkeypatch):
     """``DYNCONV_MM_HUGE_PAGES=0`` turns the request off (read at import
     into what the ops are handed)."""

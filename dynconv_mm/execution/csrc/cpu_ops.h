@@ -155,8 +155,9 @@ at::Tensor sample_kernel(const at::Tensor& bank,
 // and the mixing's gradients {dW, dm} from grad_y and the input cols, and
 // with `input_grad` the input gradient as a third, sharing the bank's read
 // where that was measured faster (`wide`: the gradients in AVX-512 tiles,
-// avx512_tiles; `huge_pages`: the bank, and its gradient, asked into 2 MB
-// pages first, Linux's MADV_COLLAPSE).
+// avx512_tiles; `huge_pages`: the bank asked into 2 MB pages first, Linux's
+// MADV_COLLAPSE, and the bank's gradient in blocks of 2 MB pages kept for
+// the next call once freed).
 at::Tensor sample_gemm_forward(const at::Tensor& cols,
                                const at::Tensor& bank,
                                const at::Tensor& mixing);
