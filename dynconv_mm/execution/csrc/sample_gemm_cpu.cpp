@@ -114,7 +114,8 @@ void ask_for_huge_pages(const void* data, int64_t bytes) {
 // Xeon VM, a DyNet layer's forward + backward in a loop spent 3-14 ms a
 // step in the kernel on average (0.03 in other processes, where the
 // gradient happened to land in the same place), its slowest steps 70-150
-// ms against a median of 40-46; from kept blocks, 0.03 ms and at most 48.
+// ms against a median of 40-46; from kept blocks, 0.03-1 ms and at most
+// 49 ms (in one process switching: the mean step 48.2 -> 43.8 ms).
 // Smaller gradients, and systems without mmap, take the heap.
 class GradientBlocks {
  public:
@@ -585,8 +586,10 @@ constexpr int64_t kWideGradRows = 2 * kRows;
 // by call: batch 8 192 columns against 128 -0.7 to -1.1 ms of 26-29
 // (256: +1.9 against 192), batch 4 192 against 256 -0.5, batch 12 and 16
 // 192 against 64 -3.2 and -6.7 ms (256 alike), batch 32 128 against 64
-// -7.4 ms of 127 (192: 1.2 ms slower than 128). AVX2's keep the bounds
-// measured on the Emerald Rapids and AMD VMs.
+// -7.4 ms of 127 (192: 1.2 ms slower than 128); the layer's forward +
+// backward at batch 8, 128 against 192 columns: DyNet +2.6 ms, four
+// kernels +1.1. AVX2's keep the bounds measured on the Emerald Rapids and
+// AMD VMs.
 constexpr int64_t kWideUnitBytes = 1 << 20;
 constexpr int64_t kWideUnitTiles = 3;
 constexpr int64_t kUnitBytes = 256 << 10;
@@ -701,7 +704,8 @@ DYNCONV_MM_AVX2 void mix_input_panels(const Layout& l, const Kernels& kernels,
 // output gradient by columns (a[p, o] = gy[b, o, p]): a transposed copy
 // [B, G, P, O_g] made for them was a second copy of it that every unit of
 // the weight gradients read again (512-channel 3x3 at 7x7, batch 8, on the
-// slower Xeon VM: -0.8 to -1.2 ms of 26-28 for the backward op alone).
+// slower Xeon VM: -0.8 to -1.0 ms of 26-28 for the backward op alone, in
+// AVX-512 tiles; AVX2's read it the same way, unmeasured on AMD's VMs).
 DYNCONV_MM_AVX2 void input_grad_tiles(const Layout& l, const Kernels& kernels,
                                       const float* gy, float* grad_cols_t,
                                       int64_t g, int64_t j_begin, int64_t n,
