@@ -75,10 +75,16 @@ namespace {
 constexpr int kLanes = 16;  // columns of a register tile: two registers
 constexpr int kRows = 6;    // rows of a register tile
 
+// A huge page (x86-64 Linux), and an address rounded up to one's start.
+constexpr int64_t kHugePage = int64_t{2} << 20;
+inline uintptr_t huge_page_above(uintptr_t address) {
+  return (address + kHugePage - 1) & ~uintptr_t(kHugePage - 1);
+}
+
 // Asks Linux to back the 2 MB pages lying wholly inside [data, data +
 // bytes) with huge pages: those present now (MADV_COLLAPSE, Linux 6.1+),
-// and those first touched later as they fault in (MADV_HUGEPAGE: a
-// gradient's fresh memory). The gradients' units walk the bank, and write
+// and those first touched later as they fault in (MADV_HUGEPAGE). The
+// gradients' units walk the bank, and write
 // its gradient, a few hundred bytes from each of thousands of rows 4-18 KB
 // apart, and with 4 KB pages nearly every piece missed the TLB.
 // 512-channel 3x3 at 7x7, batch 8, forward + backward on the Emerald
@@ -90,11 +96,9 @@ constexpr int kRows = 6;    // rows of a register tile
 void ask_for_huge_pages(const void* data, int64_t bytes) {
 #if defined(__linux__)
   constexpr int kCollapse = 25;  // MADV_COLLAPSE (glibc < 2.37 lacks it)
-  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
-  const uintptr_t begin =
-      (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t begin = huge_page_above(reinterpret_cast<uintptr_t>(data));
   const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) &
-                        ~(kHuge - 1);
+                        ~uintptr_t(kHugePage - 1);
   if (end <= begin) return;
   madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
   madvise(reinterpret_cast<void*>(begin), end - begin, kCollapse);
@@ -122,7 +126,7 @@ class GradientBlocks {
   at::Tensor empty_like(const at::Tensor& bank) {
     const int64_t bytes = ceil_to_pages(bank.numel() * 4);
 #ifdef __linux__
-    if (bytes >= kPage) {
+    if (bytes >= kHugePage) {
       void* block = take(bytes);
       if (block == nullptr) block = map(bytes);
       if (block != nullptr)
@@ -135,11 +139,10 @@ class GradientBlocks {
   }
 
  private:
-  static constexpr int64_t kPage = int64_t{2} << 20;
   static constexpr int64_t kKeptBytes = int64_t{1} << 30;
 
   static int64_t ceil_to_pages(int64_t bytes) {
-    return (bytes + kPage - 1) / kPage * kPage;
+    return static_cast<int64_t>(huge_page_above(bytes));
   }
 
   // The block of `bytes` kept last, or null.
@@ -158,14 +161,14 @@ class GradientBlocks {
 #ifdef __linux__
   // `bytes` at a 2 MB boundary, or null: a larger mapping, trimmed.
   static void* map(int64_t bytes) {
-    void* m = mmap(nullptr, bytes + kPage, PROT_READ | PROT_WRITE,
+    void* m = mmap(nullptr, bytes + kHugePage, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) return nullptr;
     char* const start = static_cast<char*>(m);
     char* const block = reinterpret_cast<char*>(
-        (reinterpret_cast<uintptr_t>(start) + kPage - 1) & ~uintptr_t(kPage - 1));
+        huge_page_above(reinterpret_cast<uintptr_t>(start)));
     if (block > start) munmap(start, block - start);
-    munmap(block + bytes, kPage - (block - start));  // never empty
+    munmap(block + bytes, kHugePage - (block - start));  // never empty
     madvise(block, bytes, MADV_HUGEPAGE);
     return block;
   }
