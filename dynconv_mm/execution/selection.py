@@ -33,9 +33,17 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
   ``TILED_1X1_MAX_PIXELS`` (14x14: 1.5-1.7x against 1.8-2.3x);
   per-sample kernels elsewhere (3x3 kernels on 14x14 maps: 1.7-2.3x
   against 2.5-2.7x). A single kernel on 7x7 maps
-  runs from the static bank, and a single 1x1 kernel (no spatial
-  attention) up to ``STATIC_1X1_MAX_PIXELS`` (28x28: 1.3-1.5x against
-  1.5-1.7x). Without kept memory per-sample kernels on 7x7 maps cost
+  runs from the static bank, and so does one on maps of at most as many
+  pixels as it has output channels (forming per-sample kernels costs
+  about ``C_out`` times what unfolding the input does per output pixel;
+  slower Xeon VM, ODConv 1x 3x3 at batch 8, static bank against
+  per-sample kernels: 256 channels at 14x14 1.45x against 1.71x, at 16x16
+  1.34x against 1.58x, at 18x18 1.51x against 1.43x; 512 at 14x14 1.32x
+  against 1.98x, at 24x24 a tie; 128 at 10x10 2.09x against 2.36x, at
+  14x14 a tie; 64 at 14x14 2.53x against 2.02x; at batch 64, the mask
+  head's 256-channel 14x14, 1.62x against 2.30x), and a single 1x1 kernel
+  (no spatial attention) up to ``STATIC_1X1_MAX_PIXELS`` (28x28: 1.3-1.5x
+  against 1.5-1.7x). Without kept memory per-sample kernels on 7x7 maps cost
   9-13x, so there the static bank runs whatever ``K``. Under
   ``torch.compile`` ``tiled_gemm`` is not picked: the compiled graph
   would keep its kernel tiles for backward.
@@ -73,8 +81,9 @@ from .cpu_ops import cpu_sample_conv_fits
 FORMULATIONS = ('batch_folded', 'aggregated', 'kernel_branches', 'im2col',
                 'tiled_gemm', 'triton')
 
-# Output pixels from which per-sample kernels beat the static bank with a
-# single kernel on the CPU: 14x14 maps do, 7x7 maps do not.
+# Output pixels from which per-sample kernels can beat the static bank
+# with a single kernel on the CPU (7x7 maps never do; larger ones where
+# the map has more pixels than the layer output channels).
 PER_SAMPLE_MIN_PIXELS = 100
 # A single 1x1 kernel stays static (kernel_branches) up to 28x28 outputs.
 STATIC_1X1_MAX_PIXELS = 28 * 28
@@ -185,8 +194,12 @@ def preference(x: Tensor, weight: Tensor, attentions: ConvAttentions,
                               torch.compiler.is_compiling())
     one_by_one = weight.shape[3:] == (1, 1)
     if num_kernels == 1:
-        if small_map or (one_by_one and attentions.spatial is None
-                         and pixels <= STATIC_1X1_MAX_PIXELS):
+        # Per-sample kernels cost about C_out C_in kh kw per sample beyond
+        # the convolution, the static bank's unfolded input C_in kh kw P:
+        # the static bank where P <= C_out.
+        if (small_map or pixels <= weight.shape[1]
+                or (one_by_one and attentions.spatial is None
+                    and pixels <= STATIC_1X1_MAX_PIXELS)):
             return static_bank + per_sample
         return per_sample + static_bank
     if not cpu_memory_state()['applied']:

@@ -392,10 +392,10 @@ def test_select_method_picks_a_valid_formulation(attention, batch, grad):
     assert method in CPU_FORMULATIONS and runs(method, attention)
 
 
-def rule_case(attention, batch, hw, grad, kernel_size=3, num_kernels=4):
+def rule_case(attention, batch, hw, grad, kernel_size=3, num_kernels=4,
+              channels=8):
     kinds, _ = ATTENTIONS[attention]
     num_kernels = num_kernels if 'kernel' in kinds else 1
-    channels = 8
     x = torch.randn(batch, channels, hw, hw, requires_grad=grad)
     weight = torch.randn(num_kernels, channels, channels, kernel_size,
                          kernel_size)
@@ -439,6 +439,21 @@ def test_cpu_rule(attention, batch, hw, grad, expected, num_kernels,
     with torch.set_grad_enabled(grad):
         assert select_method(x, weight, att, stride=1,
                              padding=1) == expected
+
+
+@pytest.mark.parametrize('channels,hw,expected', [
+    (256, 14, 'im2col'), (256, 16, 'im2col'), (256, 18, 'aggregated'),
+    (512, 14, 'im2col'), (128, 10, 'im2col'), (128, 14, 'aggregated'),
+    (64, 14, 'aggregated'), (16, 7, 'im2col')])
+@pytest.mark.parametrize('batch', [2, 8])
+def test_cpu_rule_single_kernel_by_channels(channels, hw, expected, batch):
+    """A single 3x3 kernel runs from the static bank on maps of at most as
+    many pixels as it has output channels (7x7 maps whatever the
+    channels), per-sample kernels on larger ones."""
+    x, weight, att = rule_case('odconv_1x', batch, hw, True,
+                               channels=channels)
+    assert select_method(x, weight, att, stride=1,
+                         padding=1) == expected
 
 
 @pytest.mark.parametrize('hw,expected', [(7, 'kernel_branches'),
