@@ -265,15 +265,16 @@ def cpu_sample_conv_call(x: Tensor, weight: Tensor, stride: IntPair,
 def cpu_sample_conv_batch_fits(cols: Tensor, bank: Tensor,
                                mixing: Tensor) -> bool:
     """Whether ``tiled_gemm``'s forward, where its compiled GEMMs would run
-    it (:func:`cpu_sample_gemm_forward`'s arguments, cols ``[B, g, J, P]``:
-    rows of at least 2048, at most 99 pixels), runs as
-    :func:`cpu_sample_conv` over the batch instead: an Intel CPU with
-    AVX-512, one group, tensors as the ops take them. Measured on the
+    it (:func:`cpu_sample_gemm_forward`'s arguments, cols ``[B, g, J, P]``
+    of at most 99 pixels), runs as :func:`cpu_sample_conv` over the batch
+    instead: an Intel CPU with AVX-512, one group, tensors as the ops take
+    them (there the compiled GEMMs take rows of any length,
+    :data:`.tiled_gemm_conv2d.COMPILED_GEMM_MIN_ROW`). Measured on the
     Emerald Rapids VM at batch 8 against the AVX2 GEMM: 512-channel 3x3 at
     7x7 with four kernels 11.4 against 14.9 ms (DyNet's six 13.5 against
-    16.7), 2048->512 1x1 at 7x7 5.0 against 6.7 ms. (Outside those bounds,
-    not run there: 512->2048 at 7x7 4.4 against 6.1 ms, 256->1024 at 14x14
-    3.1 against 5.1 ms, but 1024->256 at 14x14 6.2 against 6.0 ms.)"""
+    16.7), 2048->512 1x1 at 7x7 5.0 against 6.7 ms, 512->2048 at 7x7 4.4
+    against 6.1 ms. (On 14x14 maps, not run there: 256->1024 3.1 against
+    5.1 ms, but 1024->256 6.2 against 6.0 ms.)"""
     return (_wide_tiles() and cols.shape[1] == 1
             and _takes(cols, bank, mixing))
 

@@ -47,9 +47,10 @@ from .recompute import scaled_input_conv2d
 # 8 MiB (~52 channels) 37 ms, 16 MiB 44 ms; the whole layer at once 50 ms.
 TILE_BYTES = 8 << 20
 
-# The compiled GEMMs (dynconv_mm.execution.cpu_ops) run a layer whose
-# kernel rows (C_in/groups x kh x kw) are at least this long, on maps
-# below 10x10 output pixels. Measured on a 2-core AMD EPYC VM at batch 8,
+# The compiled GEMMs (dynconv_mm.execution.cpu_ops) run a layer on maps
+# below 10x10 output pixels, in AVX2 tiles (or with groups) where its
+# kernel rows (C_in/groups x kh x kw) are at least this long. Measured on
+# a 2-core AMD EPYC VM at batch 8,
 # forward + backward, ratio to a static conv (DynamicConv K=4 / ODConv 4x
 # / DyNet g=6), in PyTorch -> by the ops: a 512-channel 3x3 layer at 7x7
 # (rows of 4608) 2.20 / 2.28 / 2.45x -> 1.47 / 1.65 / 1.77x (with the
@@ -57,7 +58,14 @@ TILE_BYTES = 8 << 20
 # 2.61-2.64x -> 1.95-2.03 / 2.03 / 2.40-2.44x. With rows of 512
 # (512->2048 at 7x7) they tie or lose, and on 14x14 maps (1x1, rows of
 # 256-1024) MKL's larger products win: 1024->256 1.55 / 1.73 / 1.66x ->
-# 1.69 / 1.96 / 2.01x (docs/benchmarks.md).
+# 1.69 / 1.96 / 2.01x (docs/benchmarks.md). Where the forward runs over
+# the batch in AVX-512 tiles (cpu_sample_conv_batch_fits: an Intel CPU,
+# one group), and the gradients in wide tiles, rows of any length: on the
+# slower Xeon VM at batch 8, 512->2048 1x1 at 7x7 (rows of 512) 2.67 /
+# 2.92 / 4.00x -> 1.93 / 2.04 / 2.40x, 128-channel 3x3 (1152) 2.61 / 2.80
+# / 2.95x -> 2.02 / 2.09 / 2.07x, 64->256 1x1 (64) 1.67 / - / 2.06x ->
+# 1.35 / - / 1.50x, 128->128 1x1 a tie (one process switching call by
+# call, so both slower than alone); on 14x14 maps MKL still wins there.
 COMPILED_GEMM_MIN_ROW = 2048
 COMPILED_GEMM_MAX_PIXELS = 99
 
@@ -209,12 +217,14 @@ def _tiled_backward(
     return grad_cols, grad_bank, grad_mixing
 
 
-def _compiled_gemm_applies(cols: Tensor, *tensors: Tensor) -> bool:
+def _compiled_gemm_applies(cols: Tensor, bank: Tensor, mixing: Tensor,
+                           *tensors: Tensor) -> bool:
     """Whether the compiled GEMMs run a call on ``cols`` ``[B, g, J, P]``
     (see :data:`COMPILED_GEMM_MIN_ROW`)."""
-    return (cols.shape[2] >= COMPILED_GEMM_MIN_ROW
-            and cols.shape[3] <= COMPILED_GEMM_MAX_PIXELS
-            and cpu_sample_gemm_usable(cols, *tensors))
+    return (cols.shape[3] <= COMPILED_GEMM_MAX_PIXELS
+            and (cols.shape[2] >= COMPILED_GEMM_MIN_ROW
+                 or cpu_sample_conv_batch_fits(cols, bank, mixing))
+            and cpu_sample_gemm_usable(cols, bank, mixing, *tensors))
 
 
 def _compiled_backward(

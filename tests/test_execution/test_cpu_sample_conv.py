@@ -321,6 +321,31 @@ def test_tiled_gemm_forward_runs_it_over_the_batch(offered_op, monkeypatch,
                                        the_op_ran_forward)
 
 
+@pytest.mark.parametrize('geometry,compiled', [('plain3x3', True),
+                                               ('1x1', True),
+                                               ('groups2', False)])
+def test_short_rows_run_compiled_over_the_batch(offered_op, monkeypatch,
+                                                geometry, compiled):
+    """Where the forward runs over the batch in AVX-512 tiles (an Intel CPU,
+    one group) the compiled ops take kernel rows of any length on small
+    maps; with groups the rows must reach COMPILED_GEMM_MIN_ROW (the test
+    layers' are short), else PyTorch runs them. Every output and gradient
+    against the float64 oracle either way."""
+    monkeypatch.setattr(cpu_ops, 'intel_cpu', lambda: True)
+    ops = ('sample_conv', 'sample_gemm_forward', 'sample_gemm_input_grad',
+           'sample_gemm_backward')
+
+    def the_expected_ops_ran():
+        calls = {op: offered_op.calls[op] for op in ops}
+        assert calls == ({'sample_conv': 1, 'sample_gemm_forward': 0,
+                          'sample_gemm_input_grad': 0,
+                          'sample_gemm_backward': 1} if compiled else
+                         dict.fromkeys(ops, 0))
+
+    check_float32_layer_against_oracle(geometry, 'dynet', 'tiled_gemm',
+                                       the_expected_ops_ran)
+
+
 def test_tiled_gemm_forward_keeps_the_avx2_gemm_for_groups(offered_op,
                                                            monkeypatch):
     monkeypatch.setattr(cpu_ops, 'intel_cpu', lambda: True)
