@@ -268,8 +268,8 @@ def cpu_sample_conv_batch_fits(cols: Tensor, bank: Tensor,
     it (:func:`cpu_sample_gemm_forward`'s arguments, cols ``[B, g, J, P]``
     of at most 99 pixels), runs as :func:`cpu_sample_conv` over the batch
     instead: an Intel CPU with AVX-512, one group, tensors as the ops take
-    them (there the compiled GEMMs take rows of any length,
-    :data:`.tiled_gemm_conv2d.COMPILED_GEMM_MIN_ROW`). Measured on the
+    them (there the compiled GEMMs take shorter rows,
+    :data:`.tiled_gemm_conv2d.COMPILED_GEMM_MIN_ROW_AVX512`). Measured on the
     Emerald Rapids VM at batch 8 against the AVX2 GEMM: 512-channel 3x3 at
     7x7 with four kernels 11.4 against 14.9 ms (DyNet's six 13.5 against
     16.7), 2048->512 1x1 at 7x7 5.0 against 6.7 ms, 512->2048 at 7x7 4.4

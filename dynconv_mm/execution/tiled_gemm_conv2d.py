@@ -60,13 +60,16 @@ TILE_BYTES = 8 << 20
 # 256-1024) MKL's larger products win: 1024->256 1.55 / 1.73 / 1.66x ->
 # 1.69 / 1.96 / 2.01x (docs/benchmarks.md). Where the forward runs over
 # the batch in AVX-512 tiles (cpu_sample_conv_batch_fits: an Intel CPU,
-# one group), and the gradients in wide tiles, rows of any length: on the
-# slower Xeon VM at batch 8, 512->2048 1x1 at 7x7 (rows of 512) 2.67 /
-# 2.92 / 4.00x -> 1.93 / 2.04 / 2.40x, 128-channel 3x3 (1152) 2.61 / 2.80
-# / 2.95x -> 2.02 / 2.09 / 2.07x, 64->256 1x1 (64) 1.67 / - / 2.06x ->
-# 1.35 / - / 1.50x, 128->128 1x1 a tie (one process switching call by
-# call, so both slower than alone); on 14x14 maps MKL still wins there.
+# one group), and the gradients in wide tiles, rows from
+# COMPILED_GEMM_MIN_ROW_AVX512: on the slower Xeon VM at batch 8,
+# 512->2048 1x1 at 7x7 (rows of 512) 2.67 / 2.92 / 4.00x -> 1.93 / 2.04 /
+# 2.40x, 256->1024 1x1 (256) 2.03 / 2.28 / 2.77x -> 1.75 / 2.00 / 2.10x,
+# 128-channel 3x3 (1152) 2.61 / 2.80 / 2.95x -> 2.02 / 2.09 / 2.07x (one
+# process switching call by call, so both slower than alone); rows of 128
+# tie, rows of 16-96 lose 0.1-0.5 ms at batch 32 (MobileNetV2's 1x1
+# layers); on 14x14 maps MKL still wins there.
 COMPILED_GEMM_MIN_ROW = 2048
+COMPILED_GEMM_MIN_ROW_AVX512 = 256
 COMPILED_GEMM_MAX_PIXELS = 99
 
 
@@ -223,7 +226,8 @@ def _compiled_gemm_applies(cols: Tensor, bank: Tensor, mixing: Tensor,
     (see :data:`COMPILED_GEMM_MIN_ROW`)."""
     return (cols.shape[3] <= COMPILED_GEMM_MAX_PIXELS
             and (cols.shape[2] >= COMPILED_GEMM_MIN_ROW
-                 or cpu_sample_conv_batch_fits(cols, bank, mixing))
+                 or (cols.shape[2] >= COMPILED_GEMM_MIN_ROW_AVX512
+                     and cpu_sample_conv_batch_fits(cols, bank, mixing)))
             and cpu_sample_gemm_usable(cols, bank, mixing, *tensors))
 
 

@@ -321,17 +321,23 @@ def test_tiled_gemm_forward_runs_it_over_the_batch(offered_op, monkeypatch,
                                        the_op_ran_forward)
 
 
-@pytest.mark.parametrize('geometry,compiled', [('plain3x3', True),
-                                               ('1x1', True),
-                                               ('groups2', False)])
-def test_short_rows_run_compiled_over_the_batch(offered_op, monkeypatch,
-                                                geometry, compiled):
+@pytest.mark.parametrize('geometry,avx512_min_row,compiled', [
+    ('plain3x3', 1, True), ('1x1', 1, True),
+    ('plain3x3', None, False),  # rows below the default bound
+    ('groups2', 1, False)])
+def test_shorter_rows_run_compiled_over_the_batch(offered_op, monkeypatch,
+                                                  geometry, avx512_min_row,
+                                                  compiled):
     """Where the forward runs over the batch in AVX-512 tiles (an Intel CPU,
-    one group) the compiled ops take kernel rows of any length on small
-    maps; with groups the rows must reach COMPILED_GEMM_MIN_ROW (the test
-    layers' are short), else PyTorch runs them. Every output and gradient
-    against the float64 oracle either way."""
+    one group) the compiled ops take kernel rows from
+    COMPILED_GEMM_MIN_ROW_AVX512 on small maps (the test layers' rows are
+    shorter than its default: lowered here); with groups the rows must
+    reach COMPILED_GEMM_MIN_ROW, else PyTorch runs them. Every output and
+    gradient against the float64 oracle either way."""
     monkeypatch.setattr(cpu_ops, 'intel_cpu', lambda: True)
+    if avx512_min_row is not None:
+        monkeypatch.setattr(tiled_gemm_conv2d, 'COMPILED_GEMM_MIN_ROW_AVX512',
+                            avx512_min_row)
     ops = ('sample_conv', 'sample_gemm_forward', 'sample_gemm_input_grad',
            'sample_gemm_backward')
 
