@@ -86,9 +86,13 @@ def mix_kernels(weight: Tensor, kernel_attention: Optional[Tensor],
         mixed = kernel_attention.to(weight.dtype) @ weight.reshape(
             num_kernels, -1)
         return mixed.view(batch, *weight.shape[1:])
-    # [B, O, K]: one small matrix product per output channel.
+    # [B, O, K]: one small matrix product per output channel. Its result
+    # lies by output channel; the convolution would copy it into the
+    # batch's order, a copy that training then kept for backward in place
+    # of these kernels (formed again there, recompute.py): ordered here.
     return torch.einsum('bok,koihw->boihw',
-                        kernel_attention.to(weight.dtype), weight)
+                        kernel_attention.to(weight.dtype),
+                        weight).contiguous()
 
 
 def mix_bias(bias: Tensor, kernel_attention: Optional[Tensor]) -> Tensor:

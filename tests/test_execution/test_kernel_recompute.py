@@ -49,6 +49,9 @@ def large_kernel_case(attention):
     x = torch.randn(4, 32, 3, 3, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(num_kernels, 32, 32, 3, 3, dtype=torch.float64,
                          requires_grad=True)
+    if attention == 'dynet_kernel':  # DyNet's [B, O, K] only
+        return x, weight, ConvAttentions(kernel=torch.rand(
+            4, 32, num_kernels, dtype=torch.float64, requires_grad=True))
     att = dict(spatial=torch.rand(4, 3, 3, dtype=torch.float64),
                input=torch.rand(4, 32, dtype=torch.float64),
                output=torch.rand(4, 32, dtype=torch.float64))
@@ -84,7 +87,8 @@ def check_no_kernel_sized_tensor_is_kept(attention, conv, method):
 
 
 @pytest.mark.parametrize('method', RECOMPUTING)
-@pytest.mark.parametrize('attention', ['odconv_4x_kernel', 'odconv_1x'])
+@pytest.mark.parametrize('attention',
+                         ['odconv_4x_kernel', 'odconv_1x', 'dynet_kernel'])
 def test_no_kernel_sized_tensor_is_kept(method, attention):
     check_no_kernel_sized_tensor_is_kept(
         attention, lambda x, weight, att: dynamic_conv2d(
