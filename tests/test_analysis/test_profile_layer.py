@@ -30,6 +30,16 @@ def test_profiles_a_layer_against_a_static_conv():
     unfold = ('_UnfoldColumns' if cpu_ops_available() else 'aten::im2col')
     assert unfold in dynamic and unfold not in static
     assert "x the static conv's CPU time" in out
+    # each module's wall time and dispatched ops: a static conv's step is a
+    # handful of ops (forward, backward, the loss), the layer's many more
+    summary = {line.split(': wall ')[0]: line for line in out.splitlines()
+               if ': wall ' in line}
+    ops = {name: int(line.split(', ')[-1].split()[0])
+           for name, line in summary.items()}
+    assert set(ops) == {'static conv', 'ODConv 4x'}
+    assert 3 <= ops['static conv'] <= 12 < 3 * ops['static conv'] < \
+        ops['ODConv 4x']
+    assert 'dispatched ops' in out.splitlines()[-1]
 
 
 def test_bad_arguments_are_named():

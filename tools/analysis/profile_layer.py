@@ -7,6 +7,13 @@ shows what a layer adds besides its convolution (pooling, the attention
 MLP, the passes that scale activations, the mixing) and whether it is
 bound by launches or by those passes; on the CPU, the ops' own CPU time.
 
+Each module also gets its wall time per step (steps back to back, as in
+training, synchronised only at the ends) and the ATen ops its step
+dispatches (one Python-to-C++ dispatch each, on a GPU mostly one launch
+each). Where the device is busy for much less than the wall time, the
+step waits on the host (Python, dispatch, launches), not on the GPU:
+fewer ops, or capturing the step (CUDA graphs), is then what helps.
+
     python tools/analysis/profile_layer.py --layer "ODConv 1x" \\
         --shape 256,64,1,56 --batch 64 --device cuda --amp bf16 \\
         [--execution auto] [--mode train|infer] [--steps 5] [--top 25]
@@ -14,12 +21,14 @@ bound by launches or by those passes; on the CPU, the ops' own CPU time.
 import argparse
 import os
 import sys
+import time
 from contextlib import nullcontext
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 import torch.nn as nn
 from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark import LAYER_TYPES, build_layer  # noqa: E402
@@ -30,20 +39,60 @@ from dynconv_mm.execution import FORMULATIONS  # noqa: E402
 Costs = List[Tuple[str, int, float]]
 
 
-def profile_steps(module: nn.Module, x: torch.Tensor, train: bool,
-                  steps: int, autocast) -> Tuple[Costs, float]:
-    """Each op's calls and self time over ``steps`` steps (device time on
-    a GPU, CPU time on the CPU), heaviest first, and the total per step in
-    microseconds."""
-    gpu = x.is_cuda
+def layer_step(module: nn.Module, x: torch.Tensor, train: bool,
+               autocast) -> Callable[[], None]:
+    """One forward (+ backward) of ``module`` on ``x``."""
 
     def step():
         with torch.set_grad_enabled(train), autocast():
             out = module(x)
         if train:
+            # as a training step: gradients written, not added to
             module.zero_grad(set_to_none=True)
+            x.grad = None
             out.float().sum().backward()
 
+    return step
+
+
+class _CountOps(TorchDispatchMode):
+    """Counts the ATen ops dispatched under it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def dispatched_ops(step: Callable[[], None]) -> int:
+    """The ATen ops one call of ``step`` dispatches (views included: each
+    is a dispatch on the host, though no launch)."""
+    with _CountOps() as counter:
+        step()
+    return counter.count
+
+
+def wall_ms(step: Callable[[], None], steps: int, gpu: bool) -> float:
+    """Wall milliseconds per step over ``steps`` steps run back to back
+    (the host free to run ahead of the GPU, as in training)."""
+    if gpu:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if gpu:
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps * 1e3
+
+
+def profile_steps(step: Callable[[], None], gpu: bool,
+                  steps: int) -> Tuple[Costs, float]:
+    """Each op's calls and self time over ``steps`` calls of ``step``
+    (device time on a GPU, CPU time on the CPU), heaviest first, and the
+    total per step in microseconds."""
     for _ in range(2):  # warm up: caches, cuDNN's choice, Triton's JIT
         step()
     if gpu:
@@ -123,20 +172,30 @@ def main() -> None:
     print(f'{args.layer} {c_in}->{c_out} k{kernel} {size}x{size}, batch '
           f'{args.batch}, {args.mode}, amp={args.amp}, execution='
           f'{args.execution}, device={device}, torch {torch.__version__}')
-    modules = (('static conv', static), (args.layer, layer))
+    gpu = device.type == 'cuda'
+    steps = {title: layer_step(module, x, train, autocast)
+             for title, module in (('static conv', static), (args.layer,
+                                                             layer))}
     # a first pass of each, discarded: the profiler's own start-up and the
     # backends' first calls would land on whichever ran first
-    for _, module in modules:
-        profile_steps(module, x, train, 1, autocast)
+    for step in steps.values():
+        profile_steps(step, gpu, 1)
     results = {}
-    for title, module in modules:
-        ranked, total = profile_steps(module, x, train, args.steps,
-                                      autocast)
+    for title, step in steps.items():
+        ranked, total = profile_steps(step, gpu, args.steps)
         print_table(title, ranked, total, args.top, unit)
-        results[title] = total
-    print(f'\n{args.layer}: {results[args.layer] / results["static conv"]:.2f}'
-          f'x the static conv\'s {unit}')
-
+        results[title] = dict(total=total, ops=dispatched_ops(step),
+                              wall=wall_ms(step, args.steps, gpu))
+    print()
+    for title, r in results.items():
+        print(f'{title}: wall {r["wall"]:.3f} ms per step, {unit} '
+              f'{r["total"] / 1e3:.3f} ms ({r["total"] / 1e3 / r["wall"]:.0%}'
+              f' of the wall time), {r["ops"]} ATen ops dispatched')
+    ours, static_r = results[args.layer], results['static conv']
+    print(f'{args.layer}: {ours["total"] / static_r["total"]:.2f}x the '
+          f'static conv\'s {unit}, {ours["wall"] / static_r["wall"]:.2f}x '
+          f'its wall time, {ours["ops"] / static_r["ops"]:.1f}x its '
+          'dispatched ops')
 
 if __name__ == '__main__':
     main()
