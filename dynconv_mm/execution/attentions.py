@@ -177,6 +177,34 @@ def pointwise_product_wins(x: Tensor) -> bool:
             and x.numel() <= AMD_POINTWISE_PRODUCT_MAX_INPUT)
 
 
+def pointwise_batch_product_wins(x: Tensor, kernels: Tensor,
+                                 stride: IntPair, padding: Padding,
+                                 groups: int) -> bool:
+    """Whether per-sample 1x1 kernels ``kernels [B, O, C, 1, 1]`` (stride 1,
+    no padding, one group) convolve ``x [B, C, H, W]`` faster as one batched
+    MKL matrix product ``[B, O, C] x [B, C, H*W]`` than as oneDNN's grouped
+    convolution with the batch folded into the groups: float32 contiguous
+    CPU tensors on an Intel CPU, eager (not measured compiled), autocast
+    off. (Only the kernels' size and dtype are read: the selection asks it
+    of the bank ``[K, O, C, kh, kw]``.)
+
+    On the slower Xeon VM (2 cores, docs/benchmarks.md), forward +
+    backward at batch 8, the product against the grouped convolution and
+    a static ``nn.Conv2d`` of the shape: 256->64 at 56x56 10.3 against 18.4
+    and 15.9 ms, 512->128 at 28x28 8.7 against 14.6 and 11.6, 1024->256 at
+    14x14 8.5 against 15.8 and 9.4, 2048->512 at 7x7 13.2 against 33.2 and
+    11.2. Not measured on AMD CPUs (on the AVX-512 one MKL ran a batch-8
+    1x1 GEMM at half oneDNN's speed), which keep the convolution. The
+    kernels may be strided (DyNet's, mixed per output channel): the
+    product takes them as they lie, or a copy, small beside ``x``."""
+    return (kernels.shape[3:] == (1, 1) and groups == 1
+            and x.dtype == torch.float32 and kernels.dtype == torch.float32
+            and x.is_cpu and intel_cpu() and pair(stride) == (1, 1)
+            and (isinstance(padding, str) or pair(padding) == (0, 0))
+            and x.is_contiguous() and not autocast_enabled('cpu')
+            and not torch.compiler.is_compiling())
+
+
 def inductor_freezes() -> bool:
     """Whether this code is being compiled with Inductor's freezing on (its
     CPU inference recipe: constant weights prepacked, convolutions in

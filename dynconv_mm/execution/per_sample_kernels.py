@@ -28,7 +28,8 @@ from torch.utils.checkpoint import checkpoint
 
 from .attentions import (ConvAttentions, IntPair, Padding, accepts_empty_batch,
                          channel_view, finish, intel_cpu, mix_bias, mix_kernels,
-                         output_size, records_autograd, scale_channels,
+                         output_size, pointwise_batch_product_wins,
+                         records_autograd, scale_channels,
                          shared_kernel_conv2d)
 from .cpu_ops import (cpu_sample_conv_call, cpu_sample_conv_wins,
                       cpu_sample_kernel, cpu_sample_kernel_applies)
@@ -250,12 +251,23 @@ def _sample_kernels_conv(x: Tensor, weight: Tensor,
 def _grouped_conv(x: Tensor, kernels: Tensor, bias: Optional[Tensor],
                   stride: IntPair, padding: Padding, dilation: IntPair,
                   groups: int) -> Tensor:
-    """Convolve sample ``b`` with ``kernels[b]`` (and ``bias[b]``)."""
+    """Convolve sample ``b`` with ``kernels[b]`` (and ``bias[b]``): one
+    convolution with the batch folded into its groups, or, for 1x1 kernels
+    where :func:`.attentions.pointwise_batch_product_wins`, one batched
+    matrix product."""
     batch, in_channels, height, width = x.shape
     if batch == 1:
         return shared_kernel_conv2d(x, kernels[0], None if bias is None else
                                     bias[0], stride, padding, dilation,
                                     groups)
+    if pointwise_batch_product_wins(x, kernels, stride, padding, groups):
+        out_channels = kernels.shape[1]
+        matrices = kernels.reshape(batch, out_channels, in_channels)
+        columns = x.view(batch, in_channels, height * width)
+        y = (torch.bmm(matrices, columns) if bias is None else
+             torch.baddbmm(bias.view(batch, out_channels, 1).to(x.dtype),
+                           matrices, columns))
+        return y.view(batch, out_channels, height, width)
     y = F.conv2d(
         x.reshape(1, batch * in_channels, height, width),
         kernels.reshape(-1, *kernels.shape[2:]),

@@ -43,7 +43,15 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
   14x14 a tie; 64 at 14x14 2.53x against 2.02x; at batch 64, the mask
   head's 256-channel 14x14, 1.62x against 2.30x), and a single 1x1 kernel
   (no spatial attention) up to ``STATIC_1X1_MAX_PIXELS`` (28x28: 1.3-1.5x
-  against 1.5-1.7x). Without kept memory per-sample kernels on 7x7 maps cost
+  against 1.5-1.7x). Where per-sample 1x1 kernels run as one batched MKL
+  matrix product instead of oneDNN's grouped convolution (Intel CPUs,
+  float32, eager: :func:`.attentions.pointwise_batch_product_wins`), they
+  beat both bounds above: on the slower Xeon VM, batch 8, every layer type
+  at 56x56 and 28x28 0.85-1.26x against 1.29-1.80x by the old rule, at
+  14x14 with ``K > 1`` 1.24-1.61x against 1.27-1.84x (DyNet's a tie), so
+  there 1x1 layers run per-sample kernels from 14x14 maps up (a single
+  kernel: where its map has more pixels than output channels, as a 3x3
+  one). Without kept memory per-sample kernels on 7x7 maps cost
   9-13x, so there the static bank runs whatever ``K``. Under
   ``torch.compile`` ``tiled_gemm`` is not picked: the compiled graph
   would keep its kernel tiles for backward.
@@ -74,7 +82,7 @@ import torch
 from torch import Tensor
 
 from .attentions import (ConvAttentions, IntPair, Padding, output_size,
-                         records_autograd)
+                         pointwise_batch_product_wins, records_autograd)
 from .cpu_memory import cpu_memory_state
 from .cpu_ops import cpu_sample_conv_fits
 
@@ -150,10 +158,13 @@ def select_method(x: Tensor,
                 and cpu_sample_conv_fits(x, weight, stride, padding,
                                          dilation,
                                          x.shape[1] // weight.shape[2]))
+    product = x.shape[0] > 1 and pointwise_batch_product_wins(
+        x, weight, stride, padding, x.shape[1] // weight.shape[2])
     # Validity is asked of the preferred methods one by one (the first
     # usually runs): checking all of them first cost a dozen Python calls
     # per layer, which at batch-1 inference is a visible share.
-    for method in preference(x, weight, attentions, pixels, in_tiles):
+    for method in preference(x, weight, attentions, pixels, in_tiles,
+                             product):
         if method in allowed and can_run(method, x, attentions, weight,
                                          pixels):
             return method
@@ -175,11 +186,14 @@ def _pixels(x: Tensor, weight: Tensor, stride: IntPair, padding: Padding,
 
 
 def preference(x: Tensor, weight: Tensor, attentions: ConvAttentions,
-               pixels: int, in_tiles: bool = False) -> Sequence[str]:
+               pixels: int, in_tiles: bool = False,
+               product: bool = False) -> Sequence[str]:
     """The formulations from fastest to slowest expected, for an output of
     ``pixels`` pixels per channel; ``in_tiles``: at batch-1 inference the
     sample's kernel would be mixed in the GEMM's tiles
-    (:func:`.cpu_ops.cpu_sample_conv_fits`)."""
+    (:func:`.cpu_ops.cpu_sample_conv_fits`); ``product``: per-sample 1x1
+    kernels would run as one batched matrix product
+    (:func:`.attentions.pointwise_batch_product_wins`)."""
     batch, num_kernels = x.shape[0], weight.shape[0]
     static_bank = ('kernel_branches', 'im2col')
     per_sample = ('aggregated', 'batch_folded')
@@ -198,7 +212,7 @@ def preference(x: Tensor, weight: Tensor, attentions: ConvAttentions,
         # the convolution, the static bank's unfolded input C_in kh kw P:
         # the static bank where P <= C_out.
         if (small_map or pixels <= weight.shape[1]
-                or (one_by_one and attentions.spatial is None
+                or (one_by_one and not product and attentions.spatial is None
                     and pixels <= STATIC_1X1_MAX_PIXELS)):
             return static_bank + per_sample
         return per_sample + static_bank
@@ -206,7 +220,7 @@ def preference(x: Tensor, weight: Tensor, attentions: ConvAttentions,
         return (static_bank + per_sample if small_map else
                 per_sample + static_bank)
     if (not torch.compiler.is_compiling()
-            and (small_map or (one_by_one
+            and (small_map or (one_by_one and not product
                                and pixels <= TILED_1X1_MAX_PIXELS))):
         return ('tiled_gemm', ) + per_sample + static_bank
     return per_sample + ('tiled_gemm', ) + static_bank

@@ -281,6 +281,75 @@ def test_pointwise_batch1_inference_matches_oracle(geometry, method,
     torch.testing.assert_close(out, ref)
 
 
+BATCH_PRODUCT_CHANGES = {
+    'none': {},
+    'stride 2': dict(stride=2),
+    'padding 1': dict(padding=1),
+    'two groups': dict(groups=2),
+    '3x3 kernel': dict(kernel=3, padding=1),
+    'float64': dict(dtype=torch.float64),
+    'channels_last': dict(channels_last=True),
+    'AMD CPU': dict(vendor='AuthenticAMD'),
+    'autocast': dict(autocast=True),
+    'compiling': dict(compiling=True),
+}
+
+
+@pytest.mark.parametrize('change', list(BATCH_PRODUCT_CHANGES))
+def test_pointwise_batch_product_rule(change, monkeypatch):
+    """Per-sample 1x1 kernels over a batch (stride 1, no padding, one
+    group), float32 contiguous, on an Intel CPU, eager, without autocast:
+    one batched matrix product; any other call the grouped
+    convolution."""
+    options = dict(stride=1, padding=0, groups=1, kernel=1,
+                   dtype=torch.float32, channels_last=False,
+                   vendor='GenuineIntel', autocast=False, compiling=False)
+    options.update(BATCH_PRODUCT_CHANGES[change])
+    monkeypatch.setattr(attentions, 'CPU_VENDOR', options['vendor'])
+    monkeypatch.setattr(torch.compiler, 'is_compiling',
+                        lambda: options['compiling'])
+    x = torch.randn(3, 6, 5, 7, dtype=options['dtype'])
+    if options['channels_last']:
+        x = x.to(memory_format=torch.channels_last)
+    k = options['kernel']
+    kernels = torch.randn(3, 4, 6 // options['groups'], k, k,
+                          dtype=options['dtype'])
+    with torch.autocast('cpu', enabled=options['autocast']):
+        wins = attentions.pointwise_batch_product_wins(
+            x, kernels, options['stride'], options['padding'],
+            options['groups'])
+    assert wins is (change == 'none')
+
+
+@pytest.mark.parametrize('attention', list(ATTENTIONS))
+@pytest.mark.parametrize('method', ['aggregated', 'batch_folded'])
+def test_pointwise_batch_product_matches_oracle(method, attention,
+                                                monkeypatch):
+    """Per-sample 1x1 kernels over a batch run as one batched matrix
+    product on an Intel CPU (no convolution at all): against the oracle,
+    with a bias, gradients included (float32; the oracle in float64)."""
+    monkeypatch.setattr(attentions, 'CPU_VENDOR', 'GenuineIntel')
+    x, weight, bias, att, conv = make_case('1x1', attention, True)
+    tensors = inputs_of(x, weight, bias, att)
+    ref = reference_dynamic_conv2d(x, weight, bias=bias, **att, **conv)
+    want = grads(ref, tensors)
+    x32, weight32, bias32 = (t.detach().float().requires_grad_()
+                             for t in (x, weight, bias))
+    att32 = {k: v.detach().float().requires_grad_() for k, v in att.items()}
+    spy = ConvSpy(monkeypatch)
+    out = dynamic_conv2d(x32, weight32, ConvAttentions(**att32), bias32,
+                         method=method, **conv)
+    # the oracle's cotangent, in float32
+    cot = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1),
+                      dtype=ref.dtype).float()
+    got = torch.autograd.grad(out, inputs_of(x32, weight32, bias32, att32),
+                              cot)
+    assert spy.calls == 0
+    torch.testing.assert_close(out, ref.float())
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w.float())
+
+
 def test_batch1_mixing_rule(monkeypatch):
     """In place on CPUs other than Intel's (MKL's slow paths there), one
     matrix product on Intel CPUs and on GPUs, in place under compile."""
@@ -456,21 +525,34 @@ def test_cpu_rule_single_kernel_by_channels(channels, hw, expected, batch):
                          padding=1) == expected
 
 
-@pytest.mark.parametrize('hw,expected', [(7, 'kernel_branches'),
-                                         (28, 'kernel_branches'),
-                                         (56, 'aggregated')])
-def test_cpu_rule_single_1x1_kernel(hw, expected):
-    """A single 1x1 kernel stays static up to 28x28 outputs."""
+@pytest.mark.parametrize('product,hw,expected', [
+    (False, 7, 'kernel_branches'), (False, 28, 'kernel_branches'),
+    (False, 56, 'aggregated'),
+    (True, 7, 'kernel_branches'), (True, 14, 'aggregated'),
+    (True, 28, 'aggregated'), (True, 56, 'aggregated')])
+def test_cpu_rule_single_1x1_kernel(product, hw, expected, monkeypatch):
+    """A single 1x1 kernel stays static up to 28x28 outputs; where
+    per-sample 1x1 kernels run as one batched product (an Intel CPU), only
+    on small maps."""
+    monkeypatch.setattr(attentions, 'CPU_VENDOR',
+                        'GenuineIntel' if product else 'AuthenticAMD')
     x, weight, att = rule_case('odconv_1x', 8, hw, True, kernel_size=1)
     assert select_method(x, weight, att) == expected
 
 
 @pytest.mark.parametrize('attention', ['odconv_4x', 'dynamic_conv', 'dynet'])
-@pytest.mark.parametrize('hw,expected', [(7, 'tiled_gemm'),
-                                         (14, 'tiled_gemm'),
-                                         (28, 'aggregated')])
-def test_cpu_rule_1x1_kernels(attention, hw, expected):
-    """Four 1x1 kernels are formed a tile at a time up to 14x14 outputs."""
+@pytest.mark.parametrize('product,hw,expected', [
+    (False, 7, 'tiled_gemm'), (False, 14, 'tiled_gemm'),
+    (False, 28, 'aggregated'),
+    (True, 7, 'tiled_gemm'), (True, 14, 'aggregated'),
+    (True, 28, 'aggregated')])
+def test_cpu_rule_1x1_kernels(attention, product, hw, expected,
+                              monkeypatch):
+    """Four 1x1 kernels are formed a tile at a time up to 14x14 outputs;
+    where per-sample 1x1 kernels run as one batched product (an Intel
+    CPU), only on small maps."""
+    monkeypatch.setattr(attentions, 'CPU_VENDOR',
+                        'GenuineIntel' if product else 'AuthenticAMD')
     x, weight, att = rule_case(attention, 8, hw, True, kernel_size=1)
     assert select_method(x, weight, att) == expected
 
