@@ -114,3 +114,30 @@ def test_one_step_runs_on_its_own(tmp_path):
     proc = run('step', 'warp', tmp_path)
     assert proc.returncode == 1
     assert "unknown step 'warp'" in proc.stderr and 'profile' in proc.stderr
+
+
+def test_steps_pass_the_network_and_quick_options(tmp_path):
+    """With a stand-in Python that records its arguments (and says it sees
+    a GPU): DYNCONV_MM_NETWORKS reaches every network step's benchmark.py,
+    and DYNCONV_MM_QUICK runs the compiling steps in one process."""
+    calls = tmp_path / 'calls'
+    python = tmp_path / 'python'
+    python.write_text(f'#!/bin/sh\nprintf "%s|" "$@" >> {calls}\n'
+                      f'echo >> {calls}\n')
+    python.chmod(0o755)
+    proc = run('run', tmp_path / 'out', 'network', 'triton', 'captured',
+               PYTHON=python, DYNCONV_MM_QUICK=1,
+               DYNCONV_MM_NETWORKS='OD-ResNet-50 1x',
+               DYNCONV_MM_SITE=tmp_path / 'no-site')
+    assert proc.returncode == 0, proc.stderr
+    lines = [line.split('|') for line in calls.read_text().splitlines()
+             if 'benchmark.py' in line]
+    assert len(lines) == 3
+    for args in lines:
+        assert args[args.index('--networks') + 1] == 'OD-ResNet-50 1x'
+        assert '--quick' in args
+    network, triton, captured = lines
+    assert '--processes' not in network and '--execution' in triton
+    assert captured[captured.index('--processes') + 1] == '1'
+    assert captured[captured.index('--compile-mode') + 1] == \
+        'reduce-overhead'

@@ -40,15 +40,19 @@
 #   captured  the same with --compile-mode reduce-overhead: CUDA graphs,
 #             for the launch-bound batch-1 latency
 #   profile   profile_layer.py (bf16, batch 64, training) on three layers:
-#             each op's device time and launches against a static conv's
+#             each op's device time and launches against a static conv's,
+#             and each step's wall time and dispatched ops (host-bound or not)
 #
 # suite, compiled, captured and profile run only when named (minutes of
 # compilation each for the first three).
 #
 # Environment: PYTHON (default python3), DYNCONV_MM_SITE, DYNCONV_MM_QUICK=1
-# (benchmark.py --quick: fewer rounds and processes), DYNCONV_MM_STEP_TIMEOUT
-# (seconds: a step running longer is stopped and counted as failed, for a
-# GPU lease of fixed length).
+# (benchmark.py --quick: fewer rounds and processes; compiled and captured in
+# one process, since each process compiles anew), DYNCONV_MM_NETWORKS (a
+# comma list for benchmark.py --networks in the network, triton, compiled and
+# captured steps, e.g. "OD-ResNet-50 1x"), DYNCONV_MM_STEP_TIMEOUT (seconds: a
+# step running longer is stopped and counted as failed, for a GPU lease of
+# fixed length).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -135,8 +139,12 @@ install() {  # DIR
 
 step() {  # NAME OUT: one step, its output in OUT/NAME.log
   local name=$1 out=$2 benchmark=("$PYTHON" tools/analysis/benchmark.py)
-  local quick=()
-  [[ ${DYNCONV_MM_QUICK:-0} == 1 ]] && quick=(--quick)
+  local quick=() compile_quick=() networks=()
+  if [[ ${DYNCONV_MM_QUICK:-0} == 1 ]]; then
+    quick=(--quick)
+    compile_quick=(--quick --processes 1)
+  fi
+  [[ -n ${DYNCONV_MM_NETWORKS:-} ]] && networks=(--networks "$DYNCONV_MM_NETWORKS")
   case $name in
     env)
       nvidia-smi || true
@@ -155,18 +163,21 @@ PYEOF
         tests/test_execution/test_triton_compiles.py tests/test_layers/test_mixed_precision.py \
         tests/test_execution/test_torch_compile.py::test_inductor_compiled_layer_on_gpu_matches_oracle
       ;;
-    network) "${benchmark[@]}" --device cuda --figures network "${quick[@]}" --out "$out/network" ;;
+    network)
+      "${benchmark[@]}" --device cuda --figures network "${quick[@]}" "${networks[@]}" \
+        --out "$out/network"
+      ;;
     triton)
       "${benchmark[@]}" --device cuda --figures network --execution triton "${quick[@]}" \
-        --out "$out/triton"
+        "${networks[@]}" --out "$out/triton"
       ;;
     layers)
       "${benchmark[@]}" --device cuda --figures layer "${quick[@]}" --out "$out/layer" &&
         "$PYTHON" tools/analysis/benchmark_layers.py --device cuda --amp bf16 --batch 64
       ;;
     compiled)
-      "${benchmark[@]}" --device cuda --figures network --compile "${quick[@]}" \
-        --out "$out/compiled"
+      "${benchmark[@]}" --device cuda --figures network --compile "${compile_quick[@]}" \
+        "${networks[@]}" --out "$out/compiled"
       ;;
     profile)
       local case layer shape execution
@@ -180,7 +191,8 @@ PYEOF
       ;;
     captured)
       "${benchmark[@]}" --device cuda --figures network --compile \
-        --compile-mode reduce-overhead "${quick[@]}" --out "$out/captured"
+        --compile-mode reduce-overhead "${compile_quick[@]}" "${networks[@]}" \
+        --out "$out/captured"
       ;;
     # pytest itself: tools/run_tests.sh would first build the venv, which
     # needs the package index
