@@ -194,9 +194,9 @@ def pointwise_batch_product_wins(x: Tensor, kernels: Tensor,
     and 15.9 ms, 512->128 at 28x28 8.7 against 14.6 and 11.6, 1024->256 at
     14x14 8.5 against 15.8 and 9.4, 2048->512 at 7x7 13.2 against 33.2 and
     11.2. Not measured on AMD CPUs (on the AVX-512 one MKL ran a batch-8
-    1x1 GEMM at half oneDNN's speed), which keep the convolution. The
-    kernels may be strided (DyNet's, mixed per output channel): the
-    product takes them as they lie, or a copy, small beside ``x``."""
+    1x1 GEMM at half oneDNN's speed), which keep the convolution.
+    Kernels that are not contiguous are copied for the product (those of
+    :func:`mix_kernels` are contiguous)."""
     return (kernels.shape[3:] == (1, 1) and groups == 1
             and x.dtype == torch.float32 and kernels.dtype == torch.float32
             and x.is_cpu and intel_cpu() and pair(stride) == (1, 1)

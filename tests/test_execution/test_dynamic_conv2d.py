@@ -193,16 +193,20 @@ class ConvSpy:
         return self.conv2d(*args)
 
 
-POINTWISE_CHANGES = {
-    'none': {},
-    'batch 2': dict(batch=2),
-    'autograd': dict(grad=True),
+# changes of the call after which a 1x1 convolution is no product
+GEOMETRY_CHANGES = {
     'stride 2': dict(stride=2),
     'padding 1': dict(padding=1),
     'two groups': dict(groups=2),
     '3x3 kernel': dict(kernel=3, padding=1),
     'float64': dict(dtype=torch.float64),
     'channels_last': dict(channels_last=True),
+}
+POINTWISE_CHANGES = {
+    'none': {},
+    'batch 2': dict(batch=2),
+    'autograd': dict(grad=True),
+    **GEOMETRY_CHANGES,
     'AMD CPU': dict(vendor='AuthenticAMD'),
     # the input below holds 6 * 5 * 7 = 210 elements
     'AMD CPU, input over its limit': dict(vendor='AuthenticAMD',
@@ -283,12 +287,7 @@ def test_pointwise_batch1_inference_matches_oracle(geometry, method,
 
 BATCH_PRODUCT_CHANGES = {
     'none': {},
-    'stride 2': dict(stride=2),
-    'padding 1': dict(padding=1),
-    'two groups': dict(groups=2),
-    '3x3 kernel': dict(kernel=3, padding=1),
-    'float64': dict(dtype=torch.float64),
-    'channels_last': dict(channels_last=True),
+    **GEOMETRY_CHANGES,
     'AMD CPU': dict(vendor='AuthenticAMD'),
     'autocast': dict(autocast=True),
     'compiling': dict(compiling=True),

@@ -69,7 +69,10 @@ class _CountOps(TorchDispatchMode):
 
 def dispatched_ops(step: Callable[[], None]) -> int:
     """The ATen ops one call of ``step`` dispatches (views included: each
-    is a dispatch on the host, though no launch)."""
+    is a dispatch on the host, though no launch). Triton's launches are not
+    ATen ops, and on the CPU the compiled ops step aside for PyTorch's
+    under a dispatch mode (:mod:`dynconv_mm.execution.cpu_ops`): there the
+    count is of the PyTorch path."""
     with _CountOps() as counter:
         step()
     return counter.count
