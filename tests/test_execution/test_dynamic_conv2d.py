@@ -532,7 +532,8 @@ def test_cpu_rule_single_kernel_by_channels(channels, hw, expected, batch):
 def test_cpu_rule_single_1x1_kernel(product, hw, expected, monkeypatch):
     """A single 1x1 kernel stays static up to 28x28 outputs; where
     per-sample 1x1 kernels run as one batched product (an Intel CPU), only
-    on small maps."""
+    on small maps (and, as a 3x3 one, on maps of at most its output
+    channels in pixels: 8 channels here)."""
     monkeypatch.setattr(attentions, 'CPU_VENDOR',
                         'GenuineIntel' if product else 'AuthenticAMD')
     x, weight, att = rule_case('odconv_1x', 8, hw, True, kernel_size=1)
