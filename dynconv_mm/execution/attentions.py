@@ -197,12 +197,22 @@ def pointwise_batch_product_wins(x: Tensor, kernels: Tensor,
     1x1 GEMM at half oneDNN's speed), which keep the convolution.
     Kernels that are not contiguous are copied for the product (those of
     :func:`mix_kernels` are contiguous)."""
-    return (kernels.shape[3:] == (1, 1) and groups == 1
-            and x.dtype == torch.float32 and kernels.dtype == torch.float32
-            and x.is_cpu and intel_cpu() and pair(stride) == (1, 1)
+    return (_pointwise_float32_cpu(x, kernels, stride, padding, groups)
+            and intel_cpu() and not torch.compiler.is_compiling())
+
+
+def _pointwise_float32_cpu(x: Tensor, kernel: Tensor, stride: IntPair,
+                           padding: Padding, groups: int) -> bool:
+    """A convolution of ``x`` by ``kernel`` (any leading dims, ``[..., kh,
+    kw]``) that is a matrix product on ``x`` as it lies: a 1x1 kernel,
+    stride 1, no padding, one group, float32 both, ``x`` a contiguous CPU
+    tensor, CPU autocast off."""
+    return (groups == 1 and kernel.shape[-2:] == (1, 1)
+            and x.dtype == torch.float32 and kernel.dtype == torch.float32
+            and x.is_cpu and pair(stride) == (1, 1)
+            # a 1x1 kernel: 'same' and 'valid' both pad nothing
             and (isinstance(padding, str) or pair(padding) == (0, 0))
-            and x.is_contiguous() and not autocast_enabled('cpu')
-            and not torch.compiler.is_compiling())
+            and x.is_contiguous() and not autocast_enabled('cpu'))
 
 
 def inductor_freezes() -> bool:
@@ -237,15 +247,10 @@ def shared_kernel_conv2d(x: Tensor, kernel: Tensor, bias: Optional[Tensor],
     (frozen batch-1 OD-ResNet-50 1x: 1.31x the frozen static network with
     convolutions, 1.43x with products).
     """
-    if (x.shape[0] == 1 and groups == 1 and kernel.shape[2:] == (1, 1)
-            and x.dtype == torch.float32 and kernel.dtype == torch.float32
-            and x.is_cpu and pointwise_product_wins(x)
-            and pair(stride) == (1, 1)
-            # a 1x1 kernel: 'same' and 'valid' both pad nothing
-            and (isinstance(padding, str) or pair(padding) == (0, 0))
-            and x.is_contiguous() and kernel.is_contiguous()
+    if (x.shape[0] == 1
+            and _pointwise_float32_cpu(x, kernel, stride, padding, groups)
+            and pointwise_product_wins(x) and kernel.is_contiguous()
             and not records_autograd(x, kernel, bias)
-            and not autocast_enabled('cpu')
             and not inductor_freezes()):
         out_channels, in_channels = kernel.shape[:2]
         matrix = kernel.view(out_channels, in_channels)

@@ -153,13 +153,13 @@ def select_method(x: Tensor,
                   dilation: IntPair = 1) -> str:
     """The fastest valid formulation in ``allowed`` for this call."""
     pixels = _pixels(x, weight, stride, padding, dilation)
+    groups = x.shape[1] // weight.shape[2]
     in_tiles = (x.shape[0] == 1 and weight.shape[0] == 1 and x.is_cpu
                 and pixels < PER_SAMPLE_MIN_PIXELS
                 and cpu_sample_conv_fits(x, weight, stride, padding,
-                                         dilation,
-                                         x.shape[1] // weight.shape[2]))
+                                         dilation, groups))
     product = x.shape[0] > 1 and pointwise_batch_product_wins(
-        x, weight, stride, padding, x.shape[1] // weight.shape[2])
+        x, weight, stride, padding, groups)
     # Validity is asked of the preferred methods one by one (the first
     # usually runs): checking all of them first cost a dozen Python calls
     # per layer, which at batch-1 inference is a visible share.
