@@ -6,7 +6,9 @@
 
 #include <ATen/ATen.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <new>
 #include <vector>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -70,6 +72,30 @@ DYNCONV_MM_AVX512 inline void avx512_transpose_block(
   for (int c = 0; c < cols; ++c) _mm512_storeu_ps(dst + c * dst_stride, t[c]);
 }
 #endif
+
+// An allocator of blocks that start on a cache line (64 bytes). The ops'
+// scratch buffers are read by register tiles a whole line at a time, rows a
+// multiple of 16 floats apart; from the heap a buffer starts 16 bytes past a
+// line as often as not, and then every such load spans two lines.
+template <typename T>
+struct CacheLineAllocator {
+  using value_type = T;
+  static constexpr std::align_val_t kAlignment{64};
+  CacheLineAllocator() = default;
+  template <typename U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}
+  T* allocate(std::size_t n) {
+    return static_cast<T*>(::operator new(n * sizeof(T), kAlignment));
+  }
+  void deallocate(T* p, std::size_t) { ::operator delete(p, kAlignment); }
+  template <typename U>
+  bool operator==(const CacheLineAllocator<U>&) const { return true; }
+  template <typename U>
+  bool operator!=(const CacheLineAllocator<U>&) const { return false; }
+};
+
+// Floats for register tiles to load: on cache lines (CacheLineAllocator).
+using TileFloats = std::vector<float, CacheLineAllocator<float>>;
 
 // A switch's cases over a count (1-8) to its instance of `kernel`.
 #define DYNCONV_MM_COUNTS(CASE, kernel)                                   \

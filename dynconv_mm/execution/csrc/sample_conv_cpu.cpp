@@ -281,7 +281,7 @@ DYNCONV_MM_AVX512 void conv_unit(const SampleConv& s, int64_t o_begin,
   const int64_t tiled = P - s.tails;  // pixels in register tiles
   const int64_t chunk_rows = batch ? kChunkRows : tile_rows_for(tiled);
   const int64_t group = batch && K > 1 ? std::min(kBatchSamples, B) : 1;
-  std::vector<float> panels(group * chunk_rows * block);
+  TileFloats panels(group * chunk_rows * block);
   std::vector<float> c(group * K);  // a row's coefficients, per sample
   std::vector<const float*> pieces(chunk_rows * K);
   const int64_t rows = o_end - o_begin;
@@ -292,8 +292,21 @@ DYNCONV_MM_AVX512 void conv_unit(const SampleConv& s, int64_t o_begin,
   };
   const int64_t width = kTileVectors * kLanes;
   const int64_t pixel_tiles = (tiled + width - 1) / width;
+  // Over a batch, on maps whose rows are not a whole number of lines (7x7:
+  // 49 floats), each block of the input is first copied with rows that are
+  // (48 floats): read in place, nearly every load of the tiles spanned two
+  // lines. 512-channel 3x3 at 7x7, batch 8, the op alone, one kernel:
+  // 8.1 ms, against 7.3 for a 6x8 map (48 pixels) in place.
+  const bool pack = batch && P % kLanes != 0;
+  const int64_t x_stride = pack ? (tiled + kLanes - 1) / kLanes * kLanes : P;
+  TileFloats packed(pack ? B * block * x_stride : 0);
   for (int64_t j0 = 0; j0 < J; j0 += block) {
     const int64_t n = std::min(block, J - j0);
+    if (pack)
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t j = 0; j < n; ++j)
+          std::copy_n(s.cols + (b * J + j0 + j) * P, tiled,
+                      packed.data() + (b * block + j) * x_stride);
     for (int64_t c0 = o_begin; c0 < o_end; c0 += chunk_rows) {
       const int64_t c1 = std::min(o_end, c0 + chunk_rows);
       // The next chunk's bank rows (this block's or, past the unit's last
@@ -336,9 +349,10 @@ DYNCONV_MM_AVX512 void conv_unit(const SampleConv& s, int64_t o_begin,
         for (int64_t q = 0; q < samples; ++q) {
           const int64_t b = b0 + q;
           const float* panel = panels.data() + q * chunk_rows * block;
+          const float* x = pack ? packed.data() + b * block * x_stride
+                                : s.cols + (b * J + j0) * P;
           for (int64_t p0 = 0; p0 < tiled; p0 += width, ++call)
-            avx512_tiles(c1 - c0, panel, block, n,
-                         s.cols + (b * J + j0) * P + p0, P,
+            avx512_tiles(c1 - c0, panel, block, n, x + p0, x_stride,
                          s.y + (b * O + c0) * P + p0, P,
                          std::min(width, tiled - p0), j0 > 0,
                          stream.share(call, calls), false);

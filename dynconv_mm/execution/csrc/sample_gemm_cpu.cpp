@@ -620,7 +620,7 @@ DYNCONV_MM_AVX2 void forward_unit(const Layout& l, const float* cols,
                                   int64_t o_begin, int64_t o_end) {
   const int64_t P = l.pixels, J = l.row, O = l.group_out;
   const int64_t full = P / kLanes * kLanes, extra = P - full;
-  std::vector<float> panel(kRows * kBlock);  // rows of W_b on a block
+  TileFloats panel(kRows * kBlock);  // rows of W_b on a block
   std::vector<float> c(l.num_kernels);
   for (int64_t j0 = 0; j0 < J; j0 += kBlock) {
     const int64_t n = std::min(kBlock, J - j0);
@@ -748,7 +748,7 @@ DYNCONV_MM_AVX2 void input_grad_unit(const Layout& l, const Kernels& kernels,
   const int64_t P = l.pixels, O = l.group_out, K = l.num_kernels;
   const int64_t n = j_end - j_begin, B = l.batch;
   const int64_t samples = std::min(kMixedSamples, B);
-  std::vector<float> edge(P * kernels.width);
+  TileFloats edge(P * kernels.width);
   std::vector<float> c(samples * K);  // a row's coefficients, per sample
   for (int64_t b0 = 0; b0 < B; b0 += samples) {
     const int64_t b1 = std::min(B, b0 + samples);
@@ -766,7 +766,7 @@ void input_grad(const Layout& l, const Kernels& kernels, const float* gy,
   const int64_t column_units = ceil_div(l.row, kInputColumns);
   at::parallel_for(0, l.groups * column_units, 1, [&](int64_t begin,
                                                       int64_t end) {
-    std::vector<float> panels(
+    TileFloats panels(
         std::min(kMixedSamples, l.batch) * l.group_out * kInputColumns, 0.f);
     for (int64_t u = begin; u < end; ++u) {
       const int64_t j0 = u % column_units * kInputColumns;
@@ -934,7 +934,7 @@ DYNCONV_MM_AVX2 void weight_grad_unit(const Layout& l, const Kernels& kernels,
   // register tiles. (Transposing here, a unit's share at a time, replaces a copy
   // of the whole input in PyTorch: 2.5 ms of a 512-channel 3x3 layer's
   // backward at 7x7, batch 8.)
-  std::vector<float> packed(count * B * P * tile, 0.f);
+  TileFloats packed(count * B * P * tile, 0.f);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < count; ++t) {
       const int64_t j0 = j_begin + t * tile;
@@ -957,8 +957,8 @@ DYNCONV_MM_AVX2 void weight_grad_unit(const Layout& l, const Kernels& kernels,
           dst[p * tile + lane] = src[lane * P + p];
     }
   const int64_t block_rows = kernels.grad_rows;
-  std::vector<float> products(B * block_rows * count * tile);
-  std::vector<float> edge(2 * K * count * tile);
+  TileFloats products(B * block_rows * count * tile);
+  TileFloats edge(2 * K * count * tile);
   std::vector<float> dots(B * K * (l.per_row ? block_rows : 1) * kernels.lanes,
                           0.f);
   std::vector<const float*> next_rows(2 * K * block_rows);
@@ -968,8 +968,9 @@ DYNCONV_MM_AVX2 void weight_grad_unit(const Layout& l, const Kernels& kernels,
   const int64_t O = l.group_out, width = count * tile;
   // with the input gradient: kFusedRows rows at a time, then their tiles
   const int64_t block = grad_cols_t ? kFusedRows : O;
-  std::vector<float> panels(grad_cols_t ? B * block * width : 0, 0.f);
-  std::vector<float> mix_c(B * K), input_edge(P * tile);
+  TileFloats panels(grad_cols_t ? B * block * width : 0, 0.f);
+  std::vector<float> mix_c(B * K);
+  TileFloats input_edge(P * tile);
   for (int64_t ob = 0; ob < O; ob += block) {
     const int64_t oe = std::min(O, ob + block);
     for (int64_t o0 = ob; o0 < oe; o0 += block_rows)

@@ -119,7 +119,7 @@ DYNCONV_MM_AVX512 void unfold_position_avx512(const float* in,
 
 // The buffers of fold_pixels_avx512, a thread's, reused unit by unit.
 struct FoldBuffers {
-  std::vector<float> acc, input, taps, scales, grad_scales;
+  TileFloats acc, input, taps, scales, grad_scales;
   FoldBuffers(int64_t plane, int64_t area, bool scaled, bool with_input)
       : acc(plane * 16),
         input(with_input ? plane * 16 : 0),
