@@ -30,6 +30,13 @@ the bank inside the GEMM's tiles, where PyTorch writes a tile of kernels
 (and in backward of kernel gradients) to memory between batched products;
 the backward's two products share one read of the bank where that wins.
 
+And two for the per-sample kernels of ``batch_folded`` and ``aggregated``
+over a batch, in training too (:func:`cpu_sample_kernels`,
+:func:`cpu_sample_kernels_backward`): :func:`cpu_sample_kernel` for every
+sample from one read of the bank, and its gradients from one pass over the
+kernels' gradient and the bank, where PyTorch makes a pass per factor and
+per product, forward and backward.
+
 And two for the unfolded input of ``im2col`` and ``tiled_gemm``, in
 training too (:func:`cpu_unfold_columns`, :func:`cpu_fold_columns`):
 ``F.unfold`` and ``F.fold`` with the samples' channels over threads, the
@@ -45,9 +52,9 @@ differ from it by float rounding: a layer in training mode suspends them
 (a training forward without autograd is a reentrant checkpoint's first
 pass, which must match its recomputation in backward).
 
-The GEMM ops run inside an autograd Function (``tiled_gemm``'s), with or
-without autograd alike, so they are not suspended: a checkpoint's two
-passes both run them. They need AVX2 and FMA (:func:`cpu_sample_gemm_usable`);
+The GEMM ops and the batch's kernels run inside autograd Functions
+(``tiled_gemm``'s, ``per_sample_kernels``'), with or without autograd
+alike, so they are not suspended: a checkpoint's two passes both run them. They need AVX2 and FMA (:func:`cpu_sample_gemm_usable`);
 on Intel CPUs with AVX-512 their gradients run in AVX-512 register tiles
 (:func:`_wide_tiles`) and their forward by :func:`cpu_sample_conv_batch`.
 
@@ -441,6 +448,54 @@ def cpu_sample_kernel_applies(weight: Tensor,
     return (not _SUSPENDED and _avx2_fma_supported()
             and not records_autograd(weight, *attentions)
             and _takes(weight, *attentions))
+
+
+def cpu_sample_kernels_apply(weight: Tensor,
+                             *attentions: Optional[Tensor]) -> bool:
+    """Whether :func:`cpu_sample_kernels` forms a batch's kernels from
+    ``weight`` and ``attentions`` (``None`` ignored; made contiguous by the
+    caller): an Intel CPU with AVX-512 (:func:`_wide_tiles`: measured
+    there; sample by sample, as on a CPU without it, the forward took twice
+    PyTorch's matrix product where no factor follows it), no CPU autocast,
+    nothing compiles, traces or watches the call, and every tensor is
+    float32 on the CPU, ``weight`` contiguous. As the GEMM ops, inside an
+    autograd Function and whatever the grad mode (a checkpoint's two
+    passes, and the kernels formed again in backward, must form the same
+    bits)."""
+    if not _wide_tiles() or autocast_enabled('cpu') or not _takes(weight):
+        return False
+    for t in attentions:
+        if t is not None and not (t.is_cpu and t.dtype == torch.float32):
+            return False
+    return True
+
+
+def cpu_sample_kernels(weight: Tensor, mixing: Optional[Tensor],
+                       channel: Optional[Tensor], spatial: Optional[Tensor],
+                       filter: Optional[Tensor], groups: int,
+                       batch: int) -> Tensor:
+    """Every sample's kernel ``[B, O, I/groups, kh, kw]``: what
+    :func:`cpu_sample_kernel` forms for one sample, with each attention's
+    samples first (``mixing`` ``[B, K]`` or ``[B, O, K]``, ``channel``
+    ``[B, I]``, ``spatial`` ``[B, kh, kw]``, ``filter`` ``[B, O]``, each
+    contiguous), the bank's rows read once for all of them (with AVX-512,
+    each piece of them once for the batch)."""
+    return _CPU_OPS.sample_kernels(weight, mixing, channel, spatial, filter,
+                                   groups, batch, _AVX512)
+
+
+def cpu_sample_kernels_backward(
+        grad: Tensor, weight: Tensor, mixing: Optional[Tensor],
+        channel: Optional[Tensor], spatial: Optional[Tensor],
+        filter: Optional[Tensor], groups: int,
+        bank_grad: bool) -> List[Optional[Tensor]]:
+    """The gradients of :func:`cpu_sample_kernels`' bank (if
+    ``bank_grad``), mixing, channel, spatial and filter attentions (``None``
+    where absent) from the kernels' gradient ``grad``, in one pass over it
+    and the bank."""
+    return _CPU_OPS.sample_kernels_backward(grad, weight, mixing, channel,
+                                            spatial, filter, groups,
+                                            bank_grad, _AVX512)
 
 
 def cpu_sample_kernel(weight: Tensor, mixing: Optional[Tensor],

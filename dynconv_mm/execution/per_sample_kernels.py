@@ -32,7 +32,9 @@ from .attentions import (ConvAttentions, IntPair, Padding, accepts_empty_batch,
                          records_autograd, scale_channels,
                          shared_kernel_conv2d)
 from .cpu_ops import (cpu_sample_conv_call, cpu_sample_conv_wins,
-                      cpu_sample_kernel, cpu_sample_kernel_applies)
+                      cpu_sample_kernel, cpu_sample_kernel_applies,
+                      cpu_sample_kernels, cpu_sample_kernels_apply,
+                      cpu_sample_kernels_backward)
 from .recompute import recomputed_in_backward
 
 
@@ -70,15 +72,29 @@ def per_sample_kernels(weight: Tensor,
     """Sample kernels ``[B, O, I/groups, kh, kw]``: the bank mixed by the
     kernel attention, scaled by the spatial attention and, as ``plan``
     says, by the channel and filter attentions. Each new kernel-sized
-    tensor is appended to ``stages`` as soon as it exists. (One sample
-    at inference: :func:`_one_sample_kernel`.)"""
-    _, out_channels, group_in, kh, kw = weight.shape
-
+    tensor is appended to ``stages`` as soon as it exists: one, where the
+    compiled CPU op forms them (:class:`_SampleKernels`, where
+    :func:`.cpu_ops.cpu_sample_kernels_apply`). (One sample at inference:
+    :func:`_one_sample_kernel`.)"""
     def stage(tensor: Tensor) -> Tensor:
         if stages is not None:
             stages.append(tensor)
         return tensor
 
+    folded = (attentions.kernel, attentions.input if plan.input else None,
+              attentions.spatial, attentions.output if plan.output else None)
+    if (any(t is not None for t in folded)
+            and cpu_sample_kernels_apply(weight, *folded)):
+        return stage(_SampleKernels.apply(weight, groups, batch, *folded))
+    return _kernels_in_pytorch(weight, attentions, batch, groups, plan, stage)
+
+
+def _kernels_in_pytorch(weight: Tensor, attentions: ConvAttentions,
+                        batch: int, groups: int, plan: AggregationPlan,
+                        stage: Callable[[Tensor], Tensor]) -> Tensor:
+    """:func:`per_sample_kernels` by PyTorch's ops, each new kernel-sized
+    tensor passed through ``stage``."""
+    _, out_channels, group_in, kh, kw = weight.shape
     shape6 = (batch, groups, out_channels // groups, group_in, kh, kw)
     factor = _kernel_factor(attentions, plan, shape6)
     kernels = mix_kernels(weight, attentions.kernel, batch)
@@ -90,6 +106,63 @@ def per_sample_kernels(weight: Tensor,
         kernels = stage(kernels.reshape(shape6) * attentions.output.reshape(
             batch, groups, -1, 1, 1, 1).to(kernels.dtype))
     return kernels.reshape(batch, out_channels, group_in, kh, kw)
+
+
+class _SampleKernels(torch.autograd.Function):
+    """Every sample's kernel by the compiled CPU op
+    (:func:`.cpu_ops.cpu_sample_kernels`: one pass over the bank for the
+    batch, the mixing and every folded attention at once), and its
+    gradients by one more (:func:`.cpu_ops.cpu_sample_kernels_backward`).
+    In PyTorch each is a matrix product (DyNet's: an einsum and a copy)
+    and a pass per factor over a kernel-sized tensor, forward and backward:
+    ODConv 4x's 256-channel 3x3 layer at 14x14, batch 8, spent ~18 ms of
+    its ~45 there on the slower Xeon VM. Arguments after ``batch``: the
+    kernel (``[B, K]`` or ``[B, O, K]``), channel, spatial and filter
+    attentions to fold, each ``None`` if not folded."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, groups: int, batch: int,
+                *attentions: Optional[Tensor]) -> Tensor:
+        ctx.groups, ctx.batch = groups, batch
+        ctx.save_for_backward(weight, *attentions)
+        return cpu_sample_kernels(weight, *_contiguous(attentions), groups,
+                                  batch)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        weight, *attentions = ctx.saved_tensors
+        wanted = (ctx.needs_input_grad[0], *ctx.needs_input_grad[3:])
+        if torch.is_grad_enabled():  # create_graph: differentiable
+            return _differentiable_grads(grad, weight, attentions,
+                                         ctx.groups, ctx.batch, wanted)
+        grads = cpu_sample_kernels_backward(
+            grad.contiguous(), weight, *_contiguous(attentions), ctx.groups,
+            wanted[0])
+        return (grads[0], None, None, *grads[1:])
+
+
+def _contiguous(tensors) -> List[Optional[Tensor]]:
+    return [None if t is None else t.contiguous() for t in tensors]
+
+
+def _differentiable_grads(grad: Tensor, weight: Tensor,
+                          attentions: List[Optional[Tensor]], groups: int,
+                          batch: int, wanted: Tuple[bool, ...]) -> tuple:
+    """:class:`_SampleKernels`' gradients as differentiable PyTorch ops (a
+    backward that builds a graph, for higher derivatives)."""
+    inputs = (weight, *attentions)
+    asked = [t for t, want in zip(inputs, wanted) if want and t is not None]
+    kernel, channel, spatial, filter_ = attentions
+    with torch.enable_grad():
+        kernels = _kernels_in_pytorch(
+            weight, ConvAttentions(kernel=kernel, spatial=spatial,
+                                   input=channel, output=filter_),
+            batch, groups, AggregationPlan(True, True), lambda t: t)
+        found = iter(torch.autograd.grad(kernels, asked, grad,
+                                         create_graph=True))
+    grads = [next(found) if want and t is not None else None
+             for t, want in zip(inputs, wanted)]
+    return (grads[0], None, None, *grads[1:])
 
 
 def call_aggregation_plan(x: Tensor, weight: Tensor,

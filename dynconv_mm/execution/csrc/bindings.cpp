@@ -10,6 +10,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("sample_kernel", &dynconv_mm::sample_kernel,
         "One sample's kernel from the bank and its attentions, in one pass "
         "(CPU, float32)");
+  m.def("sample_kernels", &dynconv_mm::sample_kernels,
+        "Every sample's kernel from the bank and its attentions, in one pass "
+        "(CPU, float32)");
+  m.def("sample_kernels_backward", &dynconv_mm::sample_kernels_backward,
+        "Their gradients from the kernels' gradient, in one pass (CPU, "
+        "float32)");
   m.def("avx2_fma_supported", &dynconv_mm::avx2_fma_supported,
         "Whether this CPU runs the sample_kernel and sample_gemm ops (AVX2 and "
         "FMA)");

@@ -173,6 +173,25 @@ at::Tensor sample_kernel(const at::Tensor& bank,
                          const c10::optional<at::Tensor>& filter,
                          int64_t groups);
 
+// Every sample's kernel [B, C_out, C_in/groups, kh, kw] (sample_kernel for
+// B samples, each attention with its samples first), and from the kernels'
+// gradient the gradients {bank (if `bank_grad`), mixing, channel, spatial,
+// filter}, each undefined where not asked or its attention absent
+// (`wide`: AVX-512's loops, every sample's share of a bank row at once).
+at::Tensor sample_kernels(const at::Tensor& bank,
+                          const c10::optional<at::Tensor>& mixing,
+                          const c10::optional<at::Tensor>& channel,
+                          const c10::optional<at::Tensor>& spatial,
+                          const c10::optional<at::Tensor>& filter,
+                          int64_t groups, int64_t batch, bool wide);
+std::vector<at::Tensor> sample_kernels_backward(
+    const at::Tensor& grad, const at::Tensor& bank,
+    const c10::optional<at::Tensor>& mixing,
+    const c10::optional<at::Tensor>& channel,
+    const c10::optional<at::Tensor>& spatial,
+    const c10::optional<at::Tensor>& filter, int64_t groups, bool bank_grad,
+    bool wide);
+
 // tiled_gemm's per-sample GEMMs with the kernels mixed in their tiles
 // (sample_gemm_cpu.cpp). Per group of the bank W [K, G, O_g, J] and the
 // mixing m [B, K] (or DyNet's [B, G, O_g, K]): the output y [B, G, O_g, P]
