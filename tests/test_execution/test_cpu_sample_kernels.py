@@ -157,10 +157,10 @@ TRAINING = {
 }
 
 
-def training_case(name, geometry='3x3', batch=4):
+def training_case(name, geometry='3x3', batch=4, size=(5, 6)):
     weight, attentions, groups = case(geometry, *TRAINING[name], batch=batch)
     c_in = GEOMETRIES[geometry][0]
-    x = torch.randn(batch, c_in, 5, 6, dtype=torch.float64,
+    x = torch.randn(batch, c_in, *size, dtype=torch.float64,
                     generator=torch.Generator().manual_seed(1))
     return x, weight, attentions, groups
 
@@ -168,11 +168,14 @@ def training_case(name, geometry='3x3', batch=4):
 @pytest.mark.parametrize('method', ['aggregated', 'batch_folded'])
 @pytest.mark.parametrize('name', TRAINING)
 @pytest.mark.parametrize('geometry', ['3x3', 'groups2'])
+@pytest.mark.parametrize('size', [(5, 6), (8, 9)])
 def test_training_forms_the_kernels_by_the_ops(offered_ops, method, name,
-                                               geometry):
+                                               geometry, size):
     """Forward, the kernels formed again in backward, and every gradient
-    against the oracle in float64."""
-    x, weight, attentions, groups = training_case(name, geometry)
+    against the oracle in float64. On the larger map ``aggregated`` folds
+    the filter attention into the kernels too (its output outweighs them:
+    ``aggregation_plan``)."""
+    x, weight, attentions, groups = training_case(name, geometry, size=size)
     padding = tuple(k // 2 for k in weight.shape[3:])
     leaves = [t.requires_grad_() for t in (x, weight, *attentions)
               if t is not None]
@@ -187,10 +190,12 @@ def test_training_forms_the_kernels_by_the_ops(offered_ops, method, name,
                                       for a in attentions))
     got = dynamic_conv2d(got_x, got_weight, got_attentions, None, 1, padding,
                          1, groups, method)
-    assert_close(got, want.float())
+    # float32 against float64, with oneDNN's convolution gradients (whose
+    # sums' order varies run to run): float32_layer_check.py's allowances
+    assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
     got.backward(grad.float())
     for leaf, want_grad in zip(got_leaves, want_grads):
-        assert_close(leaf.grad, want_grad.float())
+        assert_close(leaf.grad.double(), want_grad, rtol=1e-5, atol=1e-4)
     # formed in forward and again in backward (not kept), one backward
     assert offered_ops.calls['sample_kernels'] == 2
     assert offered_ops.calls['sample_kernels_backward'] == 1
@@ -235,7 +240,7 @@ def test_higher_derivatives_match_pytorchs_kernels(offered_ops, monkeypatch):
     want = second_derivative()
     assert offered_ops.calls['sample_kernels'] == calls
     for g, w in zip(got, want):
-        assert_close(g, w, rtol=1e-4, atol=1e-4)
+        assert_close(g, w, rtol=1e-4, atol=1e-4 * w.abs().max().item())
 
 
 def test_not_under_autocast(offered_ops):

@@ -265,6 +265,31 @@ DYNCONV_MM_AVX512 void samples_bank_row_grads_for(
 #undef DYNCONV_MM_SAMPLES
 }
 
+// One factor's gradient from the factors' F' [B, channels, area]: the
+// channel attention's (`per_channel`) sum_s F'[b, i, s] a[b, s], or the
+// spatial attention's sum_i F'[b, i, s] c[b, i], `other` the other
+// attention (null: ones); shaped as `like`.
+at::Tensor factor_grad_share(const std::vector<float>& g_factor,
+                             int64_t batch, int64_t channels, int64_t area,
+                             const float* other, bool per_channel,
+                             const at::Tensor& like) {
+  const int64_t kept = per_channel ? channels : area;
+  const int64_t summed = per_channel ? area : channels;
+  at::Tensor grad = at::empty_like(like);
+  float* out = grad.data_ptr<float>();
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t x = 0; x < kept; ++x) {
+      float sum = 0.f;
+      for (int64_t y = 0; y < summed; ++y) {
+        const int64_t i = per_channel ? x : y, s = per_channel ? y : x;
+        sum += g_factor[(b * channels + i) * area + s] *
+               (other == nullptr ? 1.f : other[b * summed + y]);
+      }
+      out[b * kept + x] = sum;
+    }
+  return grad;
+}
+
 // Output channels are split into this many fixed ranges, each with its own
 // partial sums of the shared gradients (the mixing's [B, K], the factors'):
 // the same sums in the same order whatever the number of threads.
@@ -415,30 +440,12 @@ std::vector<at::Tensor> sample_kernels_backward(
     for (int64_t r = 0; r < ranges; ++r)
       for (int64_t i = 0; i < B * G * row; ++i)
         g_factor[i] += factor_sums[r * B * G * row + i];
-    if (call.c != nullptr) {
-      grad_channel = at::empty_like(*channel);
-      float* out = grad_channel.data_ptr<float>();
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t i = 0; i < channels; ++i) {
-          float sum = 0.f;
-          for (int64_t s = 0; s < area; ++s)
-            sum += g_factor[(b * channels + i) * area + s] *
-                   (call.a == nullptr ? 1.f : call.a[b * area + s]);
-          out[b * channels + i] = sum;
-        }
-    }
-    if (call.a != nullptr) {
-      grad_spatial = at::empty_like(*spatial);
-      float* out = grad_spatial.data_ptr<float>();
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t s = 0; s < area; ++s) {
-          float sum = 0.f;
-          for (int64_t i = 0; i < channels; ++i)
-            sum += g_factor[(b * channels + i) * area + s] *
-                   (call.c == nullptr ? 1.f : call.c[b * channels + i]);
-          out[b * area + s] = sum;
-        }
-    }
+    if (call.c != nullptr)
+      grad_channel = factor_grad_share(g_factor, B, channels, area, call.a,
+                                       true, *channel);
+    if (call.a != nullptr)
+      grad_spatial = factor_grad_share(g_factor, B, channels, area, call.c,
+                                       false, *spatial);
   }
   return {grad_bank, grad_mixing, grad_channel, grad_spatial, grad_filter};
 }
