@@ -54,9 +54,12 @@ pass, which must match its recomputation in backward).
 
 The GEMM ops and the batch's kernels run inside autograd Functions
 (``tiled_gemm``'s, ``per_sample_kernels``'), with or without autograd
-alike, so they are not suspended: a checkpoint's two passes both run them. They need AVX2 and FMA (:func:`cpu_sample_gemm_usable`);
-on Intel CPUs with AVX-512 their gradients run in AVX-512 register tiles
+alike, so they are not suspended: a checkpoint's two passes both run
+them. The GEMM ops need AVX2 and FMA (:func:`cpu_sample_gemm_usable`); on
+Intel CPUs with AVX-512 their gradients run in AVX-512 register tiles
 (:func:`_wide_tiles`) and their forward by :func:`cpu_sample_conv_batch`.
+Layers form a batch's kernels by the ops on those CPUs only
+(:func:`cpu_sample_kernels_apply`).
 
 They are compiled when the package is installed (``tools/install.sh``;
 ``setup.py`` builds them against the torch it sees). Where they were not

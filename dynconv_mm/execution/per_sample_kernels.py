@@ -3,9 +3,11 @@ the groups: the ``batch_folded`` and ``aggregated`` formulations.
 
 Each sample's kernel is mixed from the bank by one matrix product
 (``[B, K] x [K, O*I*kh*kw]``), never through the ``[B, K, O, I, kh, kw]``
-product. The batch then becomes the groups of a single ``F.conv2d``: input
-``[1, B*C_in, H, W]``, kernels ``[B*C_out, C_in/groups, kh, kw]``,
-``groups * B`` groups. At batch 1 this is one plain convolution.
+product (on Intel CPUs with AVX-512, eager float32, the kernels with every
+folded attention, and their gradients, by one compiled pass each:
+:class:`_SampleKernels`). The batch then becomes the groups of a single
+``F.conv2d``: input ``[1, B*C_in, H, W]``, kernels ``[B*C_out,
+C_in/groups, kh, kw]``, ``groups * B`` groups. At batch 1 this is one plain convolution.
 
 * ``batch_folded`` folds the kernel and spatial attentions into the kernel
   and applies the channel (input) and filter (output) attentions to the

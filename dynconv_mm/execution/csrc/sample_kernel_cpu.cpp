@@ -1,6 +1,6 @@
 // Samples' kernels on a CPU, in one pass over the bank [K, O, I_g, kh, kw]:
 //
-//   kernel[b,o,i,s] = f[b,o] c[b,g(o) I_g + i] a[b,s] sum_k m[b,o,k] W[k,o,i,s]
+//   kernel[b,o,i,s] = f[b,o] c[b,g(o) I_g+i] a[b,s] sum_k m[b,o,k] W[k,o,i,s]
 //
 // with the kernel attention m ([B, K], or DyNet's [B, O, K]), the channel
 // (c), spatial (a, s over kh * kw) and filter (f) attentions of ODConv, each
@@ -159,9 +159,10 @@ void form_kernels(const KernelCall& call, bool wide, float* out) {
               coefficients[b * K + k] =
                   call.mixing(b, o, k) *
                   (call.f == nullptr ? 1.f : call.f[b * O + o]);
-          mix_samples(call, wide, o, coefficients.data(),
-                      factor.empty() ? nullptr
-                                     : factor.data() + o / call.group_out * row,
+          const float* e = factor.empty()
+                               ? nullptr
+                               : factor.data() + o / call.group_out * row;
+          mix_samples(call, wide, o, coefficients.data(), e,
                       call.groups * row, out + o * row, O * row);
         }
       });
@@ -235,7 +236,8 @@ DYNCONV_MM_AVX512 void samples_bank_row_grads(
     __m512 sum = g_w != nullptr && add ? _mm512_maskz_loadu_ps(mask, g_w + j)
                                        : _mm512_setzero_ps();
     for (int s = 0; s < S; ++s) {
-      const __m512 gv = _mm512_maskz_loadu_ps(mask, g_mixed + s * g_stride + j);
+      const __m512 gv =
+          _mm512_maskz_loadu_ps(mask, g_mixed + s * g_stride + j);
       sum = _mm512_fmadd_ps(coefficient[s], gv, sum);
       dot[s] = _mm512_fmadd_ps(gv, wv, dot[s]);
     }
@@ -405,7 +407,8 @@ std::vector<at::Tensor> sample_kernels_backward(
             mixing_sums[(r * B + b) * K + k] += dot;
         };
         for (int64_t k = 0; k < K; ++k) {
-          float* g_w = g_bank == nullptr ? nullptr : g_bank + (k * O + o) * row;
+          float* g_w =
+              g_bank == nullptr ? nullptr : g_bank + (k * O + o) * row;
           if (!wide) {
             for (int64_t b = 0; b < B; ++b)
               take_dot(b, k, bank_row_grads(call.bank_row(k, o), g_w,
@@ -417,8 +420,8 @@ std::vector<at::Tensor> sample_kernels_backward(
             const int64_t samples = std::min<int64_t>(8, B - b0);
             samples_bank_row_grads_for(
                 samples, call.bank_row(k, o), g_w, b0 > 0,
-                g_mixed.data() + b0 * row, row, coefficients.data() + b0 * K + k,
-                K, row, dots.data());
+                g_mixed.data() + b0 * row, row,
+                coefficients.data() + b0 * K + k, K, row, dots.data());
             for (int64_t s = 0; s < samples; ++s)
               take_dot(b0 + s, k, dots[s]);
           }
