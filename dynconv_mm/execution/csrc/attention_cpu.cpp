@@ -44,10 +44,6 @@ void affine(const float* w, const float* bias, const float* v, int64_t rows,
                    });
 }
 
-const float* data_or_null(const c10::optional<at::Tensor>& t) {
-  return t.has_value() ? t->data_ptr<float>() : nullptr;
-}
-
 void check_vector(const char* name, const c10::optional<at::Tensor>& t,
                   int64_t size) {
   if (t.has_value())

@@ -139,6 +139,18 @@ inline void check_float_cpu_shape(const char* op, const char* name,
                   "of shape ", at::IntArrayRef(sizes));
 }
 
+// An optional tensor's floats, or null.
+inline const float* data_or_null(const c10::optional<at::Tensor>& t) {
+  return t.has_value() ? t->data_ptr<float>() : nullptr;
+}
+
+// Each sample's channel x spatial factor c[b, i] a[b, s], as [B, channels,
+// area] (c or a null: ones; empty where both are), for the ops that fold
+// ODConv's two input-side attentions into a kernel's columns.
+std::vector<float> channel_spatial_factors(const float* c, const float* a,
+                                           int64_t batch, int64_t channels,
+                                           int64_t area);
+
 // ... of `numel` values, of any shape (a sample's attention arrives as
 // [1, n] or [1, kh, kw]).
 inline void check_float_cpu_values(const char* op, const char* name,
@@ -219,6 +231,14 @@ std::vector<at::Tensor> sample_gemm_backward(
 // C_in, kh, kw] and its attentions (groups of one; AVX-512,
 // `avx512_supported`): y [B, C_out, P] (sample_conv_cpu.cpp).
 bool avx512_supported();
+
+// An op's check that the AVX-512 loops its caller chose (`flag`) can run
+// on this CPU.
+inline void check_avx512_choice(const char* op, const char* flag,
+                                bool chosen) {
+  TORCH_CHECK(!chosen || avx512_supported(), "dynconv_mm ", op, ": ", flag,
+              "=true needs a CPU with AVX-512");
+}
 
 // Cache lines to bring in while register tiles compute (`count` pieces of
 // `lines` lines each), asked for a few per step of a tile: spread over its

@@ -381,10 +381,6 @@ DYNCONV_MM_AVX512 void conv_unit(const SampleConv& s, int64_t o_begin,
         for (int64_t p = 0; p < P; ++p) s.y[(b * O + o) * P + p] += s.bias[o];
 }
 
-const float* data_or_null(const c10::optional<at::Tensor>& t) {
-  return t.has_value() ? t->data_ptr<float>() : nullptr;
-}
-
 }  // namespace
 
 bool avx512_supported() {
@@ -479,18 +475,8 @@ at::Tensor sample_conv(const at::Tensor& cols, const at::Tensor& bank,
     check_float_cpu_values("sample_conv", "bias", *bias, O);
 
   // Each sample's channel x spatial factor of each column j, once.
-  std::vector<float> factor;
-  if (channel.has_value() || spatial.has_value()) {
-    const float* c = data_or_null(channel);
-    const float* a = data_or_null(spatial);
-    factor.resize(B * J);
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t i = 0; i < I; ++i)
-        for (int64_t t = 0; t < area; ++t)
-          factor[(b * I + i) * area + t] =
-              (c == nullptr ? 1.f : c[b * I + i]) *
-              (a == nullptr ? 1.f : a[b * area + t]);
-  }
+  const std::vector<float> factor = channel_spatial_factors(
+      data_or_null(channel), data_or_null(spatial), B, I, area);
   // The last pixels that go by dot products, each one's column of cols.
   const int64_t tails = P % kLanes <= kTailPixels ? P % kLanes : 0;
   std::vector<float> tail(B * tails * J);

@@ -1032,8 +1032,7 @@ Layout checked_layout(const char* op, const char* name, const at::Tensor& t,
 
 // The tiles an op's call asks for (`wide`: AVX-512's), if this CPU has them.
 Kernels checked_kernels(const char* op, bool wide) {
-  TORCH_CHECK(!wide || avx512_supported(), "dynconv_mm ", op,
-              ": wide tiles need a CPU with AVX-512");
+  check_avx512_choice(op, "wide", wide);
   return kernels_for(wide);
 }
 

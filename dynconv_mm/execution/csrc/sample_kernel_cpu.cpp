@@ -43,18 +43,7 @@ struct KernelCall {
   const float* bank_row(int64_t k, int64_t o) const {
     return bank + (k * out_channels + o) * row;
   }
-  bool has_factor() const { return c != nullptr || a != nullptr; }
 };
-
-const float* data_or_null(const c10::optional<at::Tensor>& t) {
-  return t.has_value() ? t->data_ptr<float>() : nullptr;
-}
-
-// AVX-512's loops (`wide`, the caller's choice) only where the CPU has it.
-void check_wide(const char* op, bool wide) {
-  TORCH_CHECK(!wide || avx512_supported(), "dynconv_mm ", op,
-              ": wide=true needs a CPU with AVX-512");
-}
 
 // The call of `op` for `batch` samples, its arguments checked.
 KernelCall checked_call(const char* op, const at::Tensor& bank,
@@ -105,16 +94,8 @@ KernelCall checked_call(const char* op, const at::Tensor& bank,
 // [B, groups, row] (empty without either attention): formed once, each
 // row of a kernel is scaled by one of them.
 std::vector<float> row_factors(const KernelCall& call) {
-  if (!call.has_factor()) return {};
-  std::vector<float> factor(call.batch * call.groups * call.row);
-  const int64_t channels = call.groups * call.group_in;
-  for (int64_t b = 0; b < call.batch; ++b)
-    for (int64_t i = 0; i < channels; ++i)
-      for (int64_t s = 0; s < call.area; ++s)
-        factor[(b * channels + i) * call.area + s] =
-            (call.c == nullptr ? 1.f : call.c[b * channels + i]) *
-            (call.a == nullptr ? 1.f : call.a[b * call.area + s]);
-  return factor;
+  return channel_spatial_factors(call.c, call.a, call.batch,
+                                 call.groups * call.group_in, call.area);
 }
 
 DYNCONV_MM_VECTOR_CLONES
@@ -214,6 +195,7 @@ float bank_row_grads(const float* w, float* g_w, const float* g_mixed,
   return dot;
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
 // bank_row_grads for S samples at once (AVX-512): g_w (+)= sum_s
 // c[s * c_stride] g_mixed_s (`add`: added to g_w; g_w null: not wanted),
 // and dots[s] = <g_mixed_s, w>, g_mixed_s = g_mixed + s * g_stride. One
@@ -266,6 +248,13 @@ DYNCONV_MM_AVX512 void samples_bank_row_grads_for(
                                        samples_bank_row_grads) }
 #undef DYNCONV_MM_SAMPLES
 }
+#else  // never chosen: check_avx512_choice refuses `wide` off x86-64
+void samples_bank_row_grads_for(int64_t, const float*, float*, bool,
+                                const float*, int64_t, const float*, int64_t,
+                                int64_t, float*) {
+  TORCH_CHECK(false, "dynconv_mm sample_kernels_backward: needs x86-64");
+}
+#endif
 
 // One factor's gradient from the factors' F' [B, channels, area]: the
 // channel attention's (`per_channel`) sum_s F'[b, i, s] a[b, s], or the
@@ -299,6 +288,20 @@ constexpr int64_t kGradientRanges = 8;
 
 }  // namespace
 
+std::vector<float> channel_spatial_factors(const float* c, const float* a,
+                                           int64_t batch, int64_t channels,
+                                           int64_t area) {
+  if (c == nullptr && a == nullptr) return {};
+  std::vector<float> factor(batch * channels * area);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t i = 0; i < channels; ++i)
+      for (int64_t s = 0; s < area; ++s)
+        factor[(b * channels + i) * area + s] =
+            (c == nullptr ? 1.f : c[b * channels + i]) *
+            (a == nullptr ? 1.f : a[b * area + s]);
+  return factor;
+}
+
 at::Tensor sample_kernel(const at::Tensor& bank,
                          const c10::optional<at::Tensor>& mixing,
                          const c10::optional<at::Tensor>& channel,
@@ -324,7 +327,7 @@ at::Tensor sample_kernels(const at::Tensor& bank,
   const KernelCall call = checked_call("sample_kernels", bank, mixing,
                                        channel, spatial, filter, groups,
                                        batch);
-  check_wide("sample_kernels", wide);
+  check_avx512_choice("sample_kernels", "wide", wide);
   at::Tensor kernels =
       at::empty({batch, call.out_channels, call.group_in, bank.size(3),
                  bank.size(4)},
@@ -341,7 +344,7 @@ std::vector<at::Tensor> sample_kernels_backward(
     const c10::optional<at::Tensor>& filter, int64_t groups, bool bank_grad,
     bool wide) {
   const char* op = "sample_kernels_backward";
-  check_wide(op, wide);
+  check_avx512_choice(op, "wide", wide);
   check_float_cpu(op, "grad", grad, grad.dim() == 5,
                   "[B, C_out, C_in/groups, kh, kw]");
   const KernelCall call = checked_call(op, bank, mixing, channel, spatial,

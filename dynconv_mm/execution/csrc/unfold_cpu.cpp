@@ -242,8 +242,7 @@ at::Tensor unfold_columns(const at::Tensor& x, at::IntArrayRef kernel_size,
                           at::IntArrayRef stride,
                           const c10::optional<at::Tensor>& rows, bool avx512) {
   check_float_cpu("unfold_columns", "x", x, x.dim() == 4, "[B, C, H, W]");
-  TORCH_CHECK(!avx512 || avx512_supported(),
-              "dynconv_mm unfold_columns: avx512 needs a CPU with AVX-512");
+  check_avx512_choice("unfold_columns", "avx512", avx512);
   const Geometry g = checked_geometry("unfold_columns", x.size(2),
                                       x.size(3), kernel_size, dilation,
                                       padding, stride);
@@ -316,8 +315,7 @@ std::vector<at::Tensor> fold_columns(
               "dynconv_mm fold_columns: cols must be a float32 CPU tensor "
               "[B, C*kh*kw, P], got ",
               cols.sizes(), " ", cols.scalar_type(), " on ", cols.device());
-  TORCH_CHECK(!avx512 || avx512_supported(),
-              "dynconv_mm fold_columns: avx512 needs a CPU with AVX-512");
+  check_avx512_choice("fold_columns", "avx512", avx512);
   const Geometry g = checked_geometry("fold_columns", height, width,
                                       kernel_size, dilation, padding, stride);
   const int64_t area = g.kh * g.kw;
