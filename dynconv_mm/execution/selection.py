@@ -55,6 +55,17 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
   9-13x, so there the static bank runs whatever ``K``. Under
   ``torch.compile`` ``tiled_gemm`` is not picked: the compiled graph
   would keep its kernel tiles for backward.
+* **Grouped and depthwise convolutions on the CPU**, whatever the batch,
+  map or ``K``: per-sample kernels (``g`` times smaller than a dense
+  layer's, so cheap to form; oneDNN runs the ``B*g`` groups well). On the
+  slower Xeon VM, forward + backward against a static conv of the shape,
+  per-sample kernels / what the dense rule ran: depthwise 480 channels at
+  7x7, batch 32, 2.0-2.8x / 10-13x (``tiled_gemm``, ``im2col`` with one
+  kernel); 1024 channels in 32 groups at 7x7, batch 8, 2.5-3.4x /
+  4.0-8.0x; 256 and 512 in 32 groups at 14x14 with one kernel 1.9x /
+  6.5x (the static bank); batch-1 inference with one kernel, depthwise
+  at 7x7 and 4x4 1.8-1.9x / 4.0-4.8x. Also where freed memory is not kept
+  (depthwise 480 at 7x7 2.3-2.4x / 12-16x).
 * **On a GPU** with autograd or a batch (:func:`gpu_preference`),
   measured per layer at the ResNet-50 shapes on an H200 (bf16, batch 64,
   forward + backward; ``docs/benchmarks.md``), where per-sample kernels
@@ -68,7 +79,8 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
   (4.3-5.2x against ``im2col``'s 4.8-6.7x; with a single kernel also at
   28x28, 4.6x against 4.9x) and ``im2col`` below (3.3-5.3x; the fused
   kernel has too few output tiles per sample there).
-  Grouped and depthwise convolutions (not measured) run the static bank.
+  Grouped and depthwise convolutions (not measured on a GPU) run the
+  static bank.
   With ``K > 1`` the static bank keeps its ``K``-wide output for
   backward (its scaled or unfolded input is formed again there,
   :mod:`.recompute`); ``execution='triton'`` keeps training memory at the
@@ -198,14 +210,17 @@ def preference(x: Tensor, weight: Tensor, attentions: ConvAttentions,
     static_bank = ('kernel_branches', 'im2col')
     per_sample = ('aggregated', 'batch_folded')
     small_map = pixels < PER_SAMPLE_MIN_PIXELS
+    grouped = x.shape[1] != weight.shape[2]
     if batch == 1 and not records_autograd(x, weight, *attentions):
         if (small_map and num_kernels == 1 and x.device.type == 'cpu'
-                and not in_tiles):
+                and not in_tiles and not grouped):
             return static_bank + per_sample
         return per_sample + static_bank
     if x.device.type == 'cuda':
         return gpu_preference(weight, attentions, x.shape[1], pixels,
                               torch.compiler.is_compiling())
+    if grouped:
+        return per_sample + ('tiled_gemm', ) + static_bank
     one_by_one = weight.shape[3:] == (1, 1)
     if num_kernels == 1:
         # Per-sample kernels cost about C_out C_in kh kw per sample beyond

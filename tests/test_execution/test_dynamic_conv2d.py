@@ -580,6 +580,30 @@ def test_cpu_rule_without_kept_memory(attention, expected, monkeypatch):
     assert select_method(x, weight, att, stride=1, padding=1) == expected
 
 
+@pytest.mark.parametrize('attention', ['odconv_1x', 'odconv_4x',
+                                       'dynamic_conv', 'dynet'])
+@pytest.mark.parametrize('batch,grad', [(1, False), (1, True), (8, True),
+                                        (8, False)])
+@pytest.mark.parametrize('hw', [4, 7, 14, 56])
+@pytest.mark.parametrize('groups', [2, 8])
+@pytest.mark.parametrize('memory_kept', [True, False])
+def test_cpu_rule_grouped(attention, batch, grad, hw, groups, memory_kept,
+                          monkeypatch):
+    """Grouped and depthwise (8 groups of 1 channel here) convolutions run
+    per-sample kernels on the CPU, whatever the map, batch and K (the
+    dense rule's static bank or tiles cost them 4-13x a static conv)."""
+    from dynconv_mm.execution import selection
+    monkeypatch.setattr(cpu_ops, '_AVX512', False)
+    if not memory_kept:
+        monkeypatch.setattr(selection, 'cpu_memory_state',
+                            lambda: dict(applied=False, reason='test'))
+    x, weight, att = rule_case(attention, batch, hw, grad)
+    weight = weight[:, :, :8 // groups]
+    with torch.set_grad_enabled(grad):
+        assert select_method(x, weight, att, stride=1,
+                             padding=1) == 'aggregated'
+
+
 def gpu_rule_case(attention, kernel_size, c_in, c_out):
     """A bank and attentions of one ResNet-50 layer type, for the GPU rule
     (which reads shapes only, so no GPU is needed)."""

@@ -71,11 +71,19 @@ LAYER_TYPES = {
     'ODConv 4x': dict(type='ODConv', num_kernels=4),
     'DyNetConv g=6': dict(type='DyNetConv', num_kernels=6),
 }
+# name: (backbone, its dynamic conv config)
 NETWORKS = {
-    'OD-ResNet-50 1x': dict(type='ODConv', num_kernels=1),
-    'OD-ResNet-50 4x': dict(type='ODConv', num_kernels=4),
-    'DY-ResNet-50 K=4': dict(type='DynamicConv', num_kernels=4),
+    'OD-ResNet-50 1x': ('resnet50', dict(type='ODConv', num_kernels=1)),
+    'OD-ResNet-50 4x': ('resnet50', dict(type='ODConv', num_kernels=4)),
+    'DY-ResNet-50 K=4': ('resnet50', dict(type='DynamicConv',
+                                          num_kernels=4)),
+    # the ODConv paper's detection backbone (width 1.0), its depthwise
+    # convs dynamic too: where grouped layers are measured
+    'OD-MobileNetV2 1x': ('mobilenet_v2', dict(type='ODConv', num_kernels=1)),
+    'OD-MobileNetV2 4x': ('mobilenet_v2', dict(type='ODConv', num_kernels=4)),
 }
+# what --networks runs unless told: the issue's target networks
+DEFAULT_NETWORKS = ('OD-ResNet-50 1x', 'OD-ResNet-50 4x', 'DY-ResNet-50 K=4')
 
 
 # --------------------------------------------------------------------------
@@ -142,7 +150,8 @@ def build_layer(cfg: Optional[dict], shape) -> nn.Module:
 
 
 class Classifier(nn.Module):
-    """ResNet-50 body + global average pool + linear, for a training step."""
+    """A backbone's last feature map + global average pool + linear, for a
+    training step."""
 
     def __init__(self, backbone: nn.Module, channels: int) -> None:
         super().__init__()
@@ -155,17 +164,26 @@ class Classifier(nn.Module):
         return self.fc(feats.mean(dim=(2, 3)))
 
 
-def build_resnet50(cfg: Optional[dict]) -> nn.Module:
-    """The project's ``DynamicResNet`` (stem and downsample static, every
-    residual-block conv dynamic, as in the ODConv paper); ``cfg=None`` is
-    the static ResNet-50."""
+def build_network(backbone: str, cfg: Optional[dict]) -> nn.Module:
+    """A classifier on one of the project's dynamic backbones: ``resnet50``
+    (``DynamicResNet``: stem and downsample static, every residual-block
+    conv dynamic, as in the ODConv paper) or ``mobilenet_v2``
+    (``DynamicMobileNetV2`` at width 1.0: every inverted-residual conv and
+    the last 1x1 dynamic, the depthwise ones as the conv type's paper
+    says); ``cfg=None`` is the static network."""
     from mmengine.registry import MODELS
 
-    import dynconv_mm  # noqa: F401  (registers DynamicResNet)
-    backbone = MODELS.build(
-        dict(type='DynamicResNet', depth=50, dynamic_conv_cfg=cfg,
-             out_indices=(3, ), norm_eval=False))
-    return Classifier(backbone, 2048)
+    import dynconv_mm  # noqa: F401  (registers the backbones)
+    if backbone == 'resnet50':
+        return Classifier(MODELS.build(
+            dict(type='DynamicResNet', depth=50, dynamic_conv_cfg=cfg,
+                 out_indices=(3, ), norm_eval=False)), 2048)
+    if backbone == 'mobilenet_v2':
+        return Classifier(MODELS.build(
+            dict(type='DynamicMobileNetV2', widen_factor=1.0,
+                 dynamic_conv_cfg=cfg, out_indices=(7, ),
+                 norm_eval=False)), 1280)
+    raise ValueError(f'benchmark: unknown backbone {backbone!r}')
 
 
 # --------------------------------------------------------------------------
@@ -347,12 +365,17 @@ def network_figures(args, device, autocast) -> List[dict]:
     size = args.image_size
     rows = []
     torch.manual_seed(0)
-    static = build_resnet50(None).to(device)
+    statics = {}
     for name in args.networks:
-        cfg = NETWORKS[name]
-        dynamic = build_resnet50(dict(cfg, execution=args.execution)).to(
-            device)
-        reference = use_materialised_form(build_resnet50(cfg).to(device))
+        backbone, cfg = NETWORKS[name]
+        if backbone not in statics:
+            torch.manual_seed(0)
+            statics[backbone] = build_network(backbone, None).to(device)
+        static = statics[backbone]
+        dynamic = build_network(backbone, dict(
+            cfg, execution=args.execution)).to(device)
+        reference = use_materialised_form(
+            build_network(backbone, cfg).to(device))
         reference.load_state_dict(dynamic.state_dict())
         models = dict(static=static, dynamic=dynamic, reference=reference)
         images = torch.randn(batch, 3, size, size, device=device)
@@ -622,9 +645,10 @@ def main() -> None:
                         'cpu)')
     parser.add_argument('--figures', default='layer,network',
                         help='comma list of: layer, network')
-    parser.add_argument('--networks', default=','.join(NETWORKS),
+    parser.add_argument('--networks', default=','.join(DEFAULT_NETWORKS),
                         help='comma list of the network figures to take: ' +
-                        ', '.join(NETWORKS) + ' (default all)')
+                        ', '.join(NETWORKS) + ' (default: ' +
+                        ', '.join(DEFAULT_NETWORKS) + ')')
     parser.add_argument('--rounds', type=int, help='layer rounds')
     parser.add_argument('--train-rounds', type=int)
     parser.add_argument('--infer-rounds', type=int)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark import build_resnet50  # noqa: E402
+from benchmark import build_network  # noqa: E402
 
 import dynconv_mm  # noqa: E402,F401  (keeps freed CPU memory)
 from dynconv_mm.execution.attentions import \
@@ -138,8 +138,9 @@ def attention_cost() -> None:
     layer's attentions computed once and reused, and with the attentions
     computed but a static conv run instead."""
     torch.manual_seed(0)
-    static = build_resnet50(None).eval()
-    model = build_resnet50(dict(type='ODConv', num_kernels=1)).eval()
+    static = build_network('resnet50', None).eval()
+    model = build_network('resnet50',
+                          dict(type='ODConv', num_kernels=1)).eval()
     x = torch.randn(1, 3, 224, 224)
     forward = DynamicConv2dBase.forward
     cache = {}
@@ -161,7 +162,7 @@ def attention_cost() -> None:
                     attentions_then_static_conv=attention_only,
                     static_conv_only=static_conv)
     # the static network with its 1x1 convolutions as our layers run them
-    static_products = build_resnet50(None).eval()
+    static_products = build_network('resnet50', None).eval()
     for conv in static_products.modules():
         if isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (1, 1):
             conv.forward = functools.partial(_pointwise_forward, conv)
