@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..execution import ConvAttentions
-from ..execution.attentions import autocast_enabled
+from ..execution.attentions import autocast_enabled, global_average_pool
 from ..execution.cpu_ops import cpu_attention_applies, cpu_attention_heads
 from ..execution.selection import triton_runnable
 from .options import check_int, check_positive
@@ -125,7 +125,7 @@ class AttentionTrunk(nn.Module):
         # FC by its parameters, not its module call: at batch 1 each call's
         # Python costs about as much as the product.
         fc = self.fc
-        hidden = F.linear(x.mean(dim=(2, 3), dtype=fc.weight.dtype),
+        hidden = F.linear(global_average_pool(x, fc.weight.dtype),
                           fc.weight, fc.bias)
         if self.norm is not None:
             # The norm's own mode: a backbone's norm_eval puts it in eval
@@ -333,7 +333,7 @@ class DynamicAttention(nn.Module):
         from ..execution.triton_attention import Head, fused_attention_mlp
         fc = self.trunk.fc
         outputs = fused_attention_mlp(
-            x.mean(dim=(2, 3), dtype=fc.weight.dtype), fc.weight, fc.bias,
+            global_average_pool(x, fc.weight.dtype), fc.weight, fc.bias,
             self.temperature, [
                 Head(*self.head_parameters(name), self.head_activation(name))
                 for name in self.head_slices
