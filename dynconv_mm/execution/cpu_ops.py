@@ -453,6 +453,17 @@ def cpu_sample_kernel_applies(weight: Tensor,
             and _takes(weight, *attentions))
 
 
+# cpu_sample_kernels runs banks whose kernel rows (C_in/groups x kh x kw)
+# hold at least this many floats (one AVX-512 vector). Depthwise 3x3 rows
+# of 9 lost: forming a batch's kernels and their gradients, batch 8, one
+# kernel, on the slower Xeon VM, the op against PyTorch's: 960 channels
+# 0.77 against 0.51 ms, 480 0.44 against 0.32 (192 0.22 against 0.24);
+# four kernels, 480 channels at batch 32 1.57 against 1.05. Rows of 18
+# (two channels a group) already won: 960 channels, four kernels, 0.99
+# against 1.09 ms.
+SAMPLE_KERNELS_MIN_ROW = 16
+
+
 def cpu_sample_kernels_apply(weight: Tensor,
                              *attentions: Optional[Tensor]) -> bool:
     """Whether :func:`cpu_sample_kernels` forms a batch's kernels from
@@ -460,12 +471,14 @@ def cpu_sample_kernels_apply(weight: Tensor,
     caller): an Intel CPU with AVX-512 (:func:`_wide_tiles`: measured
     there; sample by sample, as on a CPU without it, the forward took twice
     PyTorch's matrix product where no factor follows it), no CPU autocast,
-    nothing compiles, traces or watches the call, and every tensor is
-    float32 on the CPU, ``weight`` contiguous. As the GEMM ops, inside an
-    autograd Function and whatever the grad mode (a checkpoint's two
-    passes, and the kernels formed again in backward, must form the same
-    bits)."""
-    if not _wide_tiles() or autocast_enabled('cpu') or not _takes(weight):
+    nothing compiles, traces or watches the call, every tensor float32 on
+    the CPU, ``weight`` contiguous, with rows of at least
+    :data:`SAMPLE_KERNELS_MIN_ROW`. As the GEMM ops, inside an autograd
+    Function and whatever the grad mode (a checkpoint's two passes, and the
+    kernels formed again in backward, must form the same bits)."""
+    if (not _wide_tiles() or autocast_enabled('cpu') or not _takes(weight)
+            or weight.shape[2] * weight.shape[3] * weight.shape[4]
+            < SAMPLE_KERNELS_MIN_ROW):
         return False
     for t in attentions:
         if t is not None and not (t.is_cpu and t.dtype == torch.float32):

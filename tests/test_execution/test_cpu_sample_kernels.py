@@ -201,6 +201,28 @@ def test_training_forms_the_kernels_by_the_ops(offered_ops, method, name,
     assert offered_ops.calls['sample_kernels_backward'] == 1
 
 
+@pytest.mark.parametrize('name', TRAINING)
+def test_depthwise_kernels_in_pytorch(offered_ops, name):
+    """Rows of 9 floats (depthwise 3x3): PyTorch's ops form the kernels
+    (SAMPLE_KERNELS_MIN_ROW), to the same values and gradients."""
+    x, weight, attentions, groups = training_case(name, 'depthwise')
+    leaves = [t.float().requires_grad_() for t in (x, weight, *attentions)
+              if t is not None]
+    it = iter(leaves)
+    got_x, got_weight = next(it), next(it)
+    got_attentions = ConvAttentions(*(None if a is None else next(it)
+                                      for a in attentions))
+    want = reference_dynamic_conv2d(x, weight, padding=1, groups=groups,
+                                    **attentions._asdict())
+    got = dynamic_conv2d(got_x, got_weight, got_attentions, None, 1, 1, 1,
+                         groups, 'aggregated')
+    assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+    got.sum().backward()
+    assert all(leaf.grad is not None for leaf in leaves)
+    assert offered_ops.calls['sample_kernels'] == 0
+    assert offered_ops.calls['sample_kernels_backward'] == 0
+
+
 def test_a_frozen_bank_asks_for_no_bank_gradient(offered_ops):
     x, weight, attentions, groups = training_case('odconv_4x')
     attentions = ConvAttentions(*(a.float().requires_grad_()
