@@ -49,9 +49,12 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
   beat both bounds above: on the slower Xeon VM, batch 8, every layer type
   at 56x56 and 28x28 0.85-1.26x against 1.29-1.80x by the old rule, at
   14x14 with ``K > 1`` 1.24-1.61x against 1.27-1.84x (DyNet's a tie), so
-  there 1x1 layers run per-sample kernels from 14x14 maps up (a single
-  kernel: where its map has more pixels than output channels, as a 3x3
-  one). Without kept memory per-sample kernels on 7x7 maps cost
+  there 1x1 layers run per-sample kernels from 14x14 maps up, a single
+  kernel too where its map has fewer pixels than output channels (ODConv
+  1x at 14x14 against the static bank: 96->576 1.22-1.27x against
+  1.68-1.83x, 1024->256 1.33-1.38x against 1.39-1.47x, 1024->512 1.28x
+  against 1.35x, 256->1024 a tie). Without kept memory per-sample kernels
+  on 7x7 maps cost
   9-13x, so there the static bank runs whatever ``K``. Under
   ``torch.compile`` ``tiled_gemm`` is not picked: the compiled graph
   would keep its kernel tiles for backward.
@@ -225,8 +228,10 @@ def preference(x: Tensor, weight: Tensor, attentions: ConvAttentions,
     if num_kernels == 1:
         # Per-sample kernels cost about C_out C_in kh kw per sample beyond
         # the convolution, the static bank's unfolded input C_in kh kw P:
-        # the static bank where P <= C_out.
-        if (small_map or pixels <= weight.shape[1]
+        # the static bank where P <= C_out (not for 1x1 kernels run as a
+        # batched product, whose formed kernels are cheap).
+        if (small_map or (pixels <= weight.shape[1]
+                          and not (one_by_one and product))
                 or (one_by_one and not product and attentions.spatial is None
                     and pixels <= STATIC_1X1_MAX_PIXELS)):
             return static_bank + per_sample

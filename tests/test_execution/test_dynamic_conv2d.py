@@ -540,6 +540,21 @@ def test_cpu_rule_single_1x1_kernel(product, hw, expected, monkeypatch):
     assert select_method(x, weight, att) == expected
 
 
+@pytest.mark.parametrize('product,hw,channels,expected', [
+    (True, 14, 576, 'aggregated'), (True, 10, 128, 'aggregated'),
+    (True, 7, 576, 'kernel_branches'), (False, 14, 576, 'kernel_branches')])
+def test_cpu_rule_single_1x1_kernel_wider_than_its_map(product, hw, channels,
+                                                       expected, monkeypatch):
+    """A single 1x1 kernel with more output channels than its map has
+    pixels: per-sample kernels where they run as a batched product (from
+    10x10 maps up), the static bank otherwise."""
+    monkeypatch.setattr(attentions, 'CPU_VENDOR',
+                        'GenuineIntel' if product else 'AuthenticAMD')
+    x, weight, att = rule_case('odconv_1x', 2, hw, True, kernel_size=1,
+                               channels=channels)
+    assert select_method(x, weight, att) == expected
+
+
 @pytest.mark.parametrize('attention', ['odconv_4x', 'dynamic_conv', 'dynet'])
 @pytest.mark.parametrize('product,hw,expected', [
     (False, 7, 'tiled_gemm'), (False, 14, 'tiled_gemm'),
