@@ -50,11 +50,14 @@ The rule, and the measurements behind it (``docs/benchmarks.md``,
   at 56x56 and 28x28 0.85-1.26x against 1.29-1.80x by the old rule, at
   14x14 with ``K > 1`` 1.24-1.61x against 1.27-1.84x (DyNet's a tie), so
   there 1x1 layers run per-sample kernels from 14x14 maps up, a single
-  kernel too where its map has fewer pixels than output channels (ODConv
-  1x at 14x14 against the static bank: 96->576 1.22-1.27x against
-  1.68-1.83x, 1024->256 1.33-1.38x against 1.39-1.47x, 1024->512 1.28x
-  against 1.35x, 256->1024 a tie). Without kept memory per-sample kernels
-  on 7x7 maps cost
+  kernel too where its map has fewer pixels than output channels if its
+  kernel is no larger than its input and output (MobileNetV2's
+  expansions: ODConv 1x 96->576 at 14x14 1.22-1.27x against the static
+  bank's 1.68-1.83x; ResNet-50's 1x1 layers at 14x14, 1024->256 1.33-1.38x
+  against 1.39-1.47x, 256->1024 a tie, stay static: per-sample, an
+  unfolded channel attention's scaled input is kept for backward, and
+  OD-ResNet-50 1x saved 1.23x a static network's activations against
+  1.17x). Without kept memory per-sample kernels on 7x7 maps cost
   9-13x, so there the static bank runs whatever ``K``. Under
   ``torch.compile`` ``tiled_gemm`` is not picked: the compiled graph
   would keep its kernel tiles for backward.
@@ -228,10 +231,14 @@ def preference(x: Tensor, weight: Tensor, attentions: ConvAttentions,
     if num_kernels == 1:
         # Per-sample kernels cost about C_out C_in kh kw per sample beyond
         # the convolution, the static bank's unfolded input C_in kh kw P:
-        # the static bank where P <= C_out (not for 1x1 kernels run as a
-        # batched product, whose formed kernels are cheap).
-        if (small_map or (pixels <= weight.shape[1]
-                          and not (one_by_one and product))
+        # the static bank where P <= C_out; but 1x1 kernels run as a
+        # batched product go per-sample where the kernel is no larger than
+        # the activations the static bank scales.
+        out_channels, in_channels = weight.shape[1], x.shape[1]
+        small_product = (one_by_one and product
+                         and out_channels * in_channels
+                         <= (out_channels + in_channels) * pixels)
+        if (small_map or (pixels <= out_channels and not small_product)
                 or (one_by_one and not product and attentions.spatial is None
                     and pixels <= STATIC_1X1_MAX_PIXELS)):
             return static_bank + per_sample

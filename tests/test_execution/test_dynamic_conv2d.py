@@ -540,18 +540,24 @@ def test_cpu_rule_single_1x1_kernel(product, hw, expected, monkeypatch):
     assert select_method(x, weight, att) == expected
 
 
-@pytest.mark.parametrize('product,hw,channels,expected', [
-    (True, 14, 576, 'aggregated'), (True, 10, 128, 'aggregated'),
-    (True, 7, 576, 'kernel_branches'), (False, 14, 576, 'kernel_branches')])
-def test_cpu_rule_single_1x1_kernel_wider_than_its_map(product, hw, channels,
-                                                       expected, monkeypatch):
+@pytest.mark.parametrize('product,hw,c_in,c_out,expected', [
+    (True, 14, 96, 576, 'aggregated'), (True, 10, 16, 128, 'aggregated'),
+    (True, 14, 256, 1024, 'kernel_branches'),  # a kernel > its activations
+    (True, 14, 1024, 256, 'kernel_branches'),
+    (True, 7, 96, 576, 'kernel_branches'), (False, 14, 96, 576,
+                                            'kernel_branches')])
+def test_cpu_rule_single_1x1_kernel_wider_than_its_map(
+        product, hw, c_in, c_out, expected, monkeypatch):
     """A single 1x1 kernel with more output channels than its map has
     pixels: per-sample kernels where they run as a batched product (from
-    10x10 maps up), the static bank otherwise."""
+    10x10 maps up) and the kernel is no larger than the input and output
+    it would otherwise scale, the static bank otherwise."""
     monkeypatch.setattr(attentions, 'CPU_VENDOR',
                         'GenuineIntel' if product else 'AuthenticAMD')
-    x, weight, att = rule_case('odconv_1x', 2, hw, True, kernel_size=1,
-                               channels=channels)
+    x = torch.randn(2, c_in, hw, hw, requires_grad=True)
+    weight = torch.randn(1, c_out, c_in, 1, 1)
+    att = ConvAttentions(input=torch.rand(2, c_in),
+                         output=torch.rand(2, c_out))
     assert select_method(x, weight, att) == expected
 
 
