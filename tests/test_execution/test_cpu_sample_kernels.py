@@ -165,6 +165,17 @@ def training_case(name, geometry='3x3', batch=4, size=(5, 6)):
     return x, weight, attentions, groups
 
 
+def float32_leaves(x, weight, attentions):
+    """float32 leaf copies of ``x``, the bank and the attentions present:
+    ``(all of them, x, weight, ConvAttentions)``."""
+    leaves = [t.detach().float().requires_grad_()
+              for t in (x, weight, *attentions) if t is not None]
+    it = iter(leaves)
+    got_x, got_weight = next(it), next(it)
+    return leaves, got_x, got_weight, ConvAttentions(
+        *(None if a is None else next(it) for a in attentions))
+
+
 @pytest.mark.parametrize('method', ['aggregated', 'batch_folded'])
 @pytest.mark.parametrize('name', TRAINING)
 @pytest.mark.parametrize('geometry', ['3x3', 'groups2'])
@@ -183,11 +194,8 @@ def test_training_forms_the_kernels_by_the_ops(offered_ops, method, name,
                                     groups=groups, **attentions._asdict())
     grad = torch.randn_like(want)
     want_grads = torch.autograd.grad(want, leaves, grad)
-    got_leaves = [t.detach().float().requires_grad_() for t in leaves]
-    it = iter(got_leaves)
-    got_x, got_weight = next(it), next(it)
-    got_attentions = ConvAttentions(*(None if a is None else next(it)
-                                      for a in attentions))
+    got_leaves, got_x, got_weight, got_attentions = float32_leaves(
+        x, weight, attentions)
     got = dynamic_conv2d(got_x, got_weight, got_attentions, None, 1, padding,
                          1, groups, method)
     # float32 against float64, with oneDNN's convolution gradients (whose
@@ -206,12 +214,8 @@ def test_depthwise_kernels_in_pytorch(offered_ops, name):
     """Rows of 9 floats (depthwise 3x3): PyTorch's ops form the kernels
     (SAMPLE_KERNELS_MIN_ROW), to the same values and gradients."""
     x, weight, attentions, groups = training_case(name, 'depthwise')
-    leaves = [t.float().requires_grad_() for t in (x, weight, *attentions)
-              if t is not None]
-    it = iter(leaves)
-    got_x, got_weight = next(it), next(it)
-    got_attentions = ConvAttentions(*(None if a is None else next(it)
-                                      for a in attentions))
+    leaves, got_x, got_weight, got_attentions = float32_leaves(
+        x, weight, attentions)
     want = reference_dynamic_conv2d(x, weight, padding=1, groups=groups,
                                     **attentions._asdict())
     got = dynamic_conv2d(got_x, got_weight, got_attentions, None, 1, 1, 1,

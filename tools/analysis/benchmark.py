@@ -364,7 +364,6 @@ def network_figures(args, device, autocast) -> List[dict]:
     batch = args.train_batch or (64 if gpu else (4 if args.quick else 8))
     size = args.image_size
     rows = []
-    torch.manual_seed(0)
     statics = {}
     for name in args.networks:
         backbone, cfg = NETWORKS[name]
