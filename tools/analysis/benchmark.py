@@ -138,12 +138,14 @@ def use_materialised_form(model: nn.Module) -> nn.Module:
 
 # --------------------------------------------------------------------------
 # subjects
-def build_layer(cfg: Optional[dict], shape) -> nn.Module:
+def build_layer(cfg: Optional[dict], shape, groups: int = 1) -> nn.Module:
+    """A layer of ``shape`` ``(C_in, C_out, kernel, stride, ...)``: a
+    static ``nn.Conv2d`` (``cfg=None``) or the dynamic layer of ``cfg``."""
     from mmcv.cnn import build_conv_layer
 
     import dynconv_mm  # noqa: F401  (registers the conv types)
     c_in, c_out, k, stride = shape[:4]
-    kwargs = dict(stride=stride, padding=k // 2, bias=False)
+    kwargs = dict(stride=stride, padding=k // 2, groups=groups, bias=False)
     if cfg is None:
         return nn.Conv2d(c_in, c_out, k, **kwargs)
     return build_conv_layer(dict(cfg), c_in, c_out, k, **kwargs)

@@ -14,7 +14,7 @@ threads do not burn it.
 
     python tools/analysis/benchmark_layers.py [--mode train|infer]
         [--batch 8] [--rounds 5] [--device cpu|cuda] [--amp bf16|fp16]
-        [--clock wall|cpu] [--layers ODConv1x,...]
+        [--clock wall|cpu] [--layers ODConv1x,...] [--shapes grouped]
 """
 import argparse
 import os
@@ -47,6 +47,19 @@ SHAPES = [
     (2048, 512, 1, 1, 7, 7),
     (512, 2048, 1, 1, 7, 7),
 ]
+# (C_in, C_out, kernel, stride, H, W, groups): depthwise layers of
+# MobileNetV2 (width 1.0) at 224x224 and 32-group 3x3 layers (ResNeXt's)
+GROUPED_SHAPES = [
+    (96, 96, 3, 1, 56, 56, 96),
+    (576, 576, 3, 1, 14, 14, 576),
+    (960, 960, 3, 1, 7, 7, 960),
+    (256, 256, 3, 1, 14, 14, 32),
+    (1024, 1024, 3, 1, 7, 7, 32),
+]
+SHAPE_SETS = {
+    'resnet50': [(*shape, 1) for shape in SHAPES],
+    'grouped': GROUPED_SHAPES,
+}
 
 
 def main() -> None:
@@ -63,6 +76,10 @@ def main() -> None:
     parser.add_argument('--clock', choices=['wall', 'cpu'], default='wall')
     parser.add_argument('--layers', help='comma list of ' +
                         ', '.join(LAYER_TYPES) + ' (default all)')
+    parser.add_argument('--shapes', choices=list(SHAPE_SETS),
+                        default='resnet50',
+                        help="ResNet-50's block convs (default), or grouped "
+                        'and depthwise ones')
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(args.amp)
@@ -95,17 +112,17 @@ def main() -> None:
           f'amp={args.amp} clock={args.clock} torch={torch.__version__} '
           f'threads={torch.get_num_threads()}')
     columns = list(FORMULATIONS) + ['auto', 'materialised']
-    print(f'{"shape":<22}{"layer":<17}{"static ms":>10}' +
+    print(f'{"shape":<24}{"layer":<17}{"static ms":>10}' +
           ''.join(f'{c[:13]:>14}' for c in columns) + '  auto ran')
-    for c_in, c_out, k, stride, h, w in SHAPES:
+    for c_in, c_out, k, stride, h, w, groups in SHAPE_SETS[args.shapes]:
         shape = (c_in, c_out, k, stride)
         x = torch.randn(args.batch, c_in, h, w, device=device,
                         requires_grad=train)
-        static = build_layer(None, shape).to(device).train(train)
+        static = build_layer(None, shape, groups).to(device).train(train)
         for name, cfg in layer_types.items():
-            layer = build_layer(cfg, shape).to(device).train(train)
+            layer = build_layer(cfg, shape, groups).to(device).train(train)
             reference = use_materialised_form(
-                build_layer(cfg, shape).to(device).train(train))
+                build_layer(cfg, shape, groups).to(device).train(train))
             runnable = valid_methods(x, layer.attention(x[:1]))
             fns = {'static': step(static, x)}
             for method in columns[:-1]:
@@ -130,7 +147,9 @@ def main() -> None:
             cells = ''.join(
                 f'{best[c] / best["static"]:>14.2f}' if c in best else
                 f'{"-":>14}' for c in columns)
-            print(f'{f"{c_in}->{c_out} k{k} {h}x{w}":<22}{name:<17}'
+            label = f'{c_in}->{c_out} k{k} {h}x{w}' + (
+                f' g{groups}' if groups > 1 else '')
+            print(f'{label:<24}{name:<17}'
                   f'{best["static"] * 1e3:>10.2f}{cells}  {ran}', flush=True)
 
 
