@@ -75,8 +75,9 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .attentions import (ConvAttentions, IntPair, Padding, autocast_enabled,
-                         intel_cpu, output_size, pair, records_autograd)
+from .attentions import (CPU_CAPABILITY, ConvAttentions, IntPair, Padding,
+                         autocast_enabled, intel_cpu, output_size, pair,
+                         records_autograd)
 from .cpu_memory import huge_pages_wanted
 
 
@@ -158,14 +159,20 @@ def _contiguous_float32_cpu(t: Tensor) -> bool:
     return t.is_cpu and t.dtype == torch.float32 and t.is_contiguous()
 
 
-_AVX2_FMA = _CPU_OPS is not None and _CPU_OPS.avx2_fma_supported()
+# The ops use no wider vectors than torch's own kernels do here
+# (CPU_CAPABILITY): ATEN_CPU_CAPABILITY=avx2, which holds torch to AVX2 on
+# an AVX-512 CPU (to spare its clock, or to see how an AVX2 CPU fares),
+# holds them to their AVX2 code too, and =default turns them off.
+_AVX2_FMA = (_CPU_OPS is not None and CPU_CAPABILITY.startswith('AVX')
+             and _CPU_OPS.avx2_fma_supported())
 
 
 def _avx2_fma_supported() -> bool:
     return _AVX2_FMA
 
 
-_AVX512 = _CPU_OPS is not None and _CPU_OPS.avx512_supported()
+_AVX512 = (_CPU_OPS is not None and CPU_CAPABILITY.startswith('AVX512')
+           and _CPU_OPS.avx512_supported())
 
 # Measured on a 2-core Intel Emerald Rapids VM (docs/benchmarks.md), every
 # ResNet-50 shape at batch 1 with four kernels, one and DyNet-like: the op
