@@ -139,7 +139,12 @@ class AttentionTrunk(nn.Module):
                     'vectors sees one value per channel); use '
                     'attention_norm_cfg=None, a larger batch, or SyncBN '
                     'across several processes')
-            hidden = self.norm(hidden[:, :, None, None]).flatten(1)
+            # [B, Hd, 1, 1] by a view (indexing with None: two ops), and
+            # the ReLU on the norm's output before it is flattened: in place
+            # on a view of it, autograd would copy the whole for backward
+            # (CopySlices: eight more ops in a training step)
+            return self.norm(hidden.view(*hidden.shape, 1, 1)).relu_() \
+                .flatten(1)
         return torch.relu_(hidden)
 
     def eval_batch_norm(self) -> Optional[tuple]:

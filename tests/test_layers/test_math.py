@@ -143,3 +143,21 @@ def test_high_temperature_flattens_kernel_softmax(layer_type_sm):
     torch.testing.assert_close(sharp.sum(-1),
                                torch.ones(sharp.shape[0],
                                           dtype=sharp.dtype))
+
+
+def test_batchnorm_trunk_records_no_copy_of_its_output(layer_type):
+    """The trunk's ReLU runs on the norm's output before it is flattened:
+    in place on the flattened view, autograd would record a copy of the
+    whole (``CopySlices``, eight more ops in every training step)."""
+    layer = LAYERS[layer_type](8, 8, 3, attention_norm_cfg=dict(type='BN'))
+    hidden = layer.attention.trunk(torch.randn(2, 8, 5, 5,
+                                               requires_grad=True))
+    seen, pending = set(), [hidden.grad_fn]
+    while pending:
+        node = pending.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            pending.extend(next_node for next_node, _ in node.next_functions)
+    recorded = {type(node).__name__ for node in seen}
+    assert 'NativeBatchNormBackward0' in recorded
+    assert 'CopySlices' not in recorded
