@@ -302,6 +302,15 @@ DYNCONV_MM_AVX2 inline __attribute__((always_inline)) void register_tile(
   auto a_at = [&](int r, int64_t i) {
     return Transposed ? a + i * a_stride + r : a + r * a_stride + i;
   };
+  if (inner <= 0) {  // nothing to sum: zeros written, or nothing added
+    if (!add)
+      for (int r = 0; r < R; ++r)
+        std::fill_n(out + r * out_stride, 2 * 8, 0.0f);
+    return;
+  }
+  // Told that the loops run (inner >= 1), GCC 12 keeps the accumulators in
+  // registers; otherwise it stores all of them to the stack on every step
+  // (as sample_conv_cpu.cpp's tiles did).
   __m256 acc[R][2];
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
   int64_t i = 0;
@@ -310,17 +319,22 @@ DYNCONV_MM_AVX2 inline __attribute__((always_inline)) void register_tile(
     // over every other step.
     __m256 odd[R][2];
     for (int r = 0; r < R; ++r) odd[r][0] = odd[r][1] = _mm256_setzero_ps();
-    for (; i + 2 <= inner; i += 2)
-      for (int s = 0; s < 2; ++s) {
-        const float* row = panel + (i + s) * panel_stride;
-        const __m256 c0 = _mm256_loadu_ps(row), c1 = _mm256_loadu_ps(row + 8);
-        for (int r = 0; r < R; ++r) {
-          const __m256 x = _mm256_broadcast_ss(a_at(r, i + s));
-          __m256(&sum)[2] = s == 0 ? acc[r] : odd[r];
-          sum[0] = _mm256_fmadd_ps(x, c0, sum[0]);
-          sum[1] = _mm256_fmadd_ps(x, c1, sum[1]);
-        }
+    // (each set named, not picked by a reference: that put both on the
+    // stack)
+    for (; i + 2 <= inner; i += 2) {
+      const float* row = panel + i * panel_stride;
+      const __m256 c0 = _mm256_loadu_ps(row), c1 = _mm256_loadu_ps(row + 8);
+      const __m256 d0 = _mm256_loadu_ps(row + panel_stride),
+                   d1 = _mm256_loadu_ps(row + panel_stride + 8);
+      for (int r = 0; r < R; ++r) {
+        const __m256 x = _mm256_broadcast_ss(a_at(r, i));
+        acc[r][0] = _mm256_fmadd_ps(x, c0, acc[r][0]);
+        acc[r][1] = _mm256_fmadd_ps(x, c1, acc[r][1]);
+        const __m256 z = _mm256_broadcast_ss(a_at(r, i + 1));
+        odd[r][0] = _mm256_fmadd_ps(z, d0, odd[r][0]);
+        odd[r][1] = _mm256_fmadd_ps(z, d1, odd[r][1]);
       }
+    }
     for (int r = 0; r < R; ++r)
       for (int h = 0; h < 2; ++h)
         acc[r][h] = _mm256_add_ps(acc[r][h], odd[r][h]);
