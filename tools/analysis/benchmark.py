@@ -539,6 +539,9 @@ def aggregate(runs: List[dict]) -> List[dict]:
     return out
 
 
+ISA_LIMITS = ('ONEDNN_MAX_CPU_ISA', 'MKL_ENABLE_INSTRUCTIONS')
+
+
 def machine() -> dict:
     cpu = platform.processor()
     try:
@@ -558,10 +561,24 @@ def machine() -> dict:
                 freed_memory_kept=cpu_memory_state()['applied'],
                 # without them batch-1 CPU inference runs a slower path
                 cpu_ops='compiled' if CPU_OPS_ERROR is None else
-                CPU_OPS_ERROR)
+                CPU_OPS_ERROR,
+                # the widest vectors torch's kernels (and the compiled
+                # ops) use, and the limits set on oneDNN's and MKL's:
+                # ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+                # MKL_ENABLE_INSTRUCTIONS=AVX2 time an AVX2 CPU
+                cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                isa_limits={name: os.environ[name] for name in ISA_LIMITS
+                            if name in os.environ})
     if torch.cuda.is_available():
         info['gpu'] = torch.cuda.get_device_name(0)
     return info
+
+
+def _vector_instructions(m: dict) -> str:
+    """torch's CPU capability and the limits set on oneDNN and MKL, e.g.
+    ``AVX2 (ONEDNN_MAX_CPU_ISA=AVX2)``."""
+    limits = ', '.join(f'{k}={v}' for k, v in m.get('isa_limits', {}).items())
+    return m.get('cpu_capability', '?') + (f' ({limits})' if limits else '')
 
 
 def markdown(result: dict) -> str:
@@ -573,7 +590,8 @@ def markdown(result: dict) -> str:
         f'{result["amp"]}, {result["clock"]} clock, OMP_WAIT_POLICY '
         f'{m.get("omp_wait_policy", "?")}, freed CPU memory kept: '
         f'{m.get("freed_memory_kept", "?")}, CPU ops: '
-        f'{m.get("cpu_ops", "?")}; medians over '
+        f'{m.get("cpu_ops", "?")}, vector instructions '
+        f'{_vector_instructions(m)}; medians over '
         f'{result["processes"]} processes '
         f'(min-max in brackets); command: `{result["command"]}`', ''
     ]
