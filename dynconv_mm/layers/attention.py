@@ -142,7 +142,7 @@ class AttentionTrunk(nn.Module):
             # [B, Hd, 1, 1] by a view (indexing with None: two ops), and
             # the ReLU on the norm's output before it is flattened: in place
             # on a view of it, autograd would copy the whole for backward
-            # (CopySlices: eight more ops in a training step)
+            # (CopySlices: nine more ops in a training step)
             return self.norm(hidden.view(*hidden.shape, 1, 1)).relu_() \
                 .flatten(1)
         return torch.relu_(hidden)

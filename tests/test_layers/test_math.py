@@ -148,7 +148,7 @@ def test_high_temperature_flattens_kernel_softmax(layer_type_sm):
 def test_batchnorm_trunk_records_no_copy_of_its_output(layer_type):
     """The trunk's ReLU runs on the norm's output before it is flattened:
     in place on the flattened view, autograd would record a copy of the
-    whole (``CopySlices``, eight more ops in every training step)."""
+    whole (``CopySlices``, nine more ops in every training step)."""
     layer = LAYERS[layer_type](8, 8, 3, attention_norm_cfg=dict(type='BN'))
     hidden = layer.attention.trunk(torch.randn(2, 8, 5, 5,
                                                requires_grad=True))
