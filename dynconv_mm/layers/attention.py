@@ -10,7 +10,8 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..execution import ConvAttentions
-from ..execution.attentions import autocast_enabled, global_average_pool
+from ..execution.attentions import (autocast_enabled, channel_view,
+                                    global_average_pool)
 from ..execution.cpu_ops import cpu_attention_applies, cpu_attention_heads
 from ..execution.selection import triton_runnable
 from .options import check_int, check_positive
@@ -143,8 +144,7 @@ class AttentionTrunk(nn.Module):
             # the ReLU on the norm's output before it is flattened: in place
             # on a view of it, autograd would copy the whole for backward
             # (CopySlices: nine more ops in a training step)
-            return self.norm(hidden.view(*hidden.shape, 1, 1)).relu_() \
-                .flatten(1)
+            return self.norm(channel_view(hidden)).relu_().flatten(1)
         return torch.relu_(hidden)
 
     def eval_batch_norm(self) -> Optional[tuple]:

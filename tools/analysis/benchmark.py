@@ -166,6 +166,15 @@ class Classifier(nn.Module):
         return self.fc(feats.mean(dim=(2, 3)))
 
 
+# backbone: (its config but the dynamic conv's, its last map's channels)
+BACKBONES = {
+    'resnet50': (dict(type='DynamicResNet', depth=50, out_indices=(3, )),
+                 2048),
+    'mobilenet_v2': (dict(type='DynamicMobileNetV2', widen_factor=1.0,
+                          out_indices=(7, )), 1280),
+}
+
+
 def build_network(backbone: str, cfg: Optional[dict]) -> nn.Module:
     """A classifier on one of the project's dynamic backbones: ``resnet50``
     (``DynamicResNet``: stem and downsample static, every residual-block
@@ -176,16 +185,11 @@ def build_network(backbone: str, cfg: Optional[dict]) -> nn.Module:
     from mmengine.registry import MODELS
 
     import dynconv_mm  # noqa: F401  (registers the backbones)
-    if backbone == 'resnet50':
-        return Classifier(MODELS.build(
-            dict(type='DynamicResNet', depth=50, dynamic_conv_cfg=cfg,
-                 out_indices=(3, ), norm_eval=False)), 2048)
-    if backbone == 'mobilenet_v2':
-        return Classifier(MODELS.build(
-            dict(type='DynamicMobileNetV2', widen_factor=1.0,
-                 dynamic_conv_cfg=cfg, out_indices=(7, ),
-                 norm_eval=False)), 1280)
-    raise ValueError(f'benchmark: unknown backbone {backbone!r}')
+    if backbone not in BACKBONES:
+        raise ValueError(f'benchmark: unknown backbone {backbone!r}')
+    body, channels = BACKBONES[backbone]
+    return Classifier(MODELS.build(
+        dict(body, dynamic_conv_cfg=cfg, norm_eval=False)), channels)
 
 
 # --------------------------------------------------------------------------
