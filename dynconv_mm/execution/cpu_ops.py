@@ -353,8 +353,8 @@ def cpu_sample_gemm_backward(
     from the output gradient ``[B, g, O/g, P]`` and its input ``cols``;
     with ``input_grad``, also the input gradient, transposed (``[B, g, P,
     J]``), as a third, in the same pass over the bank where that was
-    measured faster (AVX-512 tiles, and a batch small enough that the
-    pass's working set stays near L2: the op decides, ``backward_fuses`` in
+    measured faster (a batch small enough that the pass's working set
+    stays near L2: the op decides, ``backward_fuses`` in
     ``sample_gemm_cpu.cpp``). Both gradient ops ask for the bank in 2 MiB
     pages first, and this one writes the bank's gradient into 2 MiB pages
     kept from call to call (:func:`.cpu_memory.huge_pages_wanted`)."""

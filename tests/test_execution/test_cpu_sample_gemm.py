@@ -93,12 +93,12 @@ def run_ops(cols, bank, mixing, grad_y, wide):
 # them: rows (O/g not a multiple of 6), columns (J not of 8, 16 or 64),
 # pixels (P below 16: all by dot products; 20, 33, 49: some), samples (9:
 # more than 8 at a time), columns past one unit (J = 300 and 4104), one
-# kernel and more than the eight bank rows mixed at a time. With AVX-512
-# tiles the backward computes the input gradient in the weight gradients'
-# pass where a unit's working set fits: 'tall' over three slices of 60
-# rows (the last one short, past the columns' end), 'batch40' not (forty
-# samples' panels and packed input of 33 pixels too large: the input
-# gradient's own pass).
+# kernel and more than the eight bank rows mixed at a time. With either
+# set of tiles the backward computes the input gradient in the weight
+# gradients' pass where a unit's working set fits: 'tall' over three
+# slices of 60 rows (the last one short, past the columns' end), 'batch40'
+# not (forty samples' panels and packed input of 33 pixels too large: the
+# input gradient's own pass).
 SHAPES = {
     'tiny': (2, 1, 1, 3, 1, 2),
     'tails': (3, 2, 7, 19, 5, 3),
@@ -110,10 +110,10 @@ SHAPES = {
     'many_kernels': (3, 1, 7, 70, 11, 11),
     'tall': (2, 1, 130, 70, 9, 3),
     'batch40': (40, 1, 7, 70, 33, 2),
-    # rows of 16-float multiples, so the wide tiles write the bank's
-    # gradient past the caches: two full units per group (192 columns in
-    # the wide tiles, 256 in AVX2's), then a short one through the padded
-    # copies
+    # rows of 16-float multiples, so the tiles write the bank's gradient
+    # past the caches: two full units per group (192 columns in the wide
+    # tiles, 256 in AVX2's), then a short one (through the padded copies
+    # in the wide tiles)
     'aligned_rows': (3, 2, 13, 528, 9, 3),
 }
 

@@ -401,7 +401,7 @@ inline void prefetch(const float* src, int64_t n, bool write = false) {
 
 // How the reduction writes a bank row's gradient: added to what is there,
 // written, or written with non-temporal stores past the caches
-// (`kStream`: 64-byte aligned rows, wide tiles only; the op fences after).
+// (`kStream`: 64-byte aligned rows; the op fences after).
 enum class GradientStore { kAddTo, kWrite, kStream };
 
 // The pieces of n floats at ahead[2k] and, to be written, ahead[2k + 1]
@@ -414,7 +414,7 @@ inline void prefetch_ahead(const float* const* ahead, int64_t k, int64_t n) {
 
 // One output row's share of NB samples, for each of its K bank rows k
 // (`w[k]`, gradient `dw[k]`): dw_k (+)= sum_i c[k * c_stride + i] G_i
-// (how: `store`; AVX2's write kStream as kWrite) and the dot products
+// (how: `store`) and the dot products
 // <G_i, w_k>, added (`fresh`: written) to 8 lanes at dots + i *
 // dots_stride + k * kernel_stride, over `width` columns;
 // prefetch_ahead(ahead, k, n) as bank row k starts. (One call a row, not
@@ -445,7 +445,10 @@ DYNCONV_MM_AVX2 inline __attribute__((always_inline)) void reduce_samples(
                               sum);
         dot[i] = _mm256_fmadd_ps(g, wv, dot[i]);
       }
-      _mm256_storeu_ps(dw[k] + h, sum);
+      if (store == GradientStore::kStream)
+        _mm256_stream_ps(dw[k] + h, sum);
+      else
+        _mm256_storeu_ps(dw[k] + h, sum);
     }
     for (int i = 0; i < NB; ++i)
       _mm256_storeu_ps(dots + i * dots_stride + k * kernel_stride, dot[i]);
@@ -797,25 +800,27 @@ void input_grad(const Layout& l, const Kernels& kernels, const float* gy,
 // time, and the input gradient's tiles then add those rows' share. On the
 // Emerald Rapids VM, 512-channel 3x3 at 7x7, four kernels, both gradients:
 // batch 8 36.3 -> 33.3 ms (DyNet's per-row mixing -2.8 ms), batch 1/2/4
-// -0.8/-1.2/-0.5 ms, 10 and 12 -0.7 and -1.9 ms. Only where it won: with
-// the wide tiles (AVX2's lost 3.7 ms of 59), and where a unit's working set
-// (its panels, packed input and input gradient, B x columns x (kFusedRows +
-// 2 P) floats, and the output gradient, B P O_g) is within kFusedUnitBytes:
-// then (a transposed copy of the output gradient read too) batch 12 was
-// 2.9 MB; 16, 24 and 32 (3.9-7.7 MB) lost 5, 3 and 18 ms, their passes
+// -0.8/-1.2/-0.5 ms, 10 and 12 -0.7 and -1.9 ms. AVX2's tiles lost there
+// (3.7 ms of 59) while they spilled their accumulators; without the spills
+// they win too (the slower Xeon VM held to AVX2, the backward op, its
+// gradient streamed up to batch 8, by batch 1/2/4/8/12: four kernels
+// 7.1/11.3/18.2/34.8/56.0 -> 5.6/9.4/15.9/33.1/55.6 ms, DyNet
+// 8.6/13.1/21.0/41.9/71.2 -> 7.1/11.1/18.5/37.5/66.7). Only where a unit's
+// working set (its panels, packed input and input gradient, B x columns x
+// (kFusedRows + 2 P) floats, and the output gradient, B P O_g) is within
+// kFusedUnitBytes: then (a transposed copy of the output gradient read
+// too) batch 12 was 2.9 MB; 16, 24 and 32 (3.9-7.7 MB) lost 5, 3 and 18 ms, their passes
 // alone closer to fitting L2. On the slower Xeon VM with units of 192
 // columns: batch 12 (2.7 MB) fused -2.2 ms of 45, batch 16 (3.5 MB) +1.6
 // ms of 57.
 constexpr int64_t kFusedRows = 10 * kRows;  // measured: 30 and 90 slower
 constexpr int64_t kFusedUnitBytes = 3 << 20;
 
-bool backward_fuses(const Kernels& kernels, const Layout& l,
-                    int64_t columns) {
+bool backward_fuses(const Layout& l, int64_t columns) {
   const int64_t unit_floats =
       l.batch * (columns * (kFusedRows + 2 * l.pixels) +
                  l.pixels * l.group_out);
-  return kernels.width == kWideColumns &&
-         unit_floats * 4 <= kFusedUnitBytes;
+  return unit_floats * 4 <= kFusedUnitBytes;
 }
 
 // ---- weight gradients: a unit is (g, columns [j_begin, j_end)), every
@@ -1121,10 +1126,12 @@ std::vector<at::Tensor> sample_gemm_backward(
   // prefetched: at 7x7, batch 8, the caches' way cost its read and its
   // prefetches' fill buffers in every phase (backward op, one process
   // switching: DyNet 20.4 -> 18.7-19.0 ms, four kernels 17.4-17.8 ->
-  // 16.6-16.8). (Streamed while still prefetched, as tried before, it was
+  // 16.6-16.8; AVX2's tiles on the slower Xeon VM, both gradients, unfused:
+  // DyNet 44.5 -> 41.9 ms, four kernels 36.5 -> 34.8, batch 1 DyNet 10.2 ->
+  // 8.6). (Streamed while still prefetched, as tried before, it was
   // slower: +0.2 to +0.5 ms.) Rows must start on 64 bytes.
   l.stream_gradient =
-      kernels.width == kWideColumns && l.batch <= 8 && l.row % 16 == 0 &&
+      l.batch <= 8 && l.row % 16 == 0 &&
       reinterpret_cast<uintptr_t>(grad_bank.data_ptr<float>()) % 64 == 0;
   at::Tensor grad_cols_t;
   if (input_grad_wanted)
@@ -1132,7 +1139,7 @@ std::vector<at::Tensor> sample_gemm_backward(
                             grad_y.options());
   // (the input is packed once per unit: a unit takes every row)
   const int64_t columns = unit_columns(kernels, l);
-  const bool fused = input_grad_wanted && backward_fuses(kernels, l, columns);
+  const bool fused = input_grad_wanted && backward_fuses(l, columns);
   const int64_t column_units = ceil_div(l.row, columns);
   const int64_t units = l.groups * column_units;
   // Each unit's share of the mixing gradient, summed below: the same
