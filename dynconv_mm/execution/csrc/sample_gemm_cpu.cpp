@@ -817,10 +817,10 @@ void input_grad(const Layout& l, const Kernels& kernels, const float* gy,
 // working set (its panels, packed input and input gradient, B x columns x
 // (kFusedRows + 2 P) floats, and the output gradient, B P O_g) is within
 // kFusedUnitBytes: then (a transposed copy of the output gradient read
-// too) batch 12 was 2.9 MB; 16, 24 and 32 (3.9-7.7 MB) lost 5, 3 and 18 ms, their passes
-// alone closer to fitting L2. On the slower Xeon VM with units of 192
-// columns: batch 12 (2.7 MB) fused -2.2 ms of 45, batch 16 (3.5 MB) +1.6
-// ms of 57.
+// too) batch 12 was 2.9 MB; 16, 24 and 32 (3.9-7.7 MB) lost 5, 3 and 18
+// ms, their passes alone closer to fitting L2. On the slower Xeon VM with
+// units of 192 columns: batch 12 (2.7 MB) fused -2.2 ms of 45, batch 16
+// (3.5 MB) +1.6 ms of 57.
 constexpr int64_t kFusedRows = 10 * kRows;  // measured: 30 and 90 slower
 constexpr int64_t kFusedUnitBytes = 3 << 20;
 
@@ -1071,8 +1071,8 @@ bool avx2_fma_supported() {
   return supported;
 }
 
-// Rows per forward unit: about kForwardRows, in as many units as give
-// every thread the same number (of G x units in all).
+// Rows per forward unit: about kForwardRows, in a number of units per
+// group such that the G groups' units share out evenly among the threads.
 int64_t forward_unit_rows(int64_t groups, int64_t rows) {
   const int64_t threads = at::get_num_threads();
   int64_t units = ceil_div(rows, kForwardRows);
