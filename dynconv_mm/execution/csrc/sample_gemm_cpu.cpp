@@ -414,13 +414,13 @@ inline void prefetch_ahead(const float* const* ahead, int64_t k, int64_t n) {
 
 // One output row's share of NB samples, for each of its K bank rows k
 // (`w[k]`, gradient `dw[k]`): dw_k (+)= sum_i c[k * c_stride + i] G_i
-// (how: `store`) and the dot products
-// <G_i, w_k>, added (`fresh`: written) to 8 lanes at dots + i *
-// dots_stride + k * kernel_stride, over `width` columns;
-// prefetch_ahead(ahead, k, n) as bank row k starts. (One call a row, not
-// one a bank row: the calls' set-up and the dot products' folding took
-// about as long as their arithmetic. 7x7, batch 8, four kernels, backward
-// op alone, alternating processes: 18.0-18.5 -> 16.3-17.8 ms.)
+// (how: `store`) and the dot products <G_i, w_k>, added (`fresh`:
+// written) to 8 lanes at dots + i * dots_stride + k * kernel_stride, over
+// `width` columns; prefetch_ahead(ahead, k, n) as bank row k starts.
+// (One call a row, not one a bank row: the calls' set-up and the dot
+// products' folding took about as long as their arithmetic. 7x7, batch 8,
+// four kernels, backward op alone, alternating processes: 18.0-18.5 ->
+// 16.3-17.8 ms.)
 template <int NB>
 DYNCONV_MM_AVX2 inline __attribute__((always_inline)) void reduce_samples(
     int64_t K, const float* const* w, float* const* dw, GradientStore store,
