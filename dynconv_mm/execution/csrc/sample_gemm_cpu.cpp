@@ -53,10 +53,11 @@ namespace dynconv_mm {
 // of W_b from its K bank rows (`src_stride` apart) and coefficients `c`,
 // the K rows read side by side, 32 columns at a time: four chains of
 // multiply-adds and four loads in flight, not one chain waiting on each
-// load (8 columns at a time, the forward's mixing stalled on its loads:
-// on the slower Xeon VM, 512-channel 3x3 at 7x7, batch 1, DyNet's six
-// kernels per row 3.07 -> 2.63 ms, the forward op alone; batch 8, four
-// kernels 15.1 -> 14.6).
+// load (8 columns at a time, `perf annotate` found the forward's mixing
+// stalled on its loads). With forward_unit's stream, on the slower Xeon
+// VM, 512-channel 3x3 at 7x7, the forward op alone: batch 1, four
+// kernels 2.54 -> 2.14 ms, DyNet's six per row 3.02 -> 2.58; batch 8
+// 15.1 -> 14.2 and 17.3 -> 16.0 (the stream's share below).
 DYNCONV_MM_AVX2 void mix_row(const float* src, int64_t src_stride,
                              const float* c, int64_t num_kernels, int64_t n,
                              float* dst) {
@@ -709,8 +710,8 @@ DYNCONV_MM_AVX2 void forward_unit(const Layout& l, const float* cols,
         // AVX-512 op does; asked for at once, as the rows were mixed, they
         // waited on the core's few outstanding misses. On the slower Xeon
         // VM, 512-channel 3x3 at 7x7, forward op alone, alternating
-        // processes: batch 1, four kernels 2.32 -> 2.02 ms, DyNet's six
-        // 2.63 -> 2.36; batch 8, four kernels 14.6 -> 14.3.
+        // processes: batch 1, four kernels 2.19 -> 2.03 ms, DyNet's six
+        // 2.64 -> 2.36; batch 8, four kernels 14.6 -> 14.2.
         PrefetchStream stream{pieces.data(), 0, 0};
         int64_t next_o = o0 + kRows, next_j = j0;
         if (next_o >= o_end) {
