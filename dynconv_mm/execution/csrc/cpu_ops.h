@@ -253,6 +253,36 @@ struct PrefetchStream {
     return {pieces + first, count * (part + 1) / parts - first, lines};
   }
 };
+// A tile's walk through its PrefetchStream: ask() once a step asks for
+// the next few lines (64 bytes each), all of them by the tile's `steps`-th.
+// (ask()'s loop as written: with `piece_ != end_` in its condition, GCC 12
+// kept sample_conv's AVX-512 accumulators on the stack, its forward at
+// 512-channel 3x3, 7x7, batch 8 9.5 -> 15.6 ms.)
+class PrefetchCursor {
+ public:
+  PrefetchCursor(const PrefetchStream& stream, int64_t steps)
+      : piece_(stream.pieces),
+        end_(stream.pieces + stream.count),
+        lines_(stream.lines),
+        rate_((stream.count * stream.lines + steps - 1) / steps) {}
+
+  inline __attribute__((always_inline)) void ask() {
+    for (int64_t q = 0; q < rate_; ++q)
+      if (piece_ != end_) {
+        __builtin_prefetch(*piece_ + line_ * 16, 0, 2);
+        if (++line_ == lines_) {
+          line_ = 0;
+          ++piece_;
+        }
+      }
+  }
+
+ private:
+  const float* const* piece_;
+  const float* const* const end_;
+  const int64_t lines_, rate_;
+  int64_t line_ = 0;
+};
 // out[r, 0:width] (+)= sum_i a[r, i] panel[i, 0:width] for `rows` rows and
 // 1-64 columns, in AVX-512 register tiles of 6 rows by 64 columns (8 rows
 // up to 48 columns; a's rows `a_stride` apart, or with `a_transposed` its

@@ -198,12 +198,7 @@ DYNCONV_MM_AVX512 __attribute__((noinline)) void register_tile(
   // (3x slower).
   if (inner <= 0) return;
   __m512 acc[R][V];
-  const float* const* piece = stream.pieces;
-  const float* const* const pieces_end = piece + stream.count;
-  int64_t line = 0;
-  const int64_t lines = stream.lines;
-  // lines per step: all of them by the tile's end
-  const int64_t rate = (stream.count * lines + inner - 1) / inner;
+  PrefetchCursor cursor(stream, inner);
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
   for (int64_t i = 0; i < inner; ++i) {
@@ -217,14 +212,7 @@ DYNCONV_MM_AVX512 __attribute__((noinline)) void register_tile(
                                                  : a[r * a_stride + i]);
       for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(w, c[v], acc[r][v]);
     }
-    for (int64_t q = 0; q < rate; ++q)
-      if (piece != pieces_end) {
-        __builtin_prefetch(*piece + line * kLanes, 0, 2);
-        if (++line == lines) {
-          line = 0;
-          ++piece;
-        }
-      }
+    cursor.ask();
   }
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < V; ++v) {

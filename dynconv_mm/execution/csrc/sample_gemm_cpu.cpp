@@ -333,19 +333,7 @@ DYNCONV_MM_AVX2 inline __attribute__((always_inline)) void register_tile(
   // (as sample_conv_cpu.cpp's tiles did).
   __m256 acc[R][2];
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-  const float* const* piece = stream.pieces;
-  const float* const* const pieces_end = piece + stream.count;
-  int64_t line = 0;
-  const int64_t rate = (stream.count * stream.lines + inner - 1) / inner;
-  auto ask = [&]() {  // `rate` lines of the stream
-    for (int64_t q = 0; q < rate && piece != pieces_end; ++q) {
-      __builtin_prefetch(*piece + line * 16, 0, 2);
-      if (++line == stream.lines) {
-        line = 0;
-        ++piece;
-      }
-    }
-  };
+  PrefetchCursor cursor(stream, inner);
   int64_t i = 0;
   if constexpr (R <= 2) {
     // Too few chains for the FMAs' latency: a second set of accumulators
@@ -367,8 +355,8 @@ DYNCONV_MM_AVX2 inline __attribute__((always_inline)) void register_tile(
         odd[r][0] = _mm256_fmadd_ps(z, d0, odd[r][0]);
         odd[r][1] = _mm256_fmadd_ps(z, d1, odd[r][1]);
       }
-      ask();
-      ask();
+      cursor.ask();
+      cursor.ask();
     }
     for (int r = 0; r < R; ++r)
       for (int h = 0; h < 2; ++h)
@@ -382,7 +370,7 @@ DYNCONV_MM_AVX2 inline __attribute__((always_inline)) void register_tile(
       acc[r][0] = _mm256_fmadd_ps(x, c0, acc[r][0]);
       acc[r][1] = _mm256_fmadd_ps(x, c1, acc[r][1]);
     }
-    ask();
+    cursor.ask();
   }
   for (int r = 0; r < R; ++r)
     for (int h = 0; h < 2; ++h) {
