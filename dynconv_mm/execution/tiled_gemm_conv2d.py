@@ -279,7 +279,9 @@ def tiled_gemm_conv2d(x: Tensor, weight: Tensor, attentions: ConvAttentions,
     # the casts stay outside the Function, so their gradients flow back.
     device = x.device.type
     dtype = compute_dtype(device, weight.dtype)
-    mixing = attentions.kernel.to(dtype)
+    # Contiguous for the compiled GEMMs: the compiled attention op's heads
+    # are views of one [B, heads] output, strided at B > 1 (ODConv's).
+    mixing = attentions.kernel.to(dtype).contiguous()
     if mixing.dim() == 3:  # DyNet's [B, O, K]
         mixing = mixing.reshape(batch, groups, -1, num_kernels)
 
