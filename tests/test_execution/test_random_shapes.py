@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from dynconv_mm.execution import ConvAttentions, dynamic_conv2d
-from dynconv_mm.execution.selection import FORMULATIONS
 from oracle import reference_dynamic_conv2d
+from test_dynamic_conv2d import CPU_FORMULATIONS
 
 ATTENTION_NAMES = ('kernel', 'spatial', 'input', 'output')
 CASES = 60
@@ -155,7 +155,7 @@ def test_random_call_matches_oracle(index, case):
     wanted = [t for t in ref_leaves if t is not None]
     ref_grads = (torch.autograd.grad(ref, wanted, cotangent)
                  if case.grad else [])
-    methods = ['auto'] + [m for m in FORMULATIONS if m != 'triton' and not (
+    methods = ['auto'] + [m for m in CPU_FORMULATIONS if not (
         m == 'kernel_branches' and 'spatial' in names)]
     for method in methods:
         leaves = _leaves([x, weight, bias, *attentions.values()],
