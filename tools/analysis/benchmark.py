@@ -9,9 +9,12 @@ Measures, as ratios to a static baseline timed in the same process:
   and the inference figures run the initial weights) in images/s, and its
   memory: peak allocated memory on a
   GPU; on the CPU, which has no allocator statistics, the bytes of the
-  tensors autograd saves for backward (the activation memory that sets a
-  training step's peak);
+  tensors autograd saves for backward, parameters not counted (the
+  activation memory that sets a training step's peak);
 * ``infer``: batch-1 inference latency of the backbone;
+* for DyNet's Dy-ResNet-50 (``--networks "DyNet-ResNet-50 g=6"``), whose
+  static network is half as wide as ResNet-50, both also against the
+  static ResNet-50 that DyNet's FLOP cut is measured from;
 
 each for the layers as they run here (``execution='auto'``) and, as a
 second reference, the plain form public implementations use: every sample's
@@ -81,6 +84,12 @@ NETWORKS = {
     # convs dynamic too: where grouped layers are measured
     'OD-MobileNetV2 1x': ('mobilenet_v2', dict(type='ODConv', num_kernels=1)),
     'OD-MobileNetV2 4x': ('mobilenet_v2', dict(type='ODConv', num_kernels=4)),
+    # DyNet's Dy-ResNet-50 (g=6, every stage half as wide, one coefficient
+    # module per block); its static network is a half-wide ResNet-50, and
+    # it is also timed against the ResNet-50 that DyNet's FLOP cut is
+    # measured from (``replaced``)
+    'DyNet-ResNet-50 g=6': ('dynet_resnet50',
+                            dict(type='DyNetConv', num_kernels=6)),
 }
 # what --networks runs unless told: the issue's target networks
 DEFAULT_NETWORKS = ('OD-ResNet-50 1x', 'OD-ResNet-50 4x', 'DY-ResNet-50 K=4')
@@ -88,13 +97,17 @@ DEFAULT_NETWORKS = ('OD-ResNet-50 1x', 'OD-ResNet-50 4x', 'DY-ResNet-50 K=4')
 
 # --------------------------------------------------------------------------
 # the second reference: materialise [B, K, ...] and fold the batch
-def materialised_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def materialised_forward(layer: nn.Module,
+                         x: torch.Tensor,
+                         attentions=None) -> torch.Tensor:
     """The public implementations' form of a layer (ODConv authors' code):
     ``sum_k (a_bk * s_b * W_k)`` built as a ``[B, K, O, I, kh, kw]``
     product, summed over K, the batch folded into the groups; the channel
     and filter attentions on the activations. A 1x1, single-kernel ODConv
-    runs as a static conv, as the authors' ``_forward_impl_pw1x`` does."""
-    att = layer.attention(x)
+    runs as a static conv, as the authors' ``_forward_impl_pw1x`` does.
+    ``attentions``: those a DyNet block's coefficient module passes to its
+    convs (which have no attention of their own)."""
+    att = layer.attention(x) if attentions is None else attentions
     batch, channels, height, width = x.shape
     weight = layer.weight
     if att.input is not None:
@@ -166,28 +179,39 @@ class Classifier(nn.Module):
         return self.fc(feats.mean(dim=(2, 3)))
 
 
-# backbone: (its config but the dynamic conv's, its last map's channels)
+# backbone: (its config but the dynamic conv's, its last map's channels,
+# options of the dynamic network only)
 BACKBONES = {
     'resnet50': (dict(type='DynamicResNet', depth=50, out_indices=(3, )),
-                 2048),
+                 2048, {}),
     'mobilenet_v2': (dict(type='DynamicMobileNetV2', widen_factor=1.0,
-                          out_indices=(7, )), 1280),
+                          out_indices=(7, )), 1280, {}),
+    'dynet_resnet50': (dict(type='DynamicResNet', depth=50, stem_channels=64,
+                            base_channels=32, out_indices=(3, )), 1024,
+                       dict(dynet_shared_coefficients=True)),
 }
+# backbone: the static network its paper compares it with, where that is
+# not the static network of its own shape
+REPLACED = {'dynet_resnet50': 'resnet50'}
 
 
 def build_network(backbone: str, cfg: Optional[dict]) -> nn.Module:
     """A classifier on one of the project's dynamic backbones: ``resnet50``
     (``DynamicResNet``: stem and downsample static, every residual-block
-    conv dynamic, as in the ODConv paper) or ``mobilenet_v2``
+    conv dynamic, as in the ODConv paper), ``mobilenet_v2``
     (``DynamicMobileNetV2`` at width 1.0: every inverted-residual conv and
     the last 1x1 dynamic, the depthwise ones as the conv type's paper
-    says); ``cfg=None`` is the static network."""
+    says) or ``dynet_resnet50`` (DyNet's Dy-ResNet-50, ``PAPER_BACKBONES``'
+    ``dynet_resnet50``); ``cfg=None`` is the static network of the same
+    shape."""
     from mmengine.registry import MODELS
 
     import dynconv_mm  # noqa: F401  (registers the backbones)
     if backbone not in BACKBONES:
         raise ValueError(f'benchmark: unknown backbone {backbone!r}')
-    body, channels = BACKBONES[backbone]
+    body, channels, dynamic_options = BACKBONES[backbone]
+    if cfg is not None:
+        body = dict(body, **dynamic_options)
     return Classifier(MODELS.build(
         dict(body, dynamic_conv_cfg=cfg, norm_eval=False)), channels)
 
@@ -234,17 +258,28 @@ def summarise(times: Dict[str, List[float]]) -> dict:
         if name != 'static':
             out[name]['x_static'] = statistics.median(
                 v / s for v, s in zip(values, times['static']))
+    if 'replaced' in times:  # ours against the network its paper replaces
+        out['dynamic']['x_replaced'] = statistics.median(
+            v / r for v, r in zip(times['dynamic'], times['replaced']))
     return out
 
 
-def saved_bytes(step: Callable[[], torch.Tensor]) -> int:
-    """Bytes of the distinct storages autograd saves for backward."""
+def saved_bytes(step: Callable[[], torch.Tensor], model: nn.Module) -> int:
+    """Bytes of the distinct storages autograd saves for backward, but the
+    parameters and buffers of ``model``: they are held whether or not a
+    step runs, and a dynamic layer's bank of ``K`` kernels, which its
+    convolutions save, would count ``K`` times a static weight as
+    activations (OD-ResNet-50 4x: 1.54x a static network's with them,
+    1.24x without)."""
+    held = {t.untyped_storage().data_ptr()
+            for t in (*model.parameters(), *model.buffers())}
     storages = {}
 
     def pack(t: torch.Tensor):
         try:
             storage = t.untyped_storage()
-            storages[storage.data_ptr()] = storage.nbytes()
+            if storage.data_ptr() not in held:
+                storages[storage.data_ptr()] = storage.nbytes()
         except (RuntimeError, NotImplementedError):
             pass
         return t
@@ -341,6 +376,8 @@ def training_row(network: str, models: Dict[str, nn.Module],
         row[key]['img_s'] = batch / (row[key]['ms'] / 1e3)
         if key != 'static':
             row[key]['img_s_x_static'] = 1 / row[key]['x_static']
+    if 'x_replaced' in row['dynamic']:
+        row['dynamic']['img_s_x_replaced'] = 1 / row['dynamic']['x_replaced']
     for key, count in graphs.items():
         row[key]['graphs'] = count
     for key, model in models.items():
@@ -355,12 +392,15 @@ def training_row(network: str, models: Dict[str, nn.Module],
                 torch.cuda.max_memory_allocated(device) - base) / 2**20
         else:  # a compiled graph's saved tensors pass the same hooks
             row[key]['saved_mb'] = saved_bytes(
-                lambda: loss_of(model)) / 2**20
+                lambda: loss_of(model), model) / 2**20
         optimizers[key].zero_grad(set_to_none=True)
     mem = 'peak_mem_mb' if gpu else 'saved_mb'
     for key in models:
         if key != 'static':
             row[key]['mem_x_static'] = row[key][mem] / row['static'][mem]
+    if 'replaced' in row:
+        row['dynamic']['mem_x_replaced'] = (row['dynamic'][mem] /
+                                            row['replaced'][mem])
     print(f'  train {network} b{batch} {size}px: {fmt(row)}', flush=True)
     return row
 
@@ -382,7 +422,12 @@ def network_figures(args, device, autocast) -> List[dict]:
         reference = use_materialised_form(
             build_network(backbone, cfg).to(device))
         reference.load_state_dict(dynamic.state_dict())
+        check_same_function(dynamic, reference, device)
         models = dict(static=static, dynamic=dynamic, reference=reference)
+        if backbone in REPLACED:
+            torch.manual_seed(0)
+            models['replaced'] = build_network(REPLACED[backbone],
+                                               None).to(device)
         images = torch.randn(batch, 3, size, size, device=device)
         labels = torch.randint(0, 1000, (batch, ), device=device)
 
@@ -411,6 +456,23 @@ def network_figures(args, device, autocast) -> List[dict]:
                                       image, autocast, args, device,
                                       compiled=True))
     return rows
+
+
+def check_same_function(dynamic: nn.Module, reference: nn.Module,
+                        device: torch.device) -> None:
+    """Ours and the materialised form compute the same network (two small
+    images, full fp32 as in ``layer_figures``). In training mode: at
+    initialisation an eval-mode BatchNorm normalises nothing, and
+    Dy-ResNet-50's activations grow to ~1e8 through its 16 blocks, where
+    float32 rounding alone flips saturated coefficients (the two agree to
+    4e-9 of that in float64)."""
+    images = torch.randn(2, 3, 64, 64, device=device)
+    dynamic.train()
+    reference.train()
+    with torch.no_grad(), torch.backends.cudnn.flags(enabled=True,
+                                                     allow_tf32=False):
+        torch.testing.assert_close(dynamic(images), reference(images),
+                                   rtol=1e-3, atol=1e-3)
 
 
 def compile_models(models: Dict[str, nn.Module],
@@ -489,6 +551,12 @@ def fmt(row: dict) -> str:
     if 'graphs' in ours:
         text += (f' (graphs: static {row["static"]["graphs"]}, dynamic '
                  f'{ours["graphs"]})')
+    if 'x_replaced' in ours:
+        text += (f'; against the network it replaces '
+                 f'({row["replaced"]["ms"]:.1f} ms): '
+                 f'{ours["x_replaced"]:.2f}x')
+        if 'mem_x_replaced' in ours:
+            text += f', memory {ours["mem_x_replaced"]:.2f}x'
     return text
 
 
@@ -530,7 +598,7 @@ def aggregate(runs: List[dict]) -> List[dict]:
     out = []
     for rows in merged.values():
         first = dict(rows[0])
-        for key in ('static', 'dynamic', 'reference'):
+        for key in ('static', 'dynamic', 'reference', 'replaced'):
             if key not in rows[0]:
                 continue
             first[key] = {}
@@ -646,6 +714,20 @@ def markdown(result: dict) -> str:
                          f'{r["static"]["ms"]:.1f} | '
                          f'{rng(r["dynamic"], "x_static")} | '
                          f'{rng(r.get("reference"), "x_static")} |')
+        lines.append('')
+    replacing = [r for r in result['rows'] if 'replaced' in r]
+    if replacing:
+        lines += ['| against the static network the paper replaces | '
+                  'its ms | ours: time | ours: memory |',
+                  '|---|---|---|---|']
+        for r in replacing:
+            what = ('training step, ' if r['figure'] == 'train' else
+                    'batch-1 inference, ')
+            memory = ('-' if 'mem_x_replaced' not in r['dynamic'] else
+                      rng(r['dynamic'], 'mem_x_replaced'))
+            lines.append(f'| {what}{r["network"]} | '
+                         f'{r["replaced"]["ms"]:.1f} | '
+                         f'{rng(r["dynamic"], "x_replaced")} | {memory} |')
     return '\n'.join(lines) + '\n'
 
 
