@@ -37,8 +37,8 @@ def test_saved_bytes_counts_activations_not_parameters(benchmark):
 
 
 @pytest.mark.parametrize('name', [
-    'OD-ResNet-50 4x', 'DY-ResNet-50 K=4', 'OD-MobileNetV2 1x',
-    'DyNet-ResNet-50 g=6'
+    'OD-ResNet-50 1x', 'OD-ResNet-50 4x', 'DY-ResNet-50 K=4',
+    'OD-MobileNetV2 1x', 'OD-MobileNetV2 4x', 'DyNet-ResNet-50 g=6'
 ])
 def test_networks_and_their_materialised_form_agree(benchmark, name):
     """Ours and the public form of each network compute one function
@@ -56,18 +56,22 @@ def test_networks_and_their_materialised_form_agree(benchmark, name):
     images = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert static(images).shape == ours(images).shape == (1, 1000)
-    # a broken public form fails the check: drop the kernel attention
-    if name == 'DyNet-ResNet-50 g=6':
-        def without_kernel_attention(layer, x, attentions=None):
-            flat = attentions._replace(
-                kernel=torch.full_like(attentions.kernel, 0.5))
-            return benchmark.materialised_forward(layer, x, flat)
+    # a broken public form fails the check: the kernel attention made
+    # uniform (with a single kernel, the filter or else the channel one)
+    def uniform_attention(layer, x, attentions=None):
+        if attentions is None:
+            attentions = layer.attention(x)
+        name = next(n for n in ('kernel', 'output', 'input')
+                    if getattr(attentions, n) is not None)
+        flat = attentions._replace(
+            **{name: torch.full_like(getattr(attentions, name), 0.5)})
+        return benchmark.materialised_forward(layer, x, flat)
 
-        for module in public.modules():
-            if isinstance(module, DynamicConv2dBase):
-                module.forward = without_kernel_attention.__get__(module)
-        with pytest.raises(AssertionError):
-            benchmark.check_same_function(ours, public, torch.device('cpu'))
+    for module in public.modules():
+        if isinstance(module, DynamicConv2dBase):
+            module.forward = uniform_attention.__get__(module)
+    with pytest.raises(AssertionError, match='differ by'):
+        benchmark.check_same_function(ours, public, torch.device('cpu'))
 
 
 def test_dynet_network_is_the_paper_backbone(benchmark):

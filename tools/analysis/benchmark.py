@@ -33,6 +33,7 @@ processes``). Writes ``benchmark.json`` and ``benchmark.md`` to ``--out``.
     python tools/analysis/benchmark.py --quick --figures network --freeze
 """
 import argparse
+import copy
 import json
 import os
 import platform
@@ -460,19 +461,26 @@ def network_figures(args, device, autocast) -> List[dict]:
 
 def check_same_function(dynamic: nn.Module, reference: nn.Module,
                         device: torch.device) -> None:
-    """Ours and the materialised form compute the same network (two small
-    images, full fp32 as in ``layer_figures``). In training mode: at
-    initialisation an eval-mode BatchNorm normalises nothing, and
-    Dy-ResNet-50's activations grow to ~1e8 through its 16 blocks, where
-    float32 rounding alone flips saturated coefficients (the two agree to
-    4e-9 of that in float64)."""
-    images = torch.randn(2, 3, 64, 64, device=device)
-    dynamic.train()
-    reference.train()
-    with torch.no_grad(), torch.backends.cudnn.flags(enabled=True,
-                                                     allow_tf32=False):
-        torch.testing.assert_close(dynamic(images), reference(images),
-                                   rtol=1e-3, atol=1e-3)
+    """Ours and the materialised form compute the same network: copies of
+    both in float64, two small images, in training mode. In float32 deep
+    networks are too ill-conditioned for a tolerance that a broken form
+    would not meet too: OD-MobileNetV2 4x's outputs differed by 5e-2 of
+    their largest at 64x64 (BatchNorm over a few values of its 2x2 maps)
+    and 2e-3 at 224x224, and at initialisation an eval-mode BatchNorm
+    normalises nothing (Dy-ResNet-50's outputs reach 1e8). In float64 the
+    six networks agree to 5e-11 of the largest output or better, and with
+    each layer's kernel (or filter) attention reversed, the public form
+    differs by 0.5-0.75 of it."""
+    ours, public = (copy.deepcopy(m).double().train()
+                    for m in (dynamic, reference))
+    images = torch.randn(2, 3, 64, 64, device=device, dtype=torch.float64)
+    with torch.no_grad():
+        expected = public(images)
+        error = (ours(images) - expected).abs().max() / expected.abs().max()
+    if not error <= 1e-6:
+        raise AssertionError(
+            f'benchmark: our network and its materialised form differ by '
+            f'{error:.2e} of the largest output (float64; at most 1e-6)')
 
 
 def compile_models(models: Dict[str, nn.Module],
