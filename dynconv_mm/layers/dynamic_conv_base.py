@@ -190,6 +190,62 @@ class DynamicConv2dBase(BaseModule):
     def temperature(self, value: float) -> None:
         self.attention.set_temperature(value)
 
+    def bias_weights_sum_to_one(self) -> bool:
+        """Whether every sample's bias mixing weights sum to one: no kernel
+        attention (the one bias as it is) or a softmax one. Then a constant
+        added to every kernel's bias adds it to the output
+        (:meth:`fold_batch_norm`); DyNet's sigmoid coefficients do not sum
+        to one."""
+        attention = module_entry(self, 'attention')
+        if attention is None:  # its block's module predicts its attentions
+            return False
+        return ('kernel' not in attention.head_sizes
+                or attention.head_activation('kernel') == 'softmax')
+
+    @torch.no_grad()
+    def fold_batch_norm(self, norm: nn.Module) -> None:
+        """Fold an eval-mode BatchNorm that follows this layer into its
+        kernels and biases, for inference (``norm`` is then to be replaced
+        by ``nn.Identity``; see :func:`dynconv_mm.engine.fuse_conv_bn`).
+
+        The norm scales output channel ``o`` by ``g_o = gamma_o /
+        sqrt(var_o + eps)`` and adds ``beta_o - g_o mean_o``. Every
+        attention is per sample, per input channel or per output channel,
+        and the kernels are mixed linearly, so scaling each kernel's row
+        ``o`` by ``g_o`` scales the output; the constant goes into each
+        kernel's bias where the bias mixing weights sum to one
+        (:meth:`bias_weights_sum_to_one`), which rules out DyNet's layer.
+        A layer without bias gets one.
+        """
+        owner = self.layer_type
+        if not isinstance(norm, nn.modules.batchnorm._BatchNorm) or \
+                norm.running_mean is None:
+            raise ValueError(
+                f'{owner}: can only fold a BatchNorm with running '
+                f'statistics, got {type(norm).__name__}')
+        if norm.num_features != self.out_channels:
+            raise ValueError(
+                f'{owner}: cannot fold a BatchNorm of {norm.num_features} '
+                f'channels into out_channels={self.out_channels}')
+        if not self.bias_weights_sum_to_one():
+            raise ValueError(
+                f'{owner}: cannot fold a BatchNorm: the bias mixing '
+                'weights (sigmoid coefficients) do not sum to one, so its '
+                'shift cannot go into the kernels\' biases')
+        weight = self.weight
+        scale = torch.rsqrt(norm.running_var.double() + norm.eps)
+        if norm.weight is not None:
+            scale = scale * norm.weight.double()
+        shift = -norm.running_mean.double() * scale
+        if norm.bias is not None:
+            shift = shift + norm.bias.double()
+        weight.copy_(weight.double() * scale.view(1, -1, 1, 1, 1))
+        if self.bias is None:
+            self.bias = nn.Parameter(
+                torch.zeros(self.num_kernels, self.out_channels,
+                            dtype=weight.dtype, device=weight.device))
+        self.bias.copy_(self.bias.double() * scale + shift)
+
     def execution_method(self) -> Union[str, Sequence[str]]:
         """Which formulation of :func:`dynamic_conv2d` to run: the
         ``execution`` option."""

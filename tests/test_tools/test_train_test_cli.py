@@ -70,7 +70,21 @@ def test_train_test_resume(tiny_config, tmp_path):
                '--work-dir', work_dir, '--out', preds])
     assert 'Epoch(test)' in out and 'coco/bbox_mAP' in out
     with open(preds, 'rb') as f:
-        assert len(pickle.load(f)) == 2  # one entry per val image
+        unfused = pickle.load(f)
+    assert len(unfused) == 2  # one entry per val image
+    # the same checkpoint with its BatchNorms folded into the convs
+    fused_preds = str(tmp_path / 'fused.pkl')
+    out = run([sys.executable, 'tools/test.py', tiny_config, checkpoint,
+               '--work-dir', work_dir, '--out', fused_preds,
+               '--fuse-conv-bn'])
+    folded = re.search(r'fuse_conv_bn: (\d+) BatchNorm\(s\) folded', out)
+    assert folded and int(folded.group(1)) > 0, out[-3000:]
+    with open(fused_preds, 'rb') as f:
+        fused = pickle.load(f)
+    for a, b in zip(unfused, fused):
+        scores = a['pred_instances']['scores'], b['pred_instances']['scores']
+        torch.testing.assert_close(scores[1].max(), scores[0].max(),
+                                   rtol=1e-4, atol=1e-5)
 
     out = run([sys.executable, 'tools/train.py', tiny_config, '--work-dir',
                work_dir, '--resume', '--cfg-options',

@@ -31,6 +31,7 @@ processes``). Writes ``benchmark.json`` and ``benchmark.md`` to ``--out``.
     python tools/analysis/benchmark.py --device cuda # GPU, bf16 autocast
     python tools/analysis/benchmark.py --quick --figures network --compile
     python tools/analysis/benchmark.py --quick --figures network --freeze
+    python tools/analysis/benchmark.py --figures network --fuse-conv-bn
 """
 import argparse
 import copy
@@ -444,6 +445,12 @@ def network_figures(args, device, autocast) -> List[dict]:
             model.eval()
         rows.append(inference_row(name, models, image, autocast, args,
                                   device))
+        if args.fuse_conv_bn:  # both with their BatchNorms folded
+            from dynconv_mm.engine import fuse_conv_bn
+            fused = {k: fuse_conv_bn(copy.deepcopy(models[k]))
+                     for k in ('static', 'dynamic')}
+            rows.append(inference_row(f'{name} (conv-BN fused)', fused,
+                                      image, autocast, args, device))
         if args.compile:  # static and ours, both through torch.compile
             compiled = compile_models(models, mode=args.compile_mode)
             rows.append(inference_row(f'{name} (compiled)', compiled, image,
@@ -794,6 +801,11 @@ def main() -> None:
         help='also time batch-1 inference with both networks compiled with '
         "Inductor's freezing (parameters folded in as constants, static "
         'weights prepacked: its recipe for CPU inference)')
+    parser.add_argument(
+        '--fuse-conv-bn', action='store_true',
+        help='also time batch-1 inference with every BatchNorm that follows '
+        'a conv folded into it, in the static network (mmcv) and ours '
+        "(dynconv_mm.engine.fuse_conv_bn; DyNet's layers keep theirs)")
     parser.add_argument('--out', default='work_dirs/benchmark')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args()
