@@ -13,7 +13,7 @@ from mmengine.registry import MODELS
 
 import dynconv_mm  # noqa: F401  (registers the backbones and the hook)
 from dynconv_mm.engine import FuseConvBNHook, fuse_conv_bn
-from dynconv_mm.engine.fuse_conv_bn import fold_dynamic_conv_bn
+from dynconv_mm.engine.fuse_conv_bn import fold_conv_bn
 from dynconv_mm.models.backbones.paper_presets import paper_backbone
 
 
@@ -26,8 +26,9 @@ def trained_like(model: nn.Module) -> nn.Module:
             with torch.no_grad():
                 module.running_mean.uniform_(-1, 1)
                 module.running_var.uniform_(0.5, 2)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.5, 0.5)
+                if module.affine:
+                    module.weight.uniform_(0.5, 1.5)
+                    module.bias.uniform_(-0.5, 0.5)
     return model.double().eval()
 
 
@@ -58,20 +59,22 @@ def test_backbone_fused_computes_the_same(name):
         isinstance(m, nn.BatchNorm2d) for n, m in model.named_modules()
         if '.attention.' in n)
     assert count(fused, nn.BatchNorm2d) == trunk_norms
-    assert count(fused, nn.Identity) >= norms - trunk_norms
+    assert count(fused, nn.Identity) - count(model, nn.Identity) == \
+        norms - trunk_norms
 
 
 def test_dynet_norms_are_kept_and_named():
     model = trained_like(MODELS.build(paper_backbone('dynet_resnet18')))
-    folded, kept = fold_dynamic_conv_bn(copy.deepcopy(model))
-    assert folded == 0 and kept[0] == 'layer1.0.bn1'
+    folded, kept = fold_conv_bn(copy.deepcopy(model))
+    # the stem's and the downsamples' norms folded, DyNet's kept
+    assert folded == count(model, nn.Conv2d) == 1 + 4
+    assert kept[0] == 'layer1.0.bn1'
     fused = fuse_conv_bn(copy.deepcopy(model))
     x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
     for a, b in zip(outputs(model, x), outputs(fused, x)):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
     dynamic_convs = sum(type(m).__name__ == 'BlockFedDyNetConv2d'
                         for m in model.modules())
-    # the stem's and downsamples' norms fused by mmcv, DyNet's kept
     assert count(fused, nn.BatchNorm2d) == dynamic_convs == len(kept)
 
 
@@ -91,18 +94,29 @@ def test_conv_module_norm_folded_only_after_the_conv(order, folded):
                                rtol=1e-10, atol=1e-10)
 
 
-def test_a_norm_not_next_to_the_conv_stays():
-    """Only the next child: a norm after something else is not folded
-    into an earlier conv."""
-    model = nn.Sequential(
+@pytest.mark.parametrize('between', ['relu', 'dynet'])
+@pytest.mark.parametrize('first', ['static', 'dynamic'])
+def test_a_norm_not_next_to_the_conv_stays(first, between):
+    """Only the next sibling: a norm after something else (a ReLU, or a
+    DyNet layer, whose own norm stays) is not folded into an earlier conv
+    (mmcv's walk folds it into an earlier static one)."""
+    conv = nn.Conv2d(4, 6, 3, padding=1) if first == 'static' else \
         MODELS.build(dict(type='ODConv', in_channels=4, out_channels=6,
-                          kernel_size=3, padding=1)),
-        nn.ReLU(), nn.BatchNorm2d(6))
-    model = trained_like(model)
+                          kernel_size=3, padding=1))
+    second = nn.ReLU() if between == 'relu' else MODELS.build(
+        dict(type='DyNetConv', in_channels=6, out_channels=6, kernel_size=1))
+    model = trained_like(nn.Sequential(conv, second, nn.BatchNorm2d(6)))
     fused = fuse_conv_bn(copy.deepcopy(model))
     assert isinstance(fused[2], nn.BatchNorm2d)
     x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
     torch.testing.assert_close(outputs(fused, x)[0], outputs(model, x)[0])
+
+
+def test_a_static_norm_without_affine_parameters_is_kept():
+    model = trained_like(nn.Sequential(nn.Conv2d(4, 6, 3),
+                                       nn.BatchNorm2d(6, affine=False)))
+    folded, kept = fold_conv_bn(copy.deepcopy(model))
+    assert folded == 0 and kept == ['1']
 
 
 def test_hook_fuses_the_model_before_testing():

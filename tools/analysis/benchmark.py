@@ -804,7 +804,7 @@ def main() -> None:
     parser.add_argument(
         '--fuse-conv-bn', action='store_true',
         help='also time batch-1 inference with every BatchNorm that follows '
-        'a conv folded into it, in the static network (mmcv) and ours '
+        'a conv folded into it, in the static network and ours '
         "(dynconv_mm.engine.fuse_conv_bn; DyNet's layers keep theirs)")
     parser.add_argument('--out', default='work_dirs/benchmark')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
