@@ -413,12 +413,18 @@ def network_figures(args, device, autocast) -> List[dict]:
     size = args.image_size
     rows = []
     statics = {}
-    for name in args.networks:
-        backbone, cfg = NETWORKS[name]
+
+    def static_network(backbone: str) -> nn.Module:
+        # one per backbone: DyNet's replaced ResNet-50 is the static one of
+        # the ResNet-50 networks
         if backbone not in statics:
             torch.manual_seed(0)
             statics[backbone] = build_network(backbone, None).to(device)
-        static = statics[backbone]
+        return statics[backbone]
+
+    for name in args.networks:
+        backbone, cfg = NETWORKS[name]
+        static = static_network(backbone)
         dynamic = build_network(backbone, dict(
             cfg, execution=args.execution)).to(device)
         reference = use_materialised_form(
@@ -427,9 +433,7 @@ def network_figures(args, device, autocast) -> List[dict]:
         check_same_function(dynamic, reference, device)
         models = dict(static=static, dynamic=dynamic, reference=reference)
         if backbone in REPLACED:
-            torch.manual_seed(0)
-            models['replaced'] = build_network(REPLACED[backbone],
-                                               None).to(device)
+            models['replaced'] = static_network(REPLACED[backbone])
         images = torch.randn(batch, 3, size, size, device=device)
         labels = torch.randint(0, 1000, (batch, ), device=device)
 
