@@ -1,7 +1,10 @@
+import os
 import os.path as osp
+import subprocess
 import sys
 
 from setuptools import find_packages, setup
+from setuptools.errors import BaseError, CCompilerError
 
 
 def read_version() -> str:
@@ -17,11 +20,39 @@ def cpu_extensions() -> dict:
     i.e. against the venv's torch. An isolated build has no torch: the
     package is then pure Python, and computes the same in PyTorch
     (``dynconv_mm.execution.cpu_ops`` says so).
+
+    The ops only make the CPU faster, so a build that cannot compile them
+    (no C++ compiler, one too old for torch's C++20 headers) installs the
+    pure-Python package and says why, instead of failing the install;
+    ``DYNCONV_MM_REQUIRE_CPU_OPS=1`` (tools/install.sh) makes it fail.
     """
     try:
         from torch.utils.cpp_extension import BuildExtension, CppExtension
     except ImportError:
         return {}
+
+    class OptionalBuildExtension(BuildExtension):
+        """torch's BuildExtension, which skips the ops when they fail to
+        compile unless DYNCONV_MM_REQUIRE_CPU_OPS=1."""
+
+        def build_extensions(self) -> None:
+            try:
+                super().build_extensions()
+            # distutils' compile and link errors, torch's RuntimeError from
+            # a ninja build, and a compiler that is missing or will not run
+            # (torch asks it for its version first)
+            except (BaseError, CCompilerError, OSError, RuntimeError,
+                    subprocess.SubprocessError) as error:
+                if os.environ.get('DYNCONV_MM_REQUIRE_CPU_OPS') == '1':
+                    raise
+                names = ', '.join(ext.name for ext in self.extensions)
+                print(f'WARNING: dynconv_mm: building {names} failed '
+                      f'({type(error).__name__}: {error}); installing '
+                      'without the compiled CPU ops: the same values come '
+                      'from PyTorch, more slowly on the CPU. Set '
+                      'DYNCONV_MM_REQUIRE_CPU_OPS=1 to make this an '
+                      'error.', file=sys.stderr)
+
     # OpenMP: the ops split their loops over torch's threads, through the
     # OpenMP runtime torch has already loaded.
     openmp = ['-fopenmp'] if sys.platform.startswith('linux') else []
@@ -33,7 +64,7 @@ def cpu_extensions() -> dict:
         extra_compile_args=['-O3', *openmp],
         extra_link_args=openmp)
     return dict(ext_modules=[extension],
-                cmdclass={'build_ext': BuildExtension})
+                cmdclass={'build_ext': OptionalBuildExtension})
 
 
 setup(

@@ -424,9 +424,10 @@ install_stack() {
   "${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
   # The package's CPU ops (dynconv_mm/execution/csrc), compiled next to
   # their sources against the venv's torch: the editable install of
-  # setuptools 80 leaves extensions out.
+  # setuptools 80 leaves extensions out. setup.py would install without
+  # them if they failed to compile; here that is an error.
   log "compiling dynconv_mm's CPU ops"
-  (cd "$ROOT" && "$VPY" setup.py -q build_ext --inplace >&2)
+  (cd "$ROOT" && DYNCONV_MM_REQUIRE_CPU_OPS=1 "$VPY" setup.py -q build_ext --inplace >&2)
   "$VPY" -c "import dynconv_mm._cpu_ops"
 }
 

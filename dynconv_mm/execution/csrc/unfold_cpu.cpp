@@ -258,7 +258,7 @@ at::Tensor unfold_columns(const at::Tensor& x, at::IntArrayRef kernel_size,
   const int64_t plane = g.height * g.width;
   // rows in masked AVX-512 registers where asked and the columns' stride
   // is 1
-  const bool vectors = avx512 && g.sw == 1;
+  [[maybe_unused]] const bool vectors = avx512 && g.sw == 1;
   at::parallel_for(
       0, batch * channels,
       std::max<int64_t>(1, kGrainElements / (area * pixels)),
