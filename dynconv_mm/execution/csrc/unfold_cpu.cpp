@@ -18,6 +18,21 @@
 // whole input plane per channel, from columns of any strides, in col2im's
 // order (so to the same bits): with AVX-512, 16 channels at a time in
 // registers (fold_pixels_avx512), from either layout of the columns.
+//
+// The same bits also mean a rounding after each product, as PyTorch's
+// scaling does before its col2im: compilers fuse a product and the sum it
+// feeds into one multiply-add where the target has one (GCC by default,
+// clang within an expression): on aarch64 the portable fold differed from
+// PyTorch's in the last bits. Not in this file. x86-64's baseline has no
+// multiply-add and the AVX-512 fold rounds its products itself
+// (rounded_product), so its code is left as it was measured.
+#if !defined(__x86_64__)
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+#endif
 #include "cpu_ops.h"
 
 #include <ATen/Parallel.h>
