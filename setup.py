@@ -22,9 +22,10 @@ def cpu_extensions() -> dict:
     (``dynconv_mm.execution.cpu_ops`` says so).
 
     The ops only make the CPU faster, so a build that cannot compile them
-    (no C++ compiler, one too old for torch's C++20 headers) installs the
-    pure-Python package and says why, instead of failing the install;
-    ``DYNCONV_MM_REQUIRE_CPU_OPS=1`` (tools/install.sh) makes it fail.
+    (no C++ compiler, one that will not run or is too old for torch's
+    C++20 headers) installs the pure-Python package and says why, instead
+    of failing the install; ``DYNCONV_MM_REQUIRE_CPU_OPS=1``
+    (tools/install.sh) makes it fail.
     """
     try:
         from torch.utils.cpp_extension import BuildExtension, CppExtension

@@ -43,12 +43,25 @@ def built_ops(out):
             if name.startswith('_cpu_ops')]
 
 
-# /bin/false: torch's version query of the compiler fails; a missing
-# compiler: the compile itself fails (ninja's RuntimeError)
-@pytest.mark.parametrize('compiler', ['/bin/false', '/nonexistent/c++'])
+def compiler_too_old(directory):
+    """A compiler that gives its version but compiles nothing (as one
+    without C++20 would fail on torch's headers)."""
+    path = directory / 'old-c++'
+    path.write_text('#!/bin/sh\ncase "$*" in *-v*) echo "g++ (GCC) 9.5.0"; '
+                    'exit 0;; esac\necho "error: C++20 required" >&2\n'
+                    'exit 1\n')
+    path.chmod(0o755)
+    return str(path)
+
+
+# will not run: torch's version query of the compiler fails; missing, or
+# too old: the compile itself fails (ninja's RuntimeError)
+@pytest.mark.parametrize('compiler', ['will not run', 'missing', 'too old'])
 def test_a_failed_build_installs_without_the_ops_and_says_why(
         source_tree, tmp_path, compiler):
-    result = build_ext(source_tree, tmp_path, compiler)
+    path = {'will not run': '/bin/false', 'missing': '/nonexistent/c++',
+            'too old': None}[compiler] or compiler_too_old(tmp_path)
+    result = build_ext(source_tree, tmp_path, path)
     assert result.returncode == 0, result.stderr[-2000:]
     warning = [line for line in result.stderr.splitlines()
                if line.startswith('WARNING: dynconv_mm: building')]
