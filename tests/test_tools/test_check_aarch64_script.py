@@ -14,6 +14,7 @@ SCRIPT = osp.join(REPO, 'tools', 'check_aarch64.sh')
 TESTS_DIR = osp.join(REPO, 'tests', 'test_execution')
 # what the script copies besides the listed tests
 HELPERS = {'oracle', 'cpu_ops_spy', 'float32_layer_check'}
+OPENMMLAB = {'mmcv', 'mmengine', 'mmdet', 'mmpose'}
 
 
 def listed_tests():
@@ -42,8 +43,7 @@ def allowed(module, siblings):
     if module.startswith('dynconv_mm'):
         return module.startswith('dynconv_mm.execution')
     return (root in siblings
-            or root not in {'mmcv', 'mmengine', 'mmdet', 'mmpose',
-                            'subprocess', 'multiprocessing'})
+            or root not in OPENMMLAB | {'subprocess', 'multiprocessing'})
 
 
 def test_the_listed_tests_exist_and_need_only_the_execution_floor():
@@ -62,7 +62,7 @@ def test_the_execution_floor_imports_nothing_of_openmmlab():
     assert sources
     for path in sources:
         bad = [m for m in imported_modules(path)
-               if m.split('.')[0] in {'mmcv', 'mmengine', 'mmdet', 'mmpose'}
+               if m.split('.')[0] in OPENMMLAB
                or (m.startswith('dynconv_mm')
                    and not m.startswith('dynconv_mm.execution'))]
         assert not bad, f'{osp.basename(path)} imports {bad}'
